@@ -1,0 +1,16 @@
+//! Every system call the crate makes, through rustix.
+//!
+//! This is the operating-system contract of shmchan in one place (mio's `sys/` habit). Each
+//! wrapper says which C call it makes. Linux is the tested platform; the calls used are:
+//!
+//! | module | calls | used for |
+//! |---|---|---|
+//! | [`shm`] | `shm_open`, `shm_unlink`, `memfd_create`, `fcntl(F_ADD_SEALS / F_GET_SEALS)`, `ftruncate`, `fstat`, `open` | segments |
+//! | [`process`] | `getpid`, `/proc/<pid>/stat` | liveness of participants (pid + start time) |
+//! | [`futex`] | `futex(FUTEX_WAIT / FUTEX_WAKE)` without `FUTEX_PRIVATE_FLAG` | parking blocked threads across processes |
+//!
+//! Mappings themselves are made by memmap2's `MmapRaw`, which hands out raw pointers only.
+
+pub(crate) mod futex;
+pub(crate) mod process;
+pub(crate) mod shm;
