@@ -215,7 +215,10 @@ impl<T> std::error::Error for TrySendError<T> {
 impl<T> From<TrySendError<T>> for Error {
     fn from(e: TrySendError<T>) -> Self {
         match e {
-            TrySendError::Full(_) => Error::TimedOut("the channel is full".into()),
+            TrySendError::Full(_) => Error::Io(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the channel is full",
+            )),
             TrySendError::Closed(_) => Error::Closed,
             TrySendError::Other(_, e) => *e,
         }
@@ -272,6 +275,18 @@ impl<T> std::error::Error for SendTimeoutError<T> {
         match self {
             SendTimeoutError::Other(_, e) => Some(&**e),
             _ => None,
+        }
+    }
+}
+
+impl<T> From<SendTimeoutError<T>> for Error {
+    fn from(e: SendTimeoutError<T>) -> Self {
+        match e {
+            SendTimeoutError::Timeout(_) => {
+                Error::TimedOut("the channel stayed full until the deadline".into())
+            }
+            SendTimeoutError::Closed(_) => Error::Closed,
+            SendTimeoutError::Other(_, e) => *e,
         }
     }
 }

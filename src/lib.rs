@@ -44,15 +44,30 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(not(loom))]
+pub mod channel;
 mod error;
 pub mod layout;
 #[allow(dead_code)]
 mod loom;
+#[cfg(not(loom))]
+pub mod mpmc;
+#[cfg(not(loom))]
+pub mod mpsc;
+#[allow(dead_code)]
+mod ring;
 mod segment;
+#[cfg(not(loom))]
+pub mod spsc;
 mod sys;
+pub mod wait;
 
+#[cfg(not(loom))]
+pub use channel::{Message, Options, SendError, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
+pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
+pub use wait::WaitStrategy;
 
 /// The README's examples, run as doctests so that what it claims stays true.
 #[doc = include_str!("../README.md")]

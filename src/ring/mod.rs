@@ -1,0 +1,360 @@
+//! Ring algorithms over a raw region: no I/O, no blocking.
+//!
+//! A ring region (the data area of a [`Layout`](crate::layout::Layout)) is a control block of
+//! five 128-byte lines followed by `capacity` slots:
+//!
+//! ```text
+//! offset  word(s)                                   written by
+//!      0  tail: u64, next position to publish        producers
+//!    128  head: u64, next position to consume        consumers
+//!    256  cons_futex: u32, cons_sleepers: u32         parked consumers / producers waking them
+//!    384  prod_futex: u32, prod_sleepers: u32         parked producers / consumers waking them
+//!    512  flags: u32 (bit 0: a producer attached once, bit 1: a consumer attached once),
+//!         producers: u32, consumers: u32  (clean-close counters, hints only)
+//!    640  slot 0: seq: u64, len: u32, pad: u32, payload[slot_size], padded to a 64-byte stride
+//! ```
+//!
+//! Positions are `u64`s that only grow; slot `i` serves positions `p` with `p % capacity == i`.
+//! Every index is formed as `p % capacity`, so a hostile peer that writes any position can never
+//! make us touch memory outside the region; lengths read from slots are checked against
+//! `slot_size` before they size a copy.
+//!
+//! The flavours live in their own files: [`spsc`] (Lamport), [`mpmc`] (Vyukov, producers and
+//! consumers) and [`mpsc`] (Vyukov producers, one consumer). Under `cfg(loom)` the same
+//! algorithms run over an in-process [`Ring`] made of loom atomics and cells.
+
+pub(crate) mod mpmc;
+pub(crate) mod mpsc;
+pub(crate) mod spsc;
+
+#[cfg(all(test, loom))]
+mod loom_models;
+
+use crate::error::{Error, Result};
+#[allow(unused_imports)]
+use crate::loom::{AtomicU32, AtomicU64};
+
+/// Offset of the tail word in the region.
+pub(crate) const OFF_TAIL: usize = 0;
+/// Offset of the head word.
+pub(crate) const OFF_HEAD: usize = 128;
+/// Futex word and sleeper count of parked consumers.
+pub(crate) const OFF_CONS_FUTEX: usize = 256;
+pub(crate) const OFF_CONS_SLEEPERS: usize = 260;
+/// Futex word and sleeper count of parked producers.
+pub(crate) const OFF_PROD_FUTEX: usize = 384;
+pub(crate) const OFF_PROD_SLEEPERS: usize = 388;
+/// Attach flags and clean-close counters.
+pub(crate) const OFF_FLAGS: usize = 512;
+pub(crate) const OFF_PRODUCERS: usize = 516;
+pub(crate) const OFF_CONSUMERS: usize = 520;
+/// Size of the control block.
+pub(crate) const CTRL_LEN: usize = 640;
+/// Slot header: sequence word and length word.
+pub(crate) const SLOT_HEADER: usize = 16;
+
+/// `flags` bit: a producer attached at least once.
+pub(crate) const FLAG_PRODUCER_SEEN: u32 = 1;
+/// `flags` bit: a consumer attached at least once.
+pub(crate) const FLAG_CONSUMER_SEEN: u32 = 2;
+
+/// Length marker of a slot whose producer died after claiming it: consumers skip it.
+pub(crate) const ABANDONED: u32 = u32::MAX;
+
+/// Largest slot size accepted (1 GiB).
+pub const MAX_SLOT_SIZE: usize = 1 << 30;
+/// Largest capacity accepted.
+pub const MAX_CAPACITY: usize = 1 << 24;
+
+/// The shape of a ring, as recorded in the layout's geometry words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub(crate) slot_size: usize,
+    pub(crate) capacity: usize,
+}
+
+impl Geometry {
+    /// Bytes from one slot to the next: header plus payload, rounded up to 64.
+    pub(crate) fn stride(&self) -> usize {
+        (SLOT_HEADER + self.slot_size).div_ceil(64) * 64
+    }
+
+    /// Bytes of the whole region.
+    pub(crate) fn region_len(&self) -> usize {
+        CTRL_LEN + self.capacity * self.stride()
+    }
+
+    /// Checks the user's numbers.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.slot_size == 0 || self.slot_size > MAX_SLOT_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "slot size {} is outside 1..={MAX_SLOT_SIZE}",
+                self.slot_size
+            )));
+        }
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(Error::InvalidArgument(format!(
+                "capacity {} is outside 1..={MAX_CAPACITY}",
+                self.capacity
+            )));
+        }
+        let total = (self.capacity as u128) * (self.stride() as u128);
+        if total > (isize::MAX as u128) / 2 {
+            return Err(Error::InvalidArgument(format!(
+                "capacity {} x slot size {} is too large to map",
+                self.capacity, self.slot_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The geometry words recorded in the header.
+    pub(crate) fn to_words(self) -> [u64; 8] {
+        [
+            self.slot_size as u64,
+            self.capacity as u64,
+            self.stride() as u64,
+            CTRL_LEN as u64,
+            0,
+            0,
+            0,
+            0,
+        ]
+    }
+
+    /// Reads and validates geometry words copied from a header; `data_len` is the size of the
+    /// region the header declares (already checked to fit in the mapping).
+    pub(crate) fn from_words(w: [u64; 8], data_len: usize, what: &str) -> Result<Geometry> {
+        let corrupt = |why: String| Error::Corrupt(format!("{what}: {why}"));
+        let slot_size = usize::try_from(w[0]).unwrap_or(usize::MAX);
+        let capacity = usize::try_from(w[1]).unwrap_or(usize::MAX);
+        let g = Geometry {
+            slot_size,
+            capacity,
+        };
+        g.check()
+            .map_err(|e| corrupt(format!("bad ring geometry ({e})")))?;
+        if w[2] != g.stride() as u64 || w[3] != CTRL_LEN as u64 {
+            return Err(corrupt(format!(
+                "slot stride {} / control block {} do not match slot size {} (expected {} / {})",
+                w[2],
+                w[3],
+                slot_size,
+                g.stride(),
+                CTRL_LEN
+            )));
+        }
+        if g.region_len() > data_len {
+            return Err(corrupt(format!(
+                "{} slots of stride {} need {} bytes, the segment has {data_len}",
+                capacity,
+                g.stride(),
+                g.region_len()
+            )));
+        }
+        Ok(g)
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use shm_ring::Ring;
+
+#[cfg(not(loom))]
+mod shm_ring {
+    use super::*;
+
+    /// A ring region in shared memory.
+    ///
+    /// Invariant: `base .. base + geometry.region_len()` is mapped read-write, 128-aligned, for
+    /// as long as the `Ring` is used; the owner (a channel handle) keeps the mapping alive next
+    /// to it. Every word is accessed atomically at one width; payloads only by copies.
+    #[derive(Debug)]
+    pub(crate) struct Ring {
+        base: *mut u8,
+        pub(crate) cap: u64,
+        pub(crate) slot_size: usize,
+        stride: usize,
+    }
+
+    // SAFETY: the region is shared memory accessed only through atomics and raw copies; the
+    // struct holds no thread-affine state.
+    unsafe impl Send for Ring {}
+    // SAFETY: as above; every method takes `&self` and synchronises through atomics.
+    unsafe impl Sync for Ring {}
+
+    impl Ring {
+        /// # Safety
+        ///
+        /// `base` must point to a 128-aligned, read-write mapped region of at least
+        /// `g.region_len()` bytes that outlives the returned `Ring`.
+        pub(crate) unsafe fn new(base: *mut u8, g: Geometry) -> Ring {
+            debug_assert_eq!(base as usize % 128, 0);
+            Ring {
+                base,
+                cap: g.capacity as u64,
+                slot_size: g.slot_size,
+                stride: g.stride(),
+            }
+        }
+
+        fn w64(&self, off: usize) -> &AtomicU64 {
+            debug_assert!(off % 8 == 0 && off + 8 <= CTRL_LEN + self.cap as usize * self.stride);
+            // SAFETY: off is a control-block constant or a slot header offset inside the region
+            // (callers index slots modulo cap), 8-aligned; the region is mapped (type invariant).
+            unsafe { AtomicU64::from_ptr(self.base.add(off).cast()) }
+        }
+
+        fn w32(&self, off: usize) -> &AtomicU32 {
+            debug_assert!(off % 4 == 0 && off + 4 <= CTRL_LEN + self.cap as usize * self.stride);
+            // SAFETY: as in w64, 4-aligned.
+            unsafe { AtomicU32::from_ptr(self.base.add(off).cast()) }
+        }
+
+        fn slot_off(&self, idx: u64) -> usize {
+            debug_assert!(idx < self.cap);
+            CTRL_LEN + idx as usize * self.stride
+        }
+
+        pub(crate) fn tail(&self) -> &AtomicU64 {
+            self.w64(OFF_TAIL)
+        }
+        pub(crate) fn head(&self) -> &AtomicU64 {
+            self.w64(OFF_HEAD)
+        }
+        pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
+            debug_assert!(off < CTRL_LEN);
+            self.w32(off)
+        }
+        pub(crate) fn seq(&self, idx: u64) -> &AtomicU64 {
+            self.w64(self.slot_off(idx))
+        }
+        pub(crate) fn len(&self, idx: u64) -> &AtomicU32 {
+            self.w32(self.slot_off(idx) + 8)
+        }
+
+        /// Pointer to the payload of slot `idx` (`slot_size` bytes).
+        pub(crate) fn payload(&self, idx: u64) -> *mut u8 {
+            // SAFETY: the slot lies inside the region (idx < cap), header then payload.
+            unsafe { self.base.add(self.slot_off(idx) + SLOT_HEADER) }
+        }
+
+        /// Copies `data` (at most `slot_size` bytes, checked by the caller) into slot `idx`.
+        pub(crate) fn write_payload(&self, idx: u64, at: usize, data: &[u8]) {
+            assert!(at + data.len() <= self.slot_size);
+            // SAFETY: in bounds (asserted); the producer holds the slot by the ring protocol.
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), self.payload(idx).add(at), data.len())
+            }
+        }
+
+        /// Copies `buf.len()` bytes (at most `slot_size`, checked by the caller) out of slot
+        /// `idx`.
+        pub(crate) fn read_payload(&self, idx: u64, at: usize, buf: &mut [u8]) {
+            assert!(at + buf.len() <= self.slot_size);
+            // SAFETY: in bounds (asserted); `buf` is private memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.payload(idx).add(at), buf.as_mut_ptr(), buf.len())
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom_ring::Ring;
+
+#[cfg(loom)]
+mod loom_ring {
+    use super::*;
+    use crate::loom::UnsafeCell;
+
+    /// The in-process stand-in for a ring region, for loom models: the same words as loom
+    /// atomics, and payloads as loom cells (at most 8 bytes) so loom checks that the slot's
+    /// sequence store orders the payload copy.
+    #[derive(Debug)]
+    pub(crate) struct Ring {
+        ctrl: Vec<AtomicU64>,
+        ctrl32: Vec<AtomicU32>,
+        seqs: Vec<AtomicU64>,
+        lens: Vec<AtomicU32>,
+        payloads: Vec<UnsafeCell<[u8; 8]>>,
+        pub(crate) cap: u64,
+        pub(crate) slot_size: usize,
+    }
+
+    impl Ring {
+        /// A fresh ring as a creator lays it out (zeroed, sequences `0..cap`).
+        pub(crate) fn new_for_model(g: Geometry) -> Ring {
+            assert!(g.slot_size <= 8);
+            Ring {
+                ctrl: (0..2).map(|_| AtomicU64::new(0)).collect(),
+                ctrl32: (0..CTRL_LEN / 4).map(|_| AtomicU32::new(0)).collect(),
+                seqs: (0..g.capacity as u64).map(AtomicU64::new).collect(),
+                lens: (0..g.capacity).map(|_| AtomicU32::new(0)).collect(),
+                payloads: (0..g.capacity).map(|_| UnsafeCell::new([0; 8])).collect(),
+                cap: g.capacity as u64,
+                slot_size: g.slot_size,
+            }
+        }
+        pub(crate) fn tail(&self) -> &AtomicU64 {
+            &self.ctrl[0]
+        }
+        pub(crate) fn head(&self) -> &AtomicU64 {
+            &self.ctrl[1]
+        }
+        pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
+            &self.ctrl32[off / 4]
+        }
+        pub(crate) fn seq(&self, idx: u64) -> &AtomicU64 {
+            &self.seqs[idx as usize]
+        }
+        pub(crate) fn len(&self, idx: u64) -> &AtomicU32 {
+            &self.lens[idx as usize]
+        }
+        pub(crate) fn write_payload(&self, idx: u64, at: usize, data: &[u8]) {
+            assert!(at + data.len() <= self.slot_size);
+            self.payloads[idx as usize].with_mut(|p| {
+                // SAFETY: loom checks the access is exclusive; p is a valid [u8; 8].
+                unsafe { (&mut *p)[at..at + data.len()].copy_from_slice(data) }
+            })
+        }
+        pub(crate) fn read_payload(&self, idx: u64, at: usize, buf: &mut [u8]) {
+            assert!(at + buf.len() <= self.slot_size);
+            self.payloads[idx as usize].with(|p| {
+                // SAFETY: loom checks no write races this read; p is a valid [u8; 8].
+                buf.copy_from_slice(unsafe { &(&*p)[at..at + buf.len()] })
+            })
+        }
+    }
+}
+
+/// Initialises a fresh (zero-filled) ring region: slot `i`'s sequence is `i`, as Vyukov's
+/// algorithm starts. SPSC rings do not use sequences but get the same start, so that one
+/// region format serves all flavours.
+pub(crate) fn init_sequences(ring: &Ring) {
+    for i in 0..ring.cap {
+        // Relaxed: the region is published to other processes by the layout header's release
+        // store of READY, after this.
+        ring.seq(i).store(i, crate::loom::Ordering::Relaxed);
+    }
+}
+
+/// `tail - head` checked against the capacity: the number of queued messages, or `Corrupt`.
+pub(crate) fn checked_pending(tail: u64, head: u64, cap: u64) -> Result<u64> {
+    match tail.checked_sub(head) {
+        Some(n) if n <= cap => Ok(n),
+        _ => Err(Error::Corrupt(format!(
+            "ring positions out of range: tail {tail}, head {head}, capacity {cap}"
+        ))),
+    }
+}
+
+/// A message length read from a slot, checked against the slot size.
+pub(crate) fn checked_len(len: u32, slot_size: usize, pos: u64) -> Result<usize> {
+    let n = len as usize;
+    if n > slot_size {
+        return Err(Error::Corrupt(format!(
+            "message at position {pos} claims {n} bytes, slots hold {slot_size}"
+        )));
+    }
+    Ok(n)
+}

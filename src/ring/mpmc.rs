@@ -1,0 +1,172 @@
+//! Multi-producer multi-consumer ring: Dmitry Vyukov's bounded queue with a sequence word per
+//! slot, plus the crash-repair protocol of DESIGN.md.
+//!
+//! Slot `i` starts with `seq = i`. For position `p` in slot `p % cap`:
+//! - `seq == p`: free for the producer of `p`;
+//! - `seq == p + 1`: holds the message of `p`, for the consumer of `p`;
+//! - `seq == p + cap`: consumed, free for the producer of `p + cap`.
+//!
+//! A producer claims `p` with a CAS of `tail` from `p` to `p + 1`, writes the slot, and
+//! publishes with a release store `seq = p + 1`. A consumer claims with a CAS of `head` and
+//! frees with a release store `seq = p + cap`.
+//!
+//! # Intents and repair
+//!
+//! Before each CAS a party stores `intent = p + 1` (SeqCst) in its participant record, and
+//! clears it after its sequence store, so a live party holds position `p` only while its intent
+//! is `p + 1`. A slot stuck at `p` (a consumer sees `seq == p` while `tail > p`) whose every
+//! intent holder is dead (or that no live record claims) is repaired by CAS of `seq` from `p` to
+//! `p + 1` with the length [`ABANDONED`]: consumers skip it. A slot a dead consumer claimed
+//! (`seq == p + 1` while `head > p`, a dead record with intent `p + 1`) still holds its intact
+//! message: a live consumer adopts it (its own intent first, then a CAS on the dead record's
+//! intent), reads it and frees it: redelivery, not loss.
+
+use super::{ABANDONED, Ring};
+use crate::error::{Error, Result};
+use crate::loom::{AtomicU64, Ordering};
+
+/// The relation of a sequence word to a position, as a signed distance.
+fn dist(seq: u64, target: u64) -> i64 {
+    seq.wrapping_sub(target) as i64
+}
+
+/// Claims the next position for a producer: `Ok(Some(p))`, or `Ok(None)` when the ring is
+/// full. `intent` is this producer's intent word.
+pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
+    let mut pos = ring.tail().load(Ordering::Relaxed);
+    loop {
+        let idx = pos % ring.cap;
+        // Acquire: pairs with the consumer's Release store `seq = p + cap` in `release_recv`:
+        // its copy out of the slot happens before our write into it.
+        let seq = ring.seq(idx).load(Ordering::Acquire);
+        let d = dist(seq, pos);
+        if d == 0 {
+            // SeqCst: the intent must be visible before the CAS that claims `pos` (the CAS is
+            // Release for the same reason); a repairer that sees `tail > pos` sees this intent.
+            intent.store(pos + 1, Ordering::SeqCst);
+            match ring.tail().compare_exchange_weak(
+                pos,
+                pos + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(Some(pos)),
+                Err(now) => pos = now,
+            }
+        } else if d < 0 {
+            // The slot still holds the message of `pos - cap`: full.
+            intent.store(0, Ordering::Relaxed);
+            return Ok(None);
+        } else {
+            // Someone else claimed `pos`; `tail` must have moved past it.
+            let now = ring.tail().load(Ordering::Relaxed);
+            if now <= pos {
+                return Err(Error::Corrupt(format!(
+                    "slot sequence {seq} is ahead of position {pos} but tail is {now}"
+                )));
+            }
+            pos = now;
+        }
+    }
+}
+
+/// Publishes the claimed position `pos`, whose length and bytes are written.
+pub(crate) fn publish_send(ring: &Ring, pos: u64, intent: &AtomicU64) {
+    // Release: pairs with the consumer's Acquire load of `seq` in `claim_recv`/`peek_single`:
+    // the bytes and length are visible before the message is.
+    ring.seq(pos % ring.cap).store(pos + 1, Ordering::Release);
+    // Release: a repairer that reads the cleared intent (Acquire) also sees the sequence store.
+    intent.store(0, Ordering::Release);
+}
+
+/// Claims the next readable position for one of several consumers: `Ok(Some(p))`, or
+/// `Ok(None)` when nothing is ready at the head.
+pub(crate) fn claim_recv(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
+    let mut pos = ring.head().load(Ordering::Relaxed);
+    loop {
+        let idx = pos % ring.cap;
+        // Acquire: pairs with the producer's Release store `seq = p + 1` in `publish_send`.
+        let seq = ring.seq(idx).load(Ordering::Acquire);
+        let d = dist(seq, pos + 1);
+        if d == 0 {
+            // SeqCst: as in claim_send, the intent is visible to whoever sees the CAS.
+            intent.store(pos + 1, Ordering::SeqCst);
+            match ring.head().compare_exchange_weak(
+                pos,
+                pos + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(Some(pos)),
+                Err(now) => pos = now,
+            }
+        } else if d < 0 {
+            intent.store(0, Ordering::Relaxed);
+            return Ok(None);
+        } else {
+            let now = ring.head().load(Ordering::Relaxed);
+            if now <= pos {
+                return Err(Error::Corrupt(format!(
+                    "slot sequence {seq} is ahead of position {pos} but head is {now}"
+                )));
+            }
+            pos = now;
+        }
+    }
+}
+
+/// Frees the slot of a consumed position.
+pub(crate) fn release_recv(ring: &Ring, pos: u64, intent: &AtomicU64) {
+    // Release: pairs with the producer's Acquire load of `seq` in `claim_send`: our copy out of
+    // the slot happens before its next write.
+    ring.seq(pos % ring.cap)
+        .store(pos + ring.cap, Ordering::Release);
+    intent.store(0, Ordering::Release);
+}
+
+/// What is in the way at position `pos` for a consumer that found nothing ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// Nothing was claimed at `pos`: the ring is simply empty.
+    Empty,
+    /// A producer claimed `pos` (tail is past it) and has not published yet.
+    Unpublished(u64),
+}
+
+/// Classifies an empty-looking ring at `pos` (the consumer's head).
+pub(crate) fn blocked_at(ring: &Ring, pos: u64) -> Blocked {
+    // Acquire: pairs with the AcqRel CAS of the claimer, so its intent is visible after this.
+    let tail = ring.tail().load(Ordering::Acquire);
+    let seq = ring.seq(pos % ring.cap).load(Ordering::Acquire);
+    if tail > pos && seq == pos {
+        Blocked::Unpublished(pos)
+    } else {
+        Blocked::Empty
+    }
+}
+
+/// Releases the slot of `pos`, claimed by a producer that is proven dead, as abandoned.
+/// Returns whether this call did it (two repairers cannot both win the CAS).
+pub(crate) fn repair_unpublished(ring: &Ring, pos: u64) -> bool {
+    let idx = pos % ring.cap;
+    // The claimer is dead, so only repairers write this length, all the same value.
+    ring.len(idx).store(ABANDONED, Ordering::Relaxed);
+    // Release: pairs with the consumers' Acquire of `seq`: they see the ABANDONED length.
+    ring.seq(idx)
+        .compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Whether a dead party's intent `p + 1` still pins a slot: for a producer, `seq == p` while
+/// `tail > p`; for a consumer, `seq == p + 1` while `head > p`.
+pub(crate) fn intent_pins_slot(ring: &Ring, intent: u64, producer: bool) -> bool {
+    let Some(pos) = intent.checked_sub(1) else {
+        return false;
+    };
+    let seq = ring.seq(pos % ring.cap).load(Ordering::Acquire);
+    if producer {
+        seq == pos && ring.tail().load(Ordering::Acquire) > pos
+    } else {
+        seq == pos + 1 && ring.head().load(Ordering::Acquire) > pos
+    }
+}

@@ -1,0 +1,74 @@
+//! Multi-producer single-consumer ring: Vyukov producers ([`super::mpmc::claim_send`] and
+//! [`super::mpmc::publish_send`]) and one consumer that needs no CAS.
+//!
+//! The consumer keeps `head` locally and stores it to shared memory after freeing each slot, so
+//! that a consumer that replaces a dead one resumes where it stopped: a slot the dead one read
+//! but did not free is read again (redelivery); a slot it freed without storing `head` is
+//! recognised by its sequence (`p + cap`, or `p + cap + 1` once reused) and skipped.
+
+use super::Ring;
+use crate::error::{Error, Result};
+use crate::loom::Ordering;
+
+/// The single consumer's process-local state.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    head: u64,
+}
+
+impl Rx {
+    pub(crate) fn attach(ring: &Ring) -> Result<Rx> {
+        // Acquire: pairs with the Release store of head by a previous consumer.
+        let head = ring.head().load(Ordering::Acquire);
+        let tail = ring.tail().load(Ordering::Acquire);
+        super::checked_pending(tail, head, ring.cap)?;
+        Ok(Rx { head })
+    }
+
+    /// The next readable position, or `None` when the slot at the head is not published.
+    pub(crate) fn peek(&mut self, ring: &Ring) -> Result<Option<u64>> {
+        loop {
+            let pos = self.head;
+            // Acquire: pairs with the producer's Release store `seq = p + 1` in publish_send.
+            let seq = ring.seq(pos % ring.cap).load(Ordering::Acquire);
+            if seq == pos + 1 {
+                return Ok(Some(pos));
+            }
+            if seq == pos + ring.cap || seq == pos + ring.cap + 1 {
+                // Freed by a consumer that died before storing head: skip it.
+                self.store_head(ring, pos + 1);
+                continue;
+            }
+            if seq.wrapping_sub(pos + 1) as i64 > 0 {
+                return Err(Error::Corrupt(format!(
+                    "slot sequence {seq} at consumer position {pos} is none of {}, {} or {}",
+                    pos + 1,
+                    pos + ring.cap,
+                    pos + ring.cap + 1
+                )));
+            }
+            return Ok(None);
+        }
+    }
+
+    /// The position the consumer reads next.
+    pub(crate) fn position(&self) -> u64 {
+        self.head
+    }
+
+    fn store_head(&mut self, ring: &Ring, head: u64) {
+        self.head = head;
+        // Release: producers and later consumers read head only for counts and resumption;
+        // ordering after the slot's free keeps `tail - head <= cap` for them.
+        ring.head().store(head, Ordering::Release);
+    }
+
+    /// Frees the slot of `pos` (the current head) after it was read.
+    pub(crate) fn release(&mut self, ring: &Ring, pos: u64) {
+        debug_assert_eq!(pos, self.head);
+        // Release: pairs with the producers' Acquire of `seq` in claim_send.
+        ring.seq(pos % ring.cap)
+            .store(pos + ring.cap, Ordering::Release);
+        self.store_head(ring, pos + 1);
+    }
+}

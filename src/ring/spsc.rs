@@ -1,0 +1,147 @@
+//! Single-producer single-consumer ring: Lamport's queue with cached indices (rtrb, Agrona's
+//! OneToOne). The producer owns `tail`, the consumer owns `head`; each keeps a process-local
+//! copy of the other's index and reloads it only when the ring looks full (empty), so a busy
+//! stream touches the other side's cache line once per lap, not once per message.
+//!
+//! A slot becomes visible only by the release store of `tail` after its bytes are written, so
+//! no message is ever seen torn. A producer that dies mid-write leaves nothing visible; a
+//! consumer that dies mid-read has not advanced `head`, so the next consumer reads the same
+//! message again. No repair is needed.
+
+use super::{Ring, checked_pending};
+use crate::error::{Error, Result};
+use crate::loom::Ordering;
+
+/// The producer's process-local state.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    /// Next position to write. Invariant: `cached_head <= tail <= cached_head + cap`.
+    tail: u64,
+    /// Last `head` seen.
+    cached_head: u64,
+}
+
+impl Tx {
+    /// Attaches to a ring whose `tail` this producer now owns.
+    pub(crate) fn attach(ring: &Ring) -> Result<Tx> {
+        // Acquire: pairs with the Release stores of a previous producer (tail) and the consumer
+        // (head), so slots freed before are ours to overwrite.
+        let tail = ring.tail().load(Ordering::Acquire);
+        let head = ring.head().load(Ordering::Acquire);
+        checked_pending(tail, head, ring.cap)?;
+        Ok(Tx {
+            tail,
+            cached_head: head,
+        })
+    }
+
+    /// Reloads `head`, checking that it moved only forward and stays within a lap.
+    fn reload_head(&mut self, ring: &Ring) -> Result<()> {
+        // Acquire: pairs with the consumer's Release store of `head` in `Rx::release`: the
+        // consumer's reads of the slots it freed happen before we overwrite them.
+        let head = ring.head().load(Ordering::Acquire);
+        if head < self.cached_head {
+            return Err(Error::Corrupt(format!(
+                "ring head went back from {} to {head}",
+                self.cached_head
+            )));
+        }
+        checked_pending(self.tail, head, ring.cap)?;
+        self.cached_head = head;
+        Ok(())
+    }
+
+    /// Free slots as far as this producer knows after reloading `head`.
+    pub(crate) fn free(&mut self, ring: &Ring) -> Result<u64> {
+        self.reload_head(ring)?;
+        Ok(ring.cap - (self.tail - self.cached_head))
+    }
+
+    /// Claims up to `n` consecutive slots: the first position and how many (0 when full).
+    pub(crate) fn claim(&mut self, ring: &Ring, n: u64) -> Result<(u64, u64)> {
+        debug_assert!(self.cached_head <= self.tail && self.tail - self.cached_head <= ring.cap);
+        let mut free = ring.cap - (self.tail - self.cached_head);
+        if free < n {
+            self.reload_head(ring)?;
+            free = ring.cap - (self.tail - self.cached_head);
+        }
+        Ok((self.tail, free.min(n)))
+    }
+
+    /// Publishes `n` slots from the claimed position; their lengths and bytes are written.
+    pub(crate) fn publish(&mut self, ring: &Ring, n: u64) {
+        debug_assert!(self.tail + n - self.cached_head <= ring.cap);
+        self.tail += n;
+        // Release: pairs with the consumer's Acquire load of `tail` in `Rx::reload_tail`; the
+        // slot bytes and lengths written before are visible once the new tail is.
+        ring.tail().store(self.tail, Ordering::Release);
+    }
+
+    /// The position the next claim starts at.
+    pub(crate) fn position(&self) -> u64 {
+        self.tail
+    }
+}
+
+/// The consumer's process-local state.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    /// Next position to read. Invariant: `head <= cached_tail <= head + cap`.
+    head: u64,
+    /// Last `tail` seen.
+    cached_tail: u64,
+}
+
+impl Rx {
+    /// Attaches to a ring whose `head` this consumer now owns.
+    pub(crate) fn attach(ring: &Ring) -> Result<Rx> {
+        // Acquire: pairs with the Release stores of tail (producer) and of head (a previous
+        // consumer).
+        let head = ring.head().load(Ordering::Acquire);
+        let tail = ring.tail().load(Ordering::Acquire);
+        checked_pending(tail, head, ring.cap)?;
+        Ok(Rx {
+            head,
+            cached_tail: tail,
+        })
+    }
+
+    fn reload_tail(&mut self, ring: &Ring) -> Result<()> {
+        // Acquire: pairs with the producer's Release store of `tail` in `Tx::publish`.
+        let tail = ring.tail().load(Ordering::Acquire);
+        if tail < self.cached_tail {
+            return Err(Error::Corrupt(format!(
+                "ring tail went back from {} to {tail}",
+                self.cached_tail
+            )));
+        }
+        checked_pending(tail, self.head, ring.cap)?;
+        self.cached_tail = tail;
+        Ok(())
+    }
+
+    /// Queued messages after reloading `tail`.
+    pub(crate) fn pending(&mut self, ring: &Ring) -> Result<u64> {
+        self.reload_tail(ring)?;
+        Ok(self.cached_tail - self.head)
+    }
+
+    /// Up to `n` readable consecutive positions: the first and how many (0 when empty).
+    pub(crate) fn peek(&mut self, ring: &Ring, n: u64) -> Result<(u64, u64)> {
+        let mut ready = self.cached_tail - self.head;
+        if ready < n {
+            self.reload_tail(ring)?;
+            ready = self.cached_tail - self.head;
+        }
+        Ok((self.head, ready.min(n)))
+    }
+
+    /// Frees `n` slots from the current position after they were read.
+    pub(crate) fn release(&mut self, ring: &Ring, n: u64) {
+        debug_assert!(self.head + n <= self.cached_tail);
+        self.head += n;
+        // Release: pairs with the producer's Acquire load of `head` in `Tx::reload_head`; our
+        // copies out of the slots happen before the producer overwrites them.
+        ring.head().store(self.head, Ordering::Release);
+    }
+}
