@@ -92,6 +92,7 @@ impl WaitStrategy {
     }
 
     /// The phase a wait that began `elapsed` ago is in.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn phase(&self, elapsed: Duration) -> Phase {
         if elapsed < self.spin {
             Phase::Spin
@@ -104,6 +105,7 @@ impl WaitStrategy {
 }
 
 /// Where a wait is in its budget.
+#[cfg_attr(loom, allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     Spin,

@@ -382,7 +382,9 @@ impl Core {
             Side::Consumer => (ring::FLAG_CONSUMER_SEEN, ring::OFF_CONSUMERS),
         };
         core.ring.word32(counter).fetch_add(1, Ordering::AcqRel);
-        core.ring.word32(ring::OFF_FLAGS).fetch_or(flag, Ordering::AcqRel);
+        core.ring
+            .word32(ring::OFF_FLAGS)
+            .fetch_or(flag, Ordering::AcqRel);
         Ok(core)
     }
 
@@ -436,7 +438,11 @@ impl Core {
         if self.ring.word32(counter).load(Ordering::Acquire) != 0 {
             return false;
         }
-        let range = records(self.kind, self.layout.participant_capacity(), self.peer_side());
+        let range = records(
+            self.kind,
+            self.layout.participant_capacity(),
+            self.peer_side(),
+        );
         let want = role(self.peer_side());
         !range
             .into_iter()
@@ -516,11 +522,10 @@ impl Core {
             Side::Producer => ring::OFF_PRODUCERS,
             Side::Consumer => ring::OFF_CONSUMERS,
         };
-        let _ = self.ring.word32(counter).fetch_update(
-            Ordering::AcqRel,
-            Ordering::Acquire,
-            |n| n.checked_sub(1),
-        );
+        let _ = self
+            .ring
+            .word32(counter)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         self.layout.release(reg);
         Ok(())
     }
@@ -528,7 +533,11 @@ impl Core {
     /// A consumer found the slot at `pos` claimed but unpublished. If no live producer holds
     /// the position, release it as abandoned. Returns whether it is now readable.
     fn repair_stuck(&mut self, pos: u64) -> Result<bool> {
-        let range = records(self.kind, self.layout.participant_capacity(), Side::Producer);
+        let range = records(
+            self.kind,
+            self.layout.participant_capacity(),
+            Side::Producer,
+        );
         let mut holders_alive = false;
         for i in range {
             if self.layout.intent(i) != pos + 1 {
@@ -567,11 +576,7 @@ impl Core {
             if let Some(r) = attempt(self)? {
                 return Ok(Some(r));
             }
-            let now = if n % 32 == 0 {
-                Instant::now()
-            } else {
-                start
-            };
+            let now = if n % 32 == 0 { Instant::now() } else { start };
             if let Some(d) = deadline {
                 if now >= d {
                     return Ok(None);
@@ -969,7 +974,10 @@ impl<F: Flavour> Producer<F> {
     /// # Errors
     ///
     /// As [`try_send`](Self::try_send), with the value given back.
-    pub fn try_send_value<T: IntoBytes + Immutable>(&mut self, value: T) -> Result<(), TrySendError<T>> {
+    pub fn try_send_value<T: IntoBytes + Immutable>(
+        &mut self,
+        value: T,
+    ) -> Result<(), TrySendError<T>> {
         match self.try_send_bytes(value.as_bytes()) {
             Ok(true) => Ok(()),
             Ok(false) => Err(TrySendError::Full(value)),
@@ -983,7 +991,10 @@ impl<F: Flavour> Producer<F> {
     /// # Errors
     ///
     /// As [`send_blocking`](Self::send_blocking).
-    pub fn send_value_blocking<T: IntoBytes + Immutable>(&mut self, value: T) -> Result<(), SendError<T>> {
+    pub fn send_value_blocking<T: IntoBytes + Immutable>(
+        &mut self,
+        value: T,
+    ) -> Result<(), SendError<T>> {
         match self.send_until(value.as_bytes(), None) {
             Ok(_) => Ok(()),
             Err(e) => Err(SendError::new(value, e)),
@@ -1105,7 +1116,9 @@ pub struct WriteSlot<'a, F: Flavour> {
 
 impl<F: Flavour> fmt::Debug for WriteSlot<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WriteSlot").field("position", &self.pos).finish()
+        f.debug_struct("WriteSlot")
+            .field("position", &self.pos)
+            .finish()
     }
 }
 
@@ -1233,7 +1246,11 @@ impl WriteChunk<'_> {
     ///
     /// If `k > len()`.
     pub fn commit(self, k: usize) {
-        assert!(k <= self.len, "commit of {k} slots in a chunk of {}", self.len);
+        assert!(
+            k <= self.len,
+            "commit of {k} slots in a chunk of {}",
+            self.len
+        );
         let ring = &self.producer.core.ring;
         for i in 0..k {
             ring.len((self.pos + i as u64) % ring.cap)
@@ -1376,7 +1393,11 @@ impl<F: Flavour> Consumer<F> {
 
     /// MPMC: takes over a message a dead consumer claimed and never freed.
     fn adopt(core: &mut Core) -> Result<Option<(u64, usize)>> {
-        let range = records(core.kind, core.layout.participant_capacity(), Side::Consumer);
+        let range = records(
+            core.kind,
+            core.layout.participant_capacity(),
+            Side::Consumer,
+        );
         let me = core.reg().index();
         for i in range {
             if i == me {
@@ -1516,11 +1537,13 @@ impl<F: Flavour> Consumer<F> {
     ///
     /// [`Error::Closed`], [`Error::PeerGone`], [`Error::Corrupt`].
     pub fn try_recv_ref(&mut self) -> Result<Option<ReadSlot<'_, F>>> {
-        Ok(Self::take(&mut self.core, &mut self.algo)?.map(|(pos, len)| ReadSlot {
-            consumer: self,
-            pos,
-            len,
-        }))
+        Ok(
+            Self::take(&mut self.core, &mut self.algo)?.map(|(pos, len)| ReadSlot {
+                consumer: self,
+                pos,
+                len,
+            }),
+        )
     }
 
     /// Borrows the next message in place, waiting while the ring is empty.
@@ -1553,7 +1576,11 @@ impl Consumer<Spsc> {
         let mut lens = Vec::with_capacity(n as usize);
         for i in 0..n {
             let p = pos + i;
-            let raw = self.core.ring.len(p % self.core.ring.cap).load(Ordering::Relaxed);
+            let raw = self
+                .core
+                .ring
+                .len(p % self.core.ring.cap)
+                .load(Ordering::Relaxed);
             lens.push(ring::checked_len(raw, self.core.ring.slot_size, p)?);
         }
         Ok(ReadChunk {

@@ -253,7 +253,11 @@ mod shm_ring {
             assert!(at + buf.len() <= self.slot_size);
             // SAFETY: in bounds (asserted); `buf` is private memory.
             unsafe {
-                std::ptr::copy_nonoverlapping(self.payload(idx).add(at), buf.as_mut_ptr(), buf.len())
+                std::ptr::copy_nonoverlapping(
+                    self.payload(idx).add(at),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
             }
         }
     }
