@@ -141,7 +141,7 @@ impl Options {
         self.slot_size = n;
         self
     }
-    /// Number of slots (a creator's setting).
+    /// Number of slots (a creator's setting). MPSC and MPMC channels need at least 2.
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n;
         self
@@ -275,6 +275,14 @@ impl Core {
             capacity: opts.capacity,
         };
         g.check()?;
+        if kind != Kind::SPSC && g.capacity < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "capacity {} for an {} channel: Vyukov's ring needs at least 2 slots (a slot's \
+                 'holds message p' and 'free for p + capacity' states coincide with 1)",
+                g.capacity,
+                kind_name(kind)
+            )));
+        }
         let participants = if kind == Kind::SPSC {
             2
         } else {
@@ -318,6 +326,12 @@ impl Core {
         let layout = Layout::open(name, kind, Mode::ReadWrite, opts.init_timeout)?;
         let what = format!("{} channel '{name}'", kind_name(kind));
         let g = Geometry::from_words(layout.geometry(), layout.data_len(), &what)?;
+        if kind != Kind::SPSC && g.capacity < 2 {
+            return Err(Error::Corrupt(format!(
+                "{what}: capacity {} below 2",
+                g.capacity
+            )));
+        }
         let base = layout.segment().as_mut_ptr()?;
         // SAFETY: Layout validated data_offset + data_len <= mapped length and from_words that
         // region_len <= data_len; data_offset is 128-aligned by construction (validated:

@@ -130,3 +130,78 @@ pub fn report(line: impl std::fmt::Display) {
     // libtest prints "test child_entry ... " without a newline first.
     println!("\n@@ {line}");
 }
+
+/// A small deterministic PRNG (xorshift64*), so tests need no extra dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Message `i` of stream `stream`: 16 header bytes (stream, index) then `len - 16` bytes that
+/// depend on both, so that a torn or misplaced message fails `check_message`.
+pub fn message(stream: u64, i: u64, max_len: usize) -> Vec<u8> {
+    let len = 16 + (i.wrapping_mul(7919) as usize % (max_len - 15));
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&stream.to_le_bytes());
+    v.extend_from_slice(&i.to_le_bytes());
+    let mut x = stream
+        .wrapping_mul(31)
+        .wrapping_add(i)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        | 1;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(x as u8);
+    }
+    v
+}
+
+/// Checks a message made by `message` and returns its (stream, index).
+pub fn check_message(bytes: &[u8], max_len: usize) -> (u64, u64) {
+    assert!(bytes.len() >= 16, "message of {} bytes", bytes.len());
+    let stream = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let i = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    assert_eq!(
+        bytes,
+        message(stream, i, max_len),
+        "torn or corrupt message {stream}/{i}"
+    );
+    (stream, i)
+}
+
+/// SIGKILL, without reaping (the guard reaps).
+pub fn kill9(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+}
+
+/// Reads one `@@ ` report line from a running child's stdout (blocking), for handshakes.
+pub fn read_report(child: &mut ChildGuard) -> String {
+    use std::io::BufRead;
+    let out = child.0.as_mut().unwrap().stdout.as_mut().unwrap();
+    let mut reader = std::io::BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("child ended before reporting");
+        }
+        if let Some(i) = line.find("@@ ") {
+            return line[i + 3..].trim_end().to_owned();
+        }
+    }
+}
