@@ -463,6 +463,22 @@ impl Core {
             .any(|i| self.layout.participant(i).is_some_and(|p| p.role == want))
     }
 
+    /// When every peer of the other side is gone: `PeerGone` if one died, else `Closed`.
+    fn closed_error(&self) -> Option<Error> {
+        if !self.peers_closed() {
+            return None;
+        }
+        Some(if self.peer_died {
+            Error::PeerGone(format!(
+                "every {} of '{}' is gone and at least one died",
+                side_name(self.peer_side()),
+                self.name
+            ))
+        } else {
+            Error::Closed
+        })
+    }
+
     /// The liveness check, at most once per interval unless `force`: reclaims dead peers'
     /// records (after repairing what they pinned) and notes whether any died. Returns whether
     /// a dead peer was found.
@@ -554,7 +570,7 @@ impl Core {
         );
         let mut holders_alive = false;
         for i in range {
-            if self.layout.intent(i) != pos + 1 {
+            if self.layout.intent(i) != pos.wrapping_add(1) {
                 continue;
             }
             if let Some(p) = self.layout.participant(i) {
@@ -837,26 +853,7 @@ impl<F: Flavour> Producer<F> {
 
     /// Claims one slot: its position, or `None` when full. Checks for closed consumers then.
     fn claim(&mut self) -> Result<Option<u64>> {
-        let ring = &self.core.ring;
-        let got = match &mut self.algo {
-            TxAlgo::Spsc(tx) => {
-                let (pos, n) = tx.claim(ring, 1)?;
-                (n == 1).then_some(pos)
-            }
-            TxAlgo::Vyukov => mpmc::claim_send(ring, self.core.intent())?,
-        };
-        if got.is_none() {
-            if self.core.peers_closed() {
-                return Err(Error::Closed);
-            }
-            if self.core.check_peers(false)? && self.core.peers_closed() {
-                return Err(Error::PeerGone(format!(
-                    "every consumer of '{}' died",
-                    self.core.name
-                )));
-            }
-        }
-        Ok(got)
+        claim_with(&mut self.core, &mut self.algo)
     }
 
     /// Makes the claimed position `pos` visible with length `len`, and wakes sleepers.
@@ -1078,14 +1075,9 @@ fn claim_with(core: &mut Core, algo: &mut TxAlgo) -> Result<Option<u64>> {
         TxAlgo::Vyukov => mpmc::claim_send(&core.ring, core.intent())?,
     };
     if got.is_none() {
-        if core.peers_closed() {
-            return Err(Error::Closed);
-        }
-        if core.peer_died && core.peers_closed() {
-            return Err(Error::PeerGone(format!(
-                "every consumer of '{}' died",
-                core.name
-            )));
+        core.check_peers(false)?;
+        if let Some(e) = core.closed_error() {
+            return Err(e);
         }
     }
     Ok(got)
@@ -1249,7 +1241,7 @@ impl WriteChunk<'_> {
         }
         self.producer.check_len(msg.len())?;
         let ring = &self.producer.core.ring;
-        ring.write_payload((self.pos + i as u64) % ring.cap, 0, msg);
+        ring.write_payload(self.pos.wrapping_add(i as u64) % ring.cap, 0, msg);
         self.lens[i] = msg.len() as u32;
         Ok(())
     }
@@ -1267,7 +1259,7 @@ impl WriteChunk<'_> {
         );
         let ring = &self.producer.core.ring;
         for i in 0..k {
-            ring.len((self.pos + i as u64) % ring.cap)
+            ring.len(self.pos.wrapping_add(i as u64) % ring.cap)
                 .store(self.lens[i], Ordering::Relaxed);
         }
         let TxAlgo::Spsc(tx) = &mut self.producer.algo else {
@@ -1387,22 +1379,18 @@ impl<F: Flavour> Consumer<F> {
                 return Ok(Some(found));
             }
         }
-        let died = core.check_peers(false)?;
-        if core.peers_closed() {
-            if core.pending() != 0 {
-                return Ok(None); // drain first (a concurrent consumer may hold the rest)
-            }
-            return Err(if core.peer_died || died {
-                core.peer_died = false;
-                Error::PeerGone(format!(
-                    "every producer of '{}' is gone and at least one died",
-                    core.name
-                ))
-            } else {
-                Error::Closed
-            });
+        core.check_peers(false)?;
+        if core.pending() != 0 {
+            return Ok(None); // drain first (a concurrent consumer may hold the rest)
         }
-        Ok(None)
+        match core.closed_error() {
+            Some(e) => {
+                // Report a death once; the stream then ends like a clean close.
+                core.peer_died = false;
+                Err(e)
+            }
+            None => Ok(None),
+        }
     }
 
     /// MPMC: takes over a message a dead consumer claimed and never freed.
@@ -1589,7 +1577,7 @@ impl Consumer<Spsc> {
         let (pos, n) = rx.peek(&self.core.ring, max as u64)?;
         let mut lens = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let p = pos + i;
+            let p = pos.wrapping_add(i);
             let raw = self
                 .core
                 .ring
@@ -1721,7 +1709,7 @@ impl ReadChunk<'_> {
     pub fn get(&self, i: usize) -> Vec<u8> {
         let mut v = vec![0; self.lens[i]];
         let ring = &self.consumer.core.ring;
-        ring.read_payload((self.pos + i as u64) % ring.cap, 0, &mut v);
+        ring.read_payload(self.pos.wrapping_add(i as u64) % ring.cap, 0, &mut v);
         v
     }
 }

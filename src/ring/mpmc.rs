@@ -43,10 +43,10 @@ pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
         if d == 0 {
             // SeqCst: the intent must be visible before the CAS that claims `pos` (the CAS is
             // Release for the same reason); a repairer that sees `tail > pos` sees this intent.
-            intent.store(pos + 1, Ordering::SeqCst);
+            intent.store(pos.wrapping_add(1), Ordering::SeqCst);
             match ring.tail().compare_exchange_weak(
                 pos,
-                pos + 1,
+                pos.wrapping_add(1),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -74,7 +74,8 @@ pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
 pub(crate) fn publish_send(ring: &Ring, pos: u64, intent: &AtomicU64) {
     // Release: pairs with the consumer's Acquire load of `seq` in `claim_recv`/`peek_single`:
     // the bytes and length are visible before the message is.
-    ring.seq(pos % ring.cap).store(pos + 1, Ordering::Release);
+    ring.seq(pos % ring.cap)
+        .store(pos.wrapping_add(1), Ordering::Release);
     // Release: a repairer that reads the cleared intent (Acquire) also sees the sequence store.
     intent.store(0, Ordering::Release);
 }
@@ -87,13 +88,13 @@ pub(crate) fn claim_recv(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
         let idx = pos % ring.cap;
         // Acquire: pairs with the producer's Release store `seq = p + 1` in `publish_send`.
         let seq = ring.seq(idx).load(Ordering::Acquire);
-        let d = dist(seq, pos + 1);
+        let d = dist(seq, pos.wrapping_add(1));
         if d == 0 {
             // SeqCst: as in claim_send, the intent is visible to whoever sees the CAS.
-            intent.store(pos + 1, Ordering::SeqCst);
+            intent.store(pos.wrapping_add(1), Ordering::SeqCst);
             match ring.head().compare_exchange_weak(
                 pos,
-                pos + 1,
+                pos.wrapping_add(1),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -120,7 +121,7 @@ pub(crate) fn release_recv(ring: &Ring, pos: u64, intent: &AtomicU64) {
     // Release: pairs with the producer's Acquire load of `seq` in `claim_send`: our copy out of
     // the slot happens before its next write.
     ring.seq(pos % ring.cap)
-        .store(pos + ring.cap, Ordering::Release);
+        .store(pos.wrapping_add(ring.cap), Ordering::Release);
     intent.store(0, Ordering::Release);
 }
 
@@ -153,7 +154,12 @@ pub(crate) fn repair_unpublished(ring: &Ring, pos: u64) -> bool {
     ring.len(idx).store(ABANDONED, Ordering::Relaxed);
     // Release: pairs with the consumers' Acquire of `seq`: they see the ABANDONED length.
     ring.seq(idx)
-        .compare_exchange(pos, pos + 1, Ordering::Release, Ordering::Relaxed)
+        .compare_exchange(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::Release,
+            Ordering::Relaxed,
+        )
         .is_ok()
 }
 
@@ -167,6 +173,6 @@ pub(crate) fn intent_pins_slot(ring: &Ring, intent: u64, producer: bool) -> bool
     if producer {
         seq == pos && ring.tail().load(Ordering::Acquire) > pos
     } else {
-        seq == pos + 1 && ring.head().load(Ordering::Acquire) > pos
+        seq == pos.wrapping_add(1) && ring.head().load(Ordering::Acquire) > pos
     }
 }

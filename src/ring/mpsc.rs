@@ -31,20 +31,21 @@ impl Rx {
             let pos = self.head;
             // Acquire: pairs with the producer's Release store `seq = p + 1` in publish_send.
             let seq = ring.seq(pos % ring.cap).load(Ordering::Acquire);
-            if seq == pos + 1 {
+            let ready = pos.wrapping_add(1);
+            let freed = pos.wrapping_add(ring.cap);
+            if seq == ready {
                 return Ok(Some(pos));
             }
-            if seq == pos + ring.cap || seq == pos + ring.cap + 1 {
+            if seq == freed || seq == freed.wrapping_add(1) {
                 // Freed by a consumer that died before storing head: skip it.
-                self.store_head(ring, pos + 1);
+                self.store_head(ring, ready);
                 continue;
             }
-            if seq.wrapping_sub(pos + 1) as i64 > 0 {
+            if seq.wrapping_sub(ready) as i64 > 0 {
                 return Err(Error::Corrupt(format!(
-                    "slot sequence {seq} at consumer position {pos} is none of {}, {} or {}",
-                    pos + 1,
-                    pos + ring.cap,
-                    pos + ring.cap + 1
+                    "slot sequence {seq} at consumer position {pos} is none of {ready}, {freed} \
+                     or {}",
+                    freed.wrapping_add(1)
                 )));
             }
             return Ok(None);
@@ -68,7 +69,7 @@ impl Rx {
         debug_assert_eq!(pos, self.head);
         // Release: pairs with the producers' Acquire of `seq` in claim_send.
         ring.seq(pos % ring.cap)
-            .store(pos + ring.cap, Ordering::Release);
-        self.store_head(ring, pos + 1);
+            .store(pos.wrapping_add(ring.cap), Ordering::Release);
+        self.store_head(ring, pos.wrapping_add(1));
     }
 }

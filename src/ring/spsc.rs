@@ -54,24 +54,26 @@ impl Tx {
     /// Free slots as far as this producer knows after reloading `head`.
     pub(crate) fn free(&mut self, ring: &Ring) -> Result<u64> {
         self.reload_head(ring)?;
-        Ok(ring.cap - (self.tail - self.cached_head))
+        Ok(ring.cap - (self.tail.wrapping_sub(self.cached_head)))
     }
 
     /// Claims up to `n` consecutive slots: the first position and how many (0 when full).
     pub(crate) fn claim(&mut self, ring: &Ring, n: u64) -> Result<(u64, u64)> {
-        debug_assert!(self.cached_head <= self.tail && self.tail - self.cached_head <= ring.cap);
-        let mut free = ring.cap - (self.tail - self.cached_head);
+        debug_assert!(self.tail.wrapping_sub(self.cached_head) <= ring.cap);
+        let mut free = ring.cap - (self.tail.wrapping_sub(self.cached_head));
         if free < n {
             self.reload_head(ring)?;
-            free = ring.cap - (self.tail - self.cached_head);
+            free = ring.cap - (self.tail.wrapping_sub(self.cached_head));
         }
         Ok((self.tail, free.min(n)))
     }
 
     /// Publishes `n` slots from the claimed position; their lengths and bytes are written.
     pub(crate) fn publish(&mut self, ring: &Ring, n: u64) {
-        debug_assert!(self.tail + n - self.cached_head <= ring.cap);
-        self.tail += n;
+        debug_assert!(self.tail.wrapping_add(n).wrapping_sub(self.cached_head) <= ring.cap);
+        // Wrapping: a hostile peer may have started us near u64::MAX; the next reload then
+        // reports Corrupt instead of this process panicking on overflow.
+        self.tail = self.tail.wrapping_add(n);
         // Release: pairs with the consumer's Acquire load of `tail` in `Rx::reload_tail`; the
         // slot bytes and lengths written before are visible once the new tail is.
         ring.tail().store(self.tail, Ordering::Release);
@@ -123,23 +125,23 @@ impl Rx {
     /// Queued messages after reloading `tail`.
     pub(crate) fn pending(&mut self, ring: &Ring) -> Result<u64> {
         self.reload_tail(ring)?;
-        Ok(self.cached_tail - self.head)
+        Ok(self.cached_tail.wrapping_sub(self.head))
     }
 
     /// Up to `n` readable consecutive positions: the first and how many (0 when empty).
     pub(crate) fn peek(&mut self, ring: &Ring, n: u64) -> Result<(u64, u64)> {
-        let mut ready = self.cached_tail - self.head;
+        let mut ready = self.cached_tail.wrapping_sub(self.head);
         if ready < n {
             self.reload_tail(ring)?;
-            ready = self.cached_tail - self.head;
+            ready = self.cached_tail.wrapping_sub(self.head);
         }
         Ok((self.head, ready.min(n)))
     }
 
     /// Frees `n` slots from the current position after they were read.
     pub(crate) fn release(&mut self, ring: &Ring, n: u64) {
-        debug_assert!(self.head + n <= self.cached_tail);
-        self.head += n;
+        debug_assert!(n <= self.cached_tail.wrapping_sub(self.head));
+        self.head = self.head.wrapping_add(n);
         // Release: pairs with the producer's Acquire load of `head` in `Tx::reload_head`; our
         // copies out of the slots happen before the producer overwrites them.
         ring.head().store(self.head, Ordering::Release);
