@@ -233,6 +233,9 @@ struct Core {
     liveness_interval: Duration,
     unlink: Unlink,
     last_check: Instant,
+    /// Last look for slots pinned by dead parties (repair, adoption); separate from
+    /// `last_check`, which every park refreshes.
+    last_repair: Instant,
     /// Peers seen dead and reclaimed while no live peer remained: report PeerGone once drained.
     peer_died: bool,
     abandoned: u64,
@@ -361,6 +364,7 @@ impl Core {
             liveness_interval: opts.liveness_interval,
             unlink: opts.unlink,
             last_check: Instant::now(),
+            last_repair: Instant::now(),
             peer_died: false,
             abandoned: 0,
         };
@@ -1366,14 +1370,15 @@ impl<F: Flavour> Consumer<F> {
             if let mpmc::Blocked::Unpublished(pos) = mpmc::blocked_at(&core.ring, head) {
                 // A producer claimed `pos` and has not published: fine while it lives. Check
                 // at the liveness interval whether the claimer died.
-                if core.last_check.elapsed() >= core.liveness_interval {
-                    core.last_check = Instant::now();
+                if core.last_repair.elapsed() >= core.liveness_interval {
+                    core.last_repair = Instant::now();
                     core.repair_stuck(pos)?;
                 }
                 return Ok(None);
             }
         }
-        if core.kind == Kind::MPMC && core.last_check.elapsed() >= core.liveness_interval {
+        if core.kind == Kind::MPMC && core.last_repair.elapsed() >= core.liveness_interval {
+            core.last_repair = Instant::now();
             // Adopt messages of dead consumers before concluding anything.
             if let Some(found) = Self::adopt(core)? {
                 return Ok(Some(found));
