@@ -1,0 +1,163 @@
+//! A peer that writes garbage: every bad index, position or length read from shared memory is
+//! an `Error::Corrupt` (or an ordinary outcome), never a panic, a crash or a hang.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{Rng, ShmName, report, reports};
+use shmchan::{Error, Mode, Options, Segment, TryRecvError, mpmc, mpsc, spsc};
+
+/// Byte offsets in an SPSC channel's segment: header 256, 2 participant records of 128, then
+/// the ring: tail at +0, head at +128, slots from +640, slot header (seq, len) then payload.
+const SPSC_RING: usize = 256 + 2 * 128;
+const TAIL: usize = SPSC_RING;
+const HEAD: usize = SPSC_RING + 128;
+const SLOT0_LEN: usize = SPSC_RING + 640 + 8;
+
+#[test]
+fn child_entry() {
+    let Some((role, args)) = common::role() else {
+        return;
+    };
+    match role.as_str() {
+        // Writes random words at random offsets of the segment until the deadline.
+        "scribble" => {
+            let seg = Segment::open(&args[0], Mode::ReadWrite).unwrap();
+            let millis: u64 = args[1].parse().unwrap();
+            let mut rng = Rng(u64::from(std::process::id()) | 1);
+            let end = Instant::now() + Duration::from_millis(millis);
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let off = (rng.below(seg.len() as u64 / 8) * 8) as usize;
+                let v = match rng.below(4) {
+                    0 => rng.next(),
+                    1 => rng.below(300),
+                    2 => u64::MAX - rng.below(3),
+                    _ => 0,
+                };
+                seg.atomic_u64(off).unwrap().store(v, Ordering::Relaxed);
+                n += 1;
+            }
+            report(format!("scribbled {n}"));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn opts() -> Options {
+    Options::new()
+        .slot_size(32)
+        .capacity(8)
+        .liveness_interval(Duration::from_millis(5))
+}
+
+#[test]
+fn bad_lengths_and_positions_are_corrupt() {
+    let name = ShmName::new("badvals");
+    let mut tx = spsc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), opts()).unwrap();
+    let seg = Segment::open(name.as_str(), Mode::ReadWrite).unwrap();
+
+    // A length longer than the slot.
+    tx.try_send(b"ok").unwrap();
+    seg.atomic_u32(SLOT0_LEN)
+        .unwrap()
+        .store(1_000_000, Ordering::SeqCst);
+    match rx.try_recv() {
+        Err(TryRecvError::Other(Error::Corrupt(m))) => assert!(m.contains("1000000"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A tail more than a lap ahead of the head.
+    let fresh = ShmName::new("badtail");
+    let _t = spsc::Producer::create(fresh.as_str(), opts()).unwrap();
+    let mut r2 = spsc::Consumer::open(fresh.as_str(), opts()).unwrap();
+    let s2 = Segment::open(fresh.as_str(), Mode::ReadWrite).unwrap();
+    s2.atomic_u64(TAIL).unwrap().store(1_000, Ordering::SeqCst);
+    assert!(matches!(
+        r2.try_recv(),
+        Err(TryRecvError::Other(Error::Corrupt(_)))
+    ));
+    // Positions near the top of u64 do not overflow into a panic.
+    s2.atomic_u64(TAIL)
+        .unwrap()
+        .store(u64::MAX, Ordering::SeqCst);
+    s2.atomic_u64(HEAD)
+        .unwrap()
+        .store(u64::MAX - 1, Ordering::SeqCst);
+    let _ = r2.try_recv();
+    let _ = spsc::Consumer::open(fresh.as_str(), opts());
+
+    // A head that runs ahead of the tail, seen by the producer when it fills the ring.
+    let third = ShmName::new("badhead");
+    let mut t3 = spsc::Producer::create(third.as_str(), opts()).unwrap();
+    let s3 = Segment::open(third.as_str(), Mode::ReadWrite).unwrap();
+    s3.atomic_u64(HEAD).unwrap().store(500, Ordering::SeqCst);
+    let mut corrupt = false;
+    for _ in 0..9 {
+        match t3.try_send(b"x") {
+            Err(shmchan::TrySendError::Other(_, e)) if matches!(*e, Error::Corrupt(_)) => {
+                corrupt = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(corrupt, "a head beyond the tail must be reported");
+}
+
+/// Runs every non-blocking and short-timeout operation on both handles until the deadline;
+/// any result is acceptable, a panic is not.
+macro_rules! hammer {
+    ($flavour:ident, $tag:expr) => {{
+        let name = ShmName::new($tag);
+        let mut tx = $flavour::Producer::create(name.as_str(), opts()).unwrap();
+        let mut rx = $flavour::Consumer::open(name.as_str(), opts()).unwrap();
+        let child = common::spawn("scribble", &[name.as_str(), "400"]);
+        let end = Instant::now() + Duration::from_millis(400);
+        let mut ops = 0u64;
+        let mut corrupt = 0u64;
+        while Instant::now() < end {
+            if let Err(shmchan::TrySendError::Other(_, e)) = tx.try_send(b"payload") {
+                corrupt += matches!(*e, Error::Corrupt(_)) as u64;
+            }
+            if let Err(TryRecvError::Other(Error::Corrupt(_))) = rx.try_recv() {
+                corrupt += 1;
+            }
+            let _ = rx.try_recv_ref().map(|s| s.map(|s| s.to_vec()));
+            let _ = tx.send_timeout(b"t", Duration::from_micros(200));
+            let _ = rx.recv_timeout(Duration::from_micros(200));
+            let _ = (tx.pending(), rx.available(), rx.is_full(), tx.is_empty());
+            ops += 1;
+        }
+        let out = child.wait_ok();
+        assert!(reports(&out)[0].starts_with("scribbled"));
+        // Attaching to the scribbled segment is an error or a handle, never a panic.
+        let _ = $flavour::Consumer::open(name.as_str(), opts());
+        let _ = $flavour::Producer::open(name.as_str(), opts());
+        drop((tx, rx));
+        let _ = Segment::unlink(name.as_str());
+        assert!(ops > 10, "only {ops} rounds");
+        corrupt
+    }};
+}
+
+#[test]
+fn a_scribbling_process_never_crashes_an_spsc_peer() {
+    let c = hammer!(spsc, "scrib-spsc");
+    println!("spsc: {c} corrupt results");
+}
+
+#[test]
+fn a_scribbling_process_never_crashes_an_mpsc_peer() {
+    let c = hammer!(mpsc, "scrib-mpsc");
+    println!("mpsc: {c} corrupt results");
+}
+
+#[test]
+fn a_scribbling_process_never_crashes_an_mpmc_peer() {
+    let c = hammer!(mpmc, "scrib-mpmc");
+    println!("mpmc: {c} corrupt results");
+}
