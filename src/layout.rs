@@ -710,6 +710,10 @@ impl Participant {
     pub fn pid(&self) -> u32 {
         self.process.pid
     }
+    /// The process as liveness checks see it.
+    pub(crate) fn process_id(&self) -> ProcessId {
+        self.process
+    }
     /// Whether that process still runs (same pid and start time, not a zombie).
     pub fn is_alive(&self) -> bool {
         self.process.is_alive()

@@ -43,6 +43,8 @@
 //! Linux is the tested platform (futex, memfd, `/proc` liveness checks).
 
 #![warn(clippy::undocumented_unsafe_blocks)]
+// Under loom only the algorithms are built; what the channels use of the rest goes unused.
+#![cfg_attr(loom, allow(dead_code))]
 
 #[cfg(not(loom))]
 pub mod channel;
@@ -56,6 +58,8 @@ pub mod mpmc;
 pub mod mpsc;
 #[allow(dead_code)]
 mod ring;
+#[cfg(not(loom))]
+mod runtime;
 mod segment;
 #[cfg(not(loom))]
 pub mod spsc;

@@ -3,32 +3,35 @@
 //!
 //! # The protocol
 //!
-//! Each ring side that can wait (consumers for data, producers for space) has two words in the
-//! ring's control block: a futex word and a sleeper count.
+//! Each ring side that can wait (consumers for data, producers for space) has a futex word
+//! and a count of parked parties in the ring's control block; each party has a *parked* word
+//! in its participant record (0, or how to wake it: futex or doorbell).
 //!
 //! Waiter (after finding nothing to do):
-//! 1. `seq = futex.load()`;
-//! 2. `sleepers += 1` (SeqCst), then a SeqCst fence;
-//! 3. re-check the ring; if there is work, `sleepers -= 1` and go;
-//! 4. `futex_wait(futex, seq, timeout)`, then `sleepers -= 1`.
+//! 1. `seq = futex.load()` (futex waiters only);
+//! 2. `count += 1`, then `parked = mode` (SeqCst), then a SeqCst fence;
+//! 3. re-check the ring; if there is work, retract and go;
+//! 4. sleep: `futex_wait(futex, seq, timeout)`, or `Pending` until the doorbell rings;
+//! 5. retract: `if parked.swap(0) != 0 { count -= 1 }`.
 //!
-//! Waker (after publishing, i.e. after the release store that made work visible):
-//! 1. a SeqCst fence;
-//! 2. if `sleepers != 0`: `futex += 1`, `futex_wake(futex, all)`.
+//! Waker (after the release store that made work visible):
+//! 1. a SeqCst fence; if `count == 0`, done: no syscall;
+//! 2. for each record of the waiting side: `if parked.swap(0) != 0 { count -= 1; ring it }`.
 //!
-//! Either the waker's load of `sleepers` sees the waiter's increment (it then bumps the futex
-//! word, so a waiter that has not reached `futex_wait` yet returns from it at once), or the
-//! waiter's re-check sees the published work: the two SeqCst fences forbid both loads missing
-//! both stores (the store-buffering pattern). `loom_models::park_wake_no_lost_wakeup` checks it.
+//! The two fences forbid the store-buffering outcome in which the waiter's re-check misses the
+//! work *and* the waker's load misses the parked word; so either the waiter sees the work or
+//! the waker rings it (`loom_models::loom_park_wake_no_lost_wakeup`). Each announcement is
+//! taken exactly once, by the waker (who rings) or by the waiter (who retracts), so the count
+//! stays exact; a waiter killed while parked costs one ring, after which its word is clear.
+//! The count goes up before the parked word is set, so a waker never takes an announcement
+//! whose count was not yet added.
 //!
-//! A busy stream therefore makes no syscall: the fence and one load of a rarely written word
-//! per publish. Waits are bounded by the liveness interval so a dead peer is noticed, and a
-//! waiter killed while parked leaves the count raised only until its participant record is
-//! reclaimed (its record's parked flag says by how much).
+//! A busy stream therefore makes no syscall: one fence and one load of a rarely written word
+//! per publish.
 
 use std::time::Duration;
 
-use crate::loom::{AtomicU32, Ordering, fence};
+use crate::loom::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// How long a blocked operation spins, then yields, before it parks.
 ///
@@ -113,7 +116,12 @@ pub(crate) enum Phase {
     Park,
 }
 
-/// The futex word and sleeper count of one waiting side.
+/// `parked` value: wake by bumping the side's futex word and `futex_wake`.
+pub(crate) const PARK_FUTEX: u64 = 1;
+/// `parked` value: wake by ringing the doorbell whose token is in the record.
+pub(crate) const PARK_DOORBELL: u64 = 2;
+
+/// The futex word and parked count of one waiting side.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sleepers<'a> {
     pub(crate) futex: &'a AtomicU32,
@@ -121,100 +129,115 @@ pub(crate) struct Sleepers<'a> {
 }
 
 impl Sleepers<'_> {
-    /// Waker side, called after the release store that published work. Returns whether a
-    /// wake-up was sent (a peer had announced that it sleeps).
+    /// Waker, step 1: whether anybody may be parked. Call after publishing.
     #[inline]
-    pub(crate) fn wake(&self) -> bool {
+    pub(crate) fn anyone(&self) -> bool {
         // SeqCst fence: pairs with the fence in `announce` (store-buffering: our publish and
-        // their increment cannot both be missed by the two loads that follow them).
+        // their parked word cannot both be missed by the loads that follow the fences).
         fence(Ordering::SeqCst);
-        if self.count.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
-        self.wake_all();
-        true
+        self.count.load(Ordering::Relaxed) != 0
     }
 
-    /// Bumps the futex word and wakes every parked waiter, unconditionally (close, repair).
-    pub(crate) fn wake_all(&self) {
+    /// Waker, step 2: takes the announcement in `parked`, if any: the mode to wake it with.
+    #[inline]
+    pub(crate) fn take(&self, parked: &AtomicU64) -> Option<u64> {
+        if parked.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        // AcqRel: exactly one of the waker and the waiter's `retract` gets the non-zero value.
+        match parked.swap(0, Ordering::AcqRel) {
+            0 => None,
+            mode => {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+                Some(mode)
+            }
+        }
+    }
+
+    /// Wakes every thread parked on the futex word (after taking a futex announcement, or on
+    /// close).
+    pub(crate) fn wake_futex(&self) {
         // Release: a waiter that sees the new value sees what we published before.
         self.futex.fetch_add(1, Ordering::Release);
         #[cfg(not(loom))]
         crate::sys::futex::wake(self.futex, u32::MAX);
     }
 
-    /// Waiter side, step 1-2: reads the futex word and announces. Re-check the ring after
-    /// this returns, then [`park`](Self::park) with the returned value or
-    /// [`retract`](Self::retract).
-    pub(crate) fn announce(&self) -> u32 {
-        // Acquire: pairs with the Release bump in `wake_all`.
+    /// Waiter, steps 1-2: announces in `parked` how to be woken; returns the futex word's
+    /// value to sleep on. Re-check the ring after this, then sleep or retract.
+    pub(crate) fn announce(&self, parked: &AtomicU64, mode: u64) -> u32 {
+        // Acquire: pairs with the Release bump in `wake_futex`.
         let seq = self.futex.load(Ordering::Acquire);
         self.count.fetch_add(1, Ordering::SeqCst);
-        // SeqCst fence: pairs with the fence in `wake` (see the module docs).
+        parked.store(mode, Ordering::SeqCst);
+        // SeqCst fence: pairs with the fence in `anyone`.
         fence(Ordering::SeqCst);
         seq
     }
 
-    /// Withdraws an announcement.
-    pub(crate) fn retract(&self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
+    /// Waiter, step 5: withdraws the announcement unless a waker took it. Returns whether a
+    /// waker took it (we were rung).
+    pub(crate) fn retract(&self, parked: &AtomicU64) -> bool {
+        if parked.swap(0, Ordering::AcqRel) != 0 {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            false
+        } else {
+            true
+        }
     }
 
-    /// Sleeps until woken, the futex word changes from `seq`, or `timeout`; then withdraws the
-    /// announcement.
+    /// Futex waiter, step 4: sleeps until woken, the futex word changes from `seq`, or
+    /// `timeout`.
     #[cfg(not(loom))]
-    pub(crate) fn park(&self, seq: u32, timeout: Duration) {
+    pub(crate) fn sleep(&self, seq: u32, timeout: Duration) {
         crate::sys::futex::wait(self.futex, seq, Some(timeout));
-        self.retract();
     }
 }
 
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
-    use crate::loom::{AtomicU64, thread};
+    use crate::loom::thread;
     use loom::sync::Arc;
 
     /// The announce / re-check / wake protocol never loses a wake-up: if the waiter decides to
-    /// sleep (its re-check found nothing), the waker must have seen the announcement and bumped
-    /// the futex word, so the waiter's futex_wait (modelled as "the word still equals seq")
-    /// returns at once.
+    /// sleep (its re-check found nothing), the waker must have taken its announcement (and so
+    /// rung it); and every announcement is taken exactly once, keeping the count exact.
     #[test]
     fn loom_park_wake_no_lost_wakeup() {
         loom::model(|| {
             let futex = Arc::new(AtomicU32::new(0));
             let count = Arc::new(AtomicU32::new(0));
+            let parked = Arc::new(AtomicU64::new(0));
             let data = Arc::new(AtomicU64::new(0));
 
-            let (f2, c2, d2) = (futex.clone(), count.clone(), data.clone());
+            let (f2, c2, p2, d2) = (futex.clone(), count.clone(), parked.clone(), data.clone());
             let waker = thread::spawn(move || {
                 d2.store(1, Ordering::Release); // publish
                 let s = Sleepers {
                     futex: &f2,
                     count: &c2,
                 };
-                s.wake();
+                s.anyone() && s.take(&p2).is_some()
             });
 
             let s = Sleepers {
                 futex: &futex,
                 count: &count,
             };
-            let seq = s.announce();
+            s.announce(&parked, PARK_DOORBELL);
             let ready = data.load(Ordering::Acquire) == 1;
+            let rung = waker.join().unwrap();
             if !ready {
-                // futex_wait(futex, seq) sleeps only while the word equals seq; after the
-                // waker finishes, a sleeping waiter would never be woken if it still did.
-                waker.join().unwrap();
-                assert_ne!(
-                    futex.load(Ordering::Acquire),
-                    seq,
-                    "lost wake-up: waiter would sleep with nobody to wake it"
-                );
-            } else {
-                waker.join().unwrap();
+                assert!(rung, "lost wake-up: the waiter sleeps and nobody rang it");
             }
-            s.retract();
+            let taken_by_waker = s.retract(&parked);
+            assert_eq!(taken_by_waker, rung);
+            assert_eq!(
+                count.load(Ordering::Relaxed),
+                0,
+                "the count must return to 0"
+            );
         });
     }
 }

@@ -36,8 +36,12 @@ use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role};
 use crate::loom::Ordering;
 use crate::ring::{self, ABANDONED, Geometry, Ring, mpmc, mpsc, spsc};
 use crate::segment::{Mode, SegmentOptions};
+use crate::sys::doorbell::Ringer;
 use crate::sys::process::ProcessId;
-use crate::wait::{Phase, Sleepers, WaitStrategy};
+use crate::wait::{PARK_DOORBELL, PARK_FUTEX, Phase, Sleepers, WaitStrategy};
+
+mod asynch;
+pub use asynch::{RecvFuture, SendFuture};
 
 mod error;
 pub use error::SendError;
@@ -45,8 +49,10 @@ pub use error::SendError;
 /// Length marker of a reserved slot dropped without commit (MPSC/MPMC): skipped, not counted.
 const DISCARDED: u32 = u32::MAX - 1;
 
-/// Record aux word used as the "parked" flag (see [`crate::wait`]).
+/// Record aux word holding the "parked" announcement (see [`crate::wait`]).
 const AUX_PARKED: usize = 0;
+/// Record aux word holding the doorbell token of a handle that parks in a reactor.
+const AUX_TOKEN: usize = 1;
 
 mod sealed {
     pub trait Sealed {}
@@ -54,7 +60,7 @@ mod sealed {
 
 /// A channel flavour: how many producers and consumers it admits. Implemented by [`Spsc`],
 /// [`Mpsc`] and [`Mpmc`] only.
-pub trait Flavour: sealed::Sealed + Send + Sync + 'static {
+pub trait Flavour: sealed::Sealed + Send + Sync + Unpin + 'static {
     /// The kind recorded in the segment header.
     const KIND: Kind;
     /// `"spsc"`, `"mpsc"` or `"mpmc"`.
@@ -239,6 +245,12 @@ struct Core {
     /// Peers seen dead and reclaimed while no live peer remained: report PeerGone once drained.
     peer_died: bool,
     abandoned: u64,
+    /// Socket to ring peers' doorbells, made on first use (`None`: could not be made).
+    ringer: std::sync::OnceLock<Option<Ringer>>,
+    /// Doorbell and pid watches of a handle used from async code, made on first park.
+    aw: Option<asynch::AsyncWait>,
+    /// Whether an async announcement may be standing in our record.
+    async_parked: bool,
 }
 
 impl fmt::Debug for Core {
@@ -367,6 +379,9 @@ impl Core {
             last_repair: Instant::now(),
             peer_died: false,
             abandoned: 0,
+            ringer: std::sync::OnceLock::new(),
+            aw: None,
+            async_parked: false,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         let claimed = match core.layout.claim_any(range.clone(), role(side)) {
@@ -434,10 +449,58 @@ impl Core {
         }
     }
 
-    /// Wakes parked peers after publishing (producer) or freeing (consumer).
+    /// Our record's parked word.
+    fn parked_word(&self) -> &StdAtomicU64 {
+        self.layout
+            .aux_word(self.reg().index(), AUX_PARKED)
+            .expect("channels map read-write")
+    }
+
+    /// Wakes parked peers after publishing (producer) or freeing (consumer): a fence and one
+    /// load unless somebody is parked.
     #[inline]
     fn wake_peers(&self) {
-        self.sleepers(self.peer_side()).wake();
+        let side = self.peer_side();
+        if self.sleepers(side).anyone() {
+            self.ring_side(side);
+        }
+    }
+
+    /// Takes every parked announcement of `side` and rings it: doorbells one by one, futex
+    /// sleepers with one bump and wake.
+    fn ring_side(&self, side: Side) {
+        let sl = self.sleepers(side);
+        let mut futex = false;
+        for i in records(self.kind, self.layout.participant_capacity(), side) {
+            let Ok(word) = self.layout.aux_word(i, AUX_PARKED) else {
+                return;
+            };
+            match sl.take(word) {
+                Some(PARK_DOORBELL) => {
+                    let token = self
+                        .layout
+                        .aux_word(i, AUX_TOKEN)
+                        .map(|t| t.load(StdOrdering::Acquire))
+                        .unwrap_or(0);
+                    if let Some(r) = self.ringer.get_or_init(|| Ringer::new().ok()) {
+                        r.ring(token);
+                    }
+                }
+                Some(_) => futex = true,
+                None => {}
+            }
+        }
+        if futex {
+            sl.wake_futex();
+        }
+    }
+
+    /// Wakes everybody parked on either side (close, repair).
+    fn wake_everyone(&self) {
+        for side in [Side::Consumer, Side::Producer] {
+            self.ring_side(side);
+            self.sleepers(side).wake_futex();
+        }
     }
 
     /// Cheap check on an empty (full) ring: are peers of the other side gone? Uses the
@@ -544,6 +607,10 @@ impl Core {
 
     /// Frees a dead participant's record (its intent is clear), fixing the counters it held.
     fn release_dead_record(&self, index: u32, side: Side) -> Result<()> {
+        // Take a parked announcement the dead party left, so the count stays exact (the claim
+        // below zeroes the record's aux words).
+        self.sleepers(side)
+            .take(self.layout.aux_word(index, AUX_PARKED)?);
         // Take the record over briefly through a claim (which checks death and clear intent
         // again, race-free through the owner CAS), then release it.
         let reg = match self.layout.claim(index, role(side)) {
@@ -551,7 +618,6 @@ impl Core {
             Err(Error::InUse(_)) => return Ok(()), // someone else got there, or it is alive
             Err(e) => return Err(e),
         };
-        // The claim zeroed the record's aux words; a parked flag it had is handled below.
         let counter = match side {
             Side::Producer => ring::OFF_PRODUCERS,
             Side::Consumer => ring::OFF_CONSUMERS,
@@ -592,7 +658,7 @@ impl Core {
         }
         mpmc::repair_unpublished(&self.ring, pos);
         self.peer_died = true;
-        self.sleepers(Side::Consumer).wake_all();
+        self.wake_everyone();
         Ok(true)
     }
 
@@ -626,16 +692,16 @@ impl Core {
                     if let Some(d) = deadline {
                         timeout = timeout.min(d.saturating_duration_since(now));
                     }
-                    let seq = self.sleepers(self.side).announce();
-                    self.set_parked(true);
+                    let seq = self
+                        .sleepers(self.side)
+                        .announce(self.parked_word(), PARK_FUTEX);
                     let r = attempt(self);
                     if !matches!(r, Ok(None)) {
-                        self.set_parked(false);
-                        self.sleepers(self.side).retract();
+                        self.sleepers(self.side).retract(self.parked_word());
                         return r;
                     }
-                    self.sleepers(self.side).park(seq, timeout);
-                    self.set_parked(false);
+                    self.sleepers(self.side).sleep(seq, timeout);
+                    self.sleepers(self.side).retract(self.parked_word());
                     // Parking is where dead peers are looked for.
                     self.check_peers(false)?;
                 }
@@ -643,15 +709,13 @@ impl Core {
         }
     }
 
-    fn set_parked(&self, parked: bool) {
-        if let Ok(w) = self.layout.aux_word(self.reg().index(), AUX_PARKED) {
-            w.store(u64::from(parked), StdOrdering::Relaxed);
-        }
-    }
-
     /// Leaves the channel cleanly: counters, record, wake the other side, unlink per policy.
     fn leave(&mut self) {
-        let Some(reg) = self.reg.take() else { return };
+        if self.reg.is_none() {
+            return;
+        }
+        self.sleepers(self.side).retract(self.parked_word());
+        let reg = self.reg.take().expect("checked above");
         let counter = match self.side {
             Side::Producer => ring::OFF_PRODUCERS,
             Side::Consumer => ring::OFF_CONSUMERS,
@@ -662,8 +726,7 @@ impl Core {
             .word32(counter)
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         self.layout.release(reg);
-        self.sleepers(Side::Consumer).wake_all();
-        self.sleepers(Side::Producer).wake_all();
+        self.wake_everyone();
         let unlink = match self.unlink {
             Unlink::Never => false,
             Unlink::Creator => self.created,
@@ -746,6 +809,9 @@ enum RxAlgo {
 pub struct Producer<F: Flavour> {
     core: Core,
     algo: TxAlgo,
+    /// Slot reserved by `Sink::poll_ready`, filled by `start_send`.
+    sink_reserved: Option<u64>,
+    sink_started: Option<Instant>,
     _f: PhantomData<F>,
 }
 
@@ -753,6 +819,8 @@ pub struct Producer<F: Flavour> {
 pub struct Consumer<F: Flavour> {
     core: Core,
     algo: RxAlgo,
+    stream_started: Option<Instant>,
+    terminated: bool,
     _f: PhantomData<F>,
 }
 
@@ -849,6 +917,8 @@ impl<F: Flavour> Producer<F> {
         Ok(Producer {
             core,
             algo,
+            sink_reserved: None,
+            sink_started: None,
             _f: PhantomData,
         })
     }
@@ -1112,6 +1182,7 @@ impl Producer<Spsc> {
 
 impl<F: Flavour> Drop for Producer<F> {
     fn drop(&mut self) {
+        self.release_sink_reservation();
         self.core.leave();
     }
 }
@@ -1312,6 +1383,8 @@ impl<F: Flavour> Consumer<F> {
         Ok(Consumer {
             core,
             algo,
+            stream_started: None,
+            terminated: false,
             _f: PhantomData,
         })
     }

@@ -66,6 +66,15 @@ impl ProcessId {
         }
     }
 
+    /// `pidfd_open(pid, 0)`: a descriptor that becomes readable when the process exits, for
+    /// reactors to watch. Fails if the process is already gone (or not ours to see); the
+    /// start time is re-checked after opening so a recycled pid is not watched by mistake.
+    pub(crate) fn pidfd(&self) -> Option<std::os::fd::OwnedFd> {
+        let pid = rustix::process::Pid::from_raw(self.pid as i32)?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+        self.is_alive().then_some(fd)
+    }
+
     /// `liveness() == Alive`.
     pub(crate) fn is_alive(&self) -> bool {
         self.liveness() == Liveness::Alive

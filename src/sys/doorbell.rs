@@ -1,0 +1,143 @@
+//! Doorbells: how a process wakes a task parked in another process's reactor.
+//!
+//! A waiter binds a Unix datagram socket in the Linux *abstract* namespace under a name derived
+//! from a 64-bit token (`shmchan/<pid>-<n>` as `pid << 32 | n`), registers it in its runtime's
+//! reactor (epoll), and publishes the token in its participant record. A ringer that finds the
+//! waiter parked sends a 1-byte datagram to that name (`sendto(MSG_DONTWAIT)`): one syscall.
+//!
+//! Why this mechanism (against an eventfd passed with `SCM_RIGHTS`, or a FIFO):
+//! - it works between unrelated processes that share only the channel name: the token in
+//!   shared memory is the whole address, no descriptor has to travel, and nothing depends on
+//!   the channel's creator being alive;
+//! - abstract names vanish with the socket, so a waiter killed by SIGKILL leaves nothing in
+//!   the filesystem (a FIFO would), and a ring to a vanished name fails harmlessly
+//!   (`ECONNREFUSED`);
+//! - repeated rings coalesce: the waiter drains every queued byte at once, and a full socket
+//!   buffer (`EAGAIN`) already means "rung";
+//! - an eventfd would be cheaper to ring (no socket buffer), but reaching it from another
+//!   process needs either a side channel for `SCM_RIGHTS` or `pidfd_getfd`, which needs ptrace
+//!   rights that Yama forbids between unrelated processes on common distributions.
+//!
+//! Rings only happen when a peer has announced that it parks (see [`crate::wait`]), so their
+//! cost is paid per sleep, never per message on a busy stream.
+//!
+//! Abstract names are per network namespace: all participants must share one (as they share a
+//! pid namespace for the liveness checks).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rustix::io::Errno;
+use rustix::net::{
+    self, AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+/// The abstract socket name of a token.
+fn address(token: u64) -> Result<SocketAddrUnix, Errno> {
+    let name = format!("shmchan/{}-{}", token >> 32, token & 0xffff_ffff);
+    SocketAddrUnix::new_abstract_name(name.as_bytes())
+}
+
+fn dgram_socket() -> Result<OwnedFd, Errno> {
+    net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+}
+
+/// The receiving end: a bound, non-blocking datagram socket.
+#[derive(Debug)]
+pub(crate) struct Doorbell {
+    fd: OwnedFd,
+    token: u64,
+}
+
+impl Doorbell {
+    /// `socket(AF_UNIX, SOCK_DGRAM|SOCK_NONBLOCK)` + `bind` to a fresh abstract name.
+    pub(crate) fn bind() -> Result<Doorbell, Errno> {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let pid = u64::from(rustix::process::getpid().as_raw_nonzero().get() as u32);
+        let fd = dgram_socket()?;
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let token = pid << 32 | u64::from(n);
+            match net::bind(&fd, &address(token)?) {
+                Ok(()) => return Ok(Doorbell { fd, token }),
+                // A name left bound by a process that had our pid before and still runs
+                // (recycled pid in another namespace): take the next number.
+                Err(Errno::ADDRINUSE) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The token to publish; never 0.
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Takes every queued ring (`recv(MSG_DONTWAIT)` until `EAGAIN`); returns how many.
+    pub(crate) fn drain(&self) -> usize {
+        let mut n = 0;
+        let mut buf = [0u8; 16];
+        while net::recv(&self.fd, &mut buf[..], RecvFlags::DONTWAIT).is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    /// A duplicate of the descriptor, to register in a reactor.
+    pub(crate) fn try_clone_fd(&self) -> Result<OwnedFd, Errno> {
+        rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+    }
+}
+
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// The ringing end: an unbound datagram socket.
+#[derive(Debug)]
+pub(crate) struct Ringer {
+    fd: OwnedFd,
+}
+
+impl Ringer {
+    pub(crate) fn new() -> Result<Ringer, Errno> {
+        Ok(Ringer {
+            fd: dgram_socket()?,
+        })
+    }
+
+    /// `sendto(token's name, 1 byte, MSG_DONTWAIT)`. Errors are ignored: `EAGAIN` means the
+    /// doorbell is already full of rings, `ECONNREFUSED`/`ENOENT` that its owner is gone.
+    pub(crate) fn ring(&self, token: u64) {
+        if let Ok(addr) = address(token) {
+            let _ = net::sendto(&self.fd, &[1], SendFlags::DONTWAIT, &addr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_coalesce_and_a_gone_doorbell_is_harmless() {
+        let bell = Doorbell::bind().unwrap();
+        let ringer = Ringer::new().unwrap();
+        assert_eq!(bell.drain(), 0);
+        ringer.ring(bell.token());
+        ringer.ring(bell.token());
+        assert_eq!(bell.drain(), 2);
+        assert_eq!(bell.drain(), 0);
+        let token = bell.token();
+        drop(bell);
+        ringer.ring(token); // nobody there: no error, no panic
+        ringer.ring(0);
+    }
+}
