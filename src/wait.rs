@@ -130,7 +130,7 @@ pub(crate) struct Sleepers<'a> {
 
 impl Sleepers<'_> {
     /// Waker, step 1: whether anybody may be parked. Call after publishing.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn anyone(&self) -> bool {
         // SeqCst fence: pairs with the fence in `announce` (store-buffering: our publish and
         // their parked word cannot both be missed by the loads that follow the fences).

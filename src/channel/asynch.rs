@@ -316,7 +316,7 @@ impl<F: Flavour> Producer<F> {
             Poll::Ready(Ok(pos)) => {
                 self.core
                     .ring
-                    .write_payload(pos % self.core.ring.cap, 0, bytes);
+                    .write_payload(self.core.ring.index(pos), 0, bytes);
                 self.commit(pos, bytes.len() as u32);
                 Poll::Ready(Ok(()))
             }
@@ -380,7 +380,7 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
         }
         this.core
             .ring
-            .write_payload(pos % this.core.ring.cap, 0, bytes);
+            .write_payload(this.core.ring.index(pos), 0, bytes);
         this.commit(pos, bytes.len() as u32);
         Ok(())
     }

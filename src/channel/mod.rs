@@ -431,6 +431,7 @@ impl Core {
             .expect("channels map read-write")
     }
 
+    #[inline]
     fn sleepers(&self, side: Side) -> Sleepers<'_> {
         let (f, c) = match side {
             Side::Consumer => (ring::OFF_CONS_FUTEX, ring::OFF_CONS_SLEEPERS),
@@ -442,6 +443,7 @@ impl Core {
         }
     }
 
+    #[inline]
     fn peer_side(&self) -> Side {
         match self.side {
             Side::Producer => Side::Consumer,
@@ -926,15 +928,17 @@ impl<F: Flavour> Producer<F> {
     common_methods!();
 
     /// Claims one slot: its position, or `None` when full. Checks for closed consumers then.
+    #[inline]
     fn claim(&mut self) -> Result<Option<u64>> {
         claim_with(&mut self.core, &mut self.algo)
     }
 
     /// Makes the claimed position `pos` visible with length `len`, and wakes sleepers.
+    #[inline]
     fn commit(&mut self, pos: u64, len: u32) {
         let ring = &self.core.ring;
         // Relaxed: published by the Release store in publish / publish_send.
-        ring.len(pos % ring.cap).store(len, Ordering::Relaxed);
+        ring.len(ring.index(pos)).store(len, Ordering::Relaxed);
         match &mut self.algo {
             TxAlgo::Spsc(tx) => tx.publish(ring, 1),
             TxAlgo::Vyukov => mpmc::publish_send(ring, pos, self.core.intent()),
@@ -942,6 +946,7 @@ impl<F: Flavour> Producer<F> {
         self.core.wake_peers();
     }
 
+    #[inline]
     fn check_len(&self, len: usize) -> Result<()> {
         if len > self.core.ring.slot_size {
             return Err(Error::InvalidArgument(format!(
@@ -959,7 +964,7 @@ impl<F: Flavour> Producer<F> {
             Some(pos) => {
                 self.core
                     .ring
-                    .write_payload(pos % self.core.ring.cap, 0, bytes);
+                    .write_payload(self.core.ring.index(pos), 0, bytes);
                 self.commit(pos, bytes.len() as u32);
                 Ok(true)
             }
@@ -1047,7 +1052,7 @@ impl<F: Flavour> Producer<F> {
             Some(pos) => {
                 self.core
                     .ring
-                    .write_payload(pos % self.core.ring.cap, 0, bytes);
+                    .write_payload(self.core.ring.index(pos), 0, bytes);
                 self.commit(pos, bytes.len() as u32);
                 Ok(true)
             }
@@ -1140,6 +1145,7 @@ impl<F: Flavour> Producer<F> {
 }
 
 /// `Producer::claim` on split borrows (the wait loop holds `&mut Core`).
+#[inline]
 fn claim_with(core: &mut Core, algo: &mut TxAlgo) -> Result<Option<u64>> {
     let got = match algo {
         TxAlgo::Spsc(tx) => {
@@ -1226,7 +1232,7 @@ impl<F: Flavour> WriteSlot<'_, F> {
             }
         }
         let ring = &self.producer.core.ring;
-        ring.write_payload(self.pos % ring.cap, at, data);
+        ring.write_payload(ring.index(self.pos), at, data);
         Ok(())
     }
 
@@ -1235,7 +1241,7 @@ impl<F: Flavour> WriteSlot<'_, F> {
     /// it.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         let ring = &self.producer.core.ring;
-        ring.payload(self.pos % ring.cap)
+        ring.payload(ring.index(self.pos))
     }
 
     /// Sends the first `len` bytes of the slot.
@@ -1316,7 +1322,7 @@ impl WriteChunk<'_> {
         }
         self.producer.check_len(msg.len())?;
         let ring = &self.producer.core.ring;
-        ring.write_payload(self.pos.wrapping_add(i as u64) % ring.cap, 0, msg);
+        ring.write_payload(ring.index(self.pos.wrapping_add(i as u64)), 0, msg);
         self.lens[i] = msg.len() as u32;
         Ok(())
     }
@@ -1334,7 +1340,7 @@ impl WriteChunk<'_> {
         );
         let ring = &self.producer.core.ring;
         for i in 0..k {
-            ring.len(self.pos.wrapping_add(i as u64) % ring.cap)
+            ring.len(ring.index(self.pos.wrapping_add(i as u64)))
                 .store(self.lens[i], Ordering::Relaxed);
         }
         let TxAlgo::Spsc(tx) = &mut self.producer.algo else {
@@ -1399,6 +1405,7 @@ impl<F: Flavour> Consumer<F> {
 
     /// Tries to take one message: `Ok(Some((pos, len)))` for a readable slot held by us (to be
     /// released after reading), `Ok(None)` when nothing is ready, errors for closed / gone.
+    #[inline]
     fn take(core: &mut Core, algo: &mut RxAlgo) -> Result<Option<(u64, usize)>> {
         loop {
             let pos = match algo {
@@ -1412,7 +1419,7 @@ impl<F: Flavour> Consumer<F> {
             let Some(pos) = pos else {
                 return Self::nothing_ready(core, algo);
             };
-            let raw = core.ring.len(pos % core.ring.cap).load(Ordering::Relaxed);
+            let raw = core.ring.len(core.ring.index(pos)).load(Ordering::Relaxed);
             if raw == ABANDONED || raw == DISCARDED {
                 if raw == ABANDONED {
                     core.abandoned += 1;
@@ -1505,7 +1512,7 @@ impl<F: Flavour> Consumer<F> {
                 continue;
             }
             let pos = intent - 1;
-            let raw = core.ring.len(pos % core.ring.cap).load(Ordering::Acquire);
+            let raw = core.ring.len(core.ring.index(pos)).load(Ordering::Acquire);
             if raw == ABANDONED || raw == DISCARDED {
                 mpmc::release_recv(&core.ring, pos, core.intent());
                 continue;
@@ -1523,6 +1530,7 @@ impl<F: Flavour> Consumer<F> {
         Ok(None)
     }
 
+    #[inline]
     fn release_pos(core: &mut Core, algo: &mut RxAlgo, pos: u64) {
         match algo {
             RxAlgo::Spsc(rx) => rx.release(&core.ring, 1),
@@ -1533,10 +1541,15 @@ impl<F: Flavour> Consumer<F> {
     }
 
     fn read_message(&mut self, pos: u64, len: usize) -> Message {
-        let mut bytes = vec![0; len];
-        self.core
-            .ring
-            .read_payload(pos % self.core.ring.cap, 0, &mut bytes);
+        let mut bytes = Vec::with_capacity(len);
+        let src = self.core.ring.payload(self.core.ring.index(pos));
+        // SAFETY: `len <= slot_size` (checked_len in `take`), so the slot holds `len` bytes;
+        // the vector has capacity `len` and its first `len` bytes are initialised by the copy
+        // before `set_len`. The slot is ours until `release_pos` below.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
+            bytes.set_len(len);
+        }
         Self::release_pos(&mut self.core, &mut self.algo, pos);
         Message { bytes }
     }
@@ -1659,7 +1672,7 @@ impl Consumer<Spsc> {
             let raw = self
                 .core
                 .ring
-                .len(p % self.core.ring.cap)
+                .len(self.core.ring.index(p))
                 .load(Ordering::Relaxed);
             lens.push(ring::checked_len(raw, self.core.ring.slot_size, p)?);
         }
@@ -1728,14 +1741,14 @@ impl<F: Flavour> ReadSlot<'_, F> {
             }
         }
         let ring = &self.consumer.core.ring;
-        ring.read_payload(self.pos % ring.cap, at, buf);
+        ring.read_payload(ring.index(self.pos), at, buf);
         Ok(())
     }
     /// Copies the message out.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0; self.len];
         let ring = &self.consumer.core.ring;
-        ring.read_payload(self.pos % ring.cap, 0, &mut v);
+        ring.read_payload(ring.index(self.pos), 0, &mut v);
         v
     }
     /// Pointer to the message's `len()` bytes. Read through it (e.g. with
@@ -1743,7 +1756,7 @@ impl<F: Flavour> ReadSlot<'_, F> {
     /// peer could write the bytes meanwhile.
     pub fn as_ptr(&self) -> *const u8 {
         let ring = &self.consumer.core.ring;
-        ring.payload(self.pos % ring.cap)
+        ring.payload(ring.index(self.pos))
     }
 }
 
@@ -1787,7 +1800,7 @@ impl ReadChunk<'_> {
     pub fn get(&self, i: usize) -> Vec<u8> {
         let mut v = vec![0; self.lens[i]];
         let ring = &self.consumer.core.ring;
-        ring.read_payload(self.pos.wrapping_add(i as u64) % ring.cap, 0, &mut v);
+        ring.read_payload(ring.index(self.pos.wrapping_add(i as u64)), 0, &mut v);
         v
     }
 }

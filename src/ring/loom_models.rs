@@ -15,14 +15,14 @@ fn ring(capacity: usize) -> Arc<Ring> {
 }
 
 fn write(r: &Ring, pos: u64, v: u64) {
-    r.write_payload(pos % r.cap, 0, &v.to_le_bytes());
-    r.len(pos % r.cap).store(8, crate::loom::Ordering::Relaxed);
+    r.write_payload(r.index(pos), 0, &v.to_le_bytes());
+    r.len(r.index(pos)).store(8, crate::loom::Ordering::Relaxed);
 }
 
 fn read(r: &Ring, pos: u64) -> u64 {
-    assert_eq!(r.len(pos % r.cap).load(crate::loom::Ordering::Relaxed), 8);
+    assert_eq!(r.len(r.index(pos)).load(crate::loom::Ordering::Relaxed), 8);
     let mut b = [0; 8];
-    r.read_payload(pos % r.cap, 0, &mut b);
+    r.read_payload(r.index(pos), 0, &mut b);
     u64::from_le_bytes(b)
 }
 
@@ -196,7 +196,7 @@ fn loom_mpmc_repair_of_a_dead_producer_slot() {
         let intent = AtomicU64::new(0);
         let p0 = mpmc::claim_recv(&r, &intent).unwrap().unwrap();
         assert_eq!(
-            r.len(p0 % r.cap).load(crate::loom::Ordering::Relaxed),
+            r.len(r.index(p0)).load(crate::loom::Ordering::Relaxed),
             super::ABANDONED
         );
         mpmc::release_recv(&r, p0, &intent);

@@ -172,6 +172,9 @@ mod shm_ring {
     pub(crate) struct Ring {
         base: *mut u8,
         pub(crate) cap: u64,
+        /// `cap - 1` when `cap` is a power of two, else 0: indexes by mask instead of a 64-bit
+        /// division (which costs more than the rest of a small message's path).
+        mask: u64,
         pub(crate) slot_size: usize,
         stride: usize,
     }
@@ -189,14 +192,27 @@ mod shm_ring {
         /// `g.region_len()` bytes that outlives the returned `Ring`.
         pub(crate) unsafe fn new(base: *mut u8, g: Geometry) -> Ring {
             debug_assert_eq!(base as usize % 128, 0);
+            let cap = g.capacity as u64;
             Ring {
                 base,
-                cap: g.capacity as u64,
+                cap,
+                mask: if cap.is_power_of_two() { cap - 1 } else { 0 },
                 slot_size: g.slot_size,
                 stride: g.stride(),
             }
         }
 
+        /// The slot of position `pos`: `pos % cap`.
+        #[inline]
+        pub(crate) fn index(&self, pos: u64) -> u64 {
+            if self.mask != 0 || self.cap == 1 {
+                pos & self.mask
+            } else {
+                pos % self.cap
+            }
+        }
+
+        #[inline]
         fn w64(&self, off: usize) -> &AtomicU64 {
             debug_assert!(off % 8 == 0 && off + 8 <= CTRL_LEN + self.cap as usize * self.stride);
             // SAFETY: off is a control-block constant or a slot header offset inside the region
@@ -204,41 +220,50 @@ mod shm_ring {
             unsafe { AtomicU64::from_ptr(self.base.add(off).cast()) }
         }
 
+        #[inline]
         fn w32(&self, off: usize) -> &AtomicU32 {
             debug_assert!(off % 4 == 0 && off + 4 <= CTRL_LEN + self.cap as usize * self.stride);
             // SAFETY: as in w64, 4-aligned.
             unsafe { AtomicU32::from_ptr(self.base.add(off).cast()) }
         }
 
+        #[inline]
         fn slot_off(&self, idx: u64) -> usize {
             debug_assert!(idx < self.cap);
             CTRL_LEN + idx as usize * self.stride
         }
 
+        #[inline]
         pub(crate) fn tail(&self) -> &AtomicU64 {
             self.w64(OFF_TAIL)
         }
+        #[inline]
         pub(crate) fn head(&self) -> &AtomicU64 {
             self.w64(OFF_HEAD)
         }
+        #[inline]
         pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
             debug_assert!(off < CTRL_LEN);
             self.w32(off)
         }
+        #[inline]
         pub(crate) fn seq(&self, idx: u64) -> &AtomicU64 {
             self.w64(self.slot_off(idx))
         }
+        #[inline]
         pub(crate) fn len(&self, idx: u64) -> &AtomicU32 {
             self.w32(self.slot_off(idx) + 8)
         }
 
         /// Pointer to the payload of slot `idx` (`slot_size` bytes).
+        #[inline]
         pub(crate) fn payload(&self, idx: u64) -> *mut u8 {
             // SAFETY: the slot lies inside the region (idx < cap), header then payload.
             unsafe { self.base.add(self.slot_off(idx) + SLOT_HEADER) }
         }
 
         /// Copies `data` (at most `slot_size` bytes, checked by the caller) into slot `idx`.
+        #[inline]
         pub(crate) fn write_payload(&self, idx: u64, at: usize, data: &[u8]) {
             assert!(at + data.len() <= self.slot_size);
             // SAFETY: in bounds (asserted); the producer holds the slot by the ring protocol.
@@ -249,6 +274,7 @@ mod shm_ring {
 
         /// Copies `buf.len()` bytes (at most `slot_size`, checked by the caller) out of slot
         /// `idx`.
+        #[inline]
         pub(crate) fn read_payload(&self, idx: u64, at: usize, buf: &mut [u8]) {
             assert!(at + buf.len() <= self.slot_size);
             // SAFETY: in bounds (asserted); `buf` is private memory.
@@ -299,21 +325,30 @@ mod loom_ring {
                 slot_size: g.slot_size,
             }
         }
+        pub(crate) fn index(&self, pos: u64) -> u64 {
+            pos % self.cap
+        }
+        #[inline]
         pub(crate) fn tail(&self) -> &AtomicU64 {
             &self.ctrl[0]
         }
+        #[inline]
         pub(crate) fn head(&self) -> &AtomicU64 {
             &self.ctrl[1]
         }
+        #[inline]
         pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
             &self.ctrl32[off / 4]
         }
+        #[inline]
         pub(crate) fn seq(&self, idx: u64) -> &AtomicU64 {
             &self.seqs[idx as usize]
         }
+        #[inline]
         pub(crate) fn len(&self, idx: u64) -> &AtomicU32 {
             &self.lens[idx as usize]
         }
+        #[inline]
         pub(crate) fn write_payload(&self, idx: u64, at: usize, data: &[u8]) {
             assert!(at + data.len() <= self.slot_size);
             self.payloads[idx as usize].with_mut(|p| {
@@ -321,6 +356,7 @@ mod loom_ring {
                 unsafe { (&mut *p)[at..at + data.len()].copy_from_slice(data) }
             })
         }
+        #[inline]
         pub(crate) fn read_payload(&self, idx: u64, at: usize, buf: &mut [u8]) {
             assert!(at + buf.len() <= self.slot_size);
             self.payloads[idx as usize].with(|p| {
@@ -343,22 +379,34 @@ pub(crate) fn init_sequences(ring: &Ring) {
 }
 
 /// `tail - head` checked against the capacity: the number of queued messages, or `Corrupt`.
+#[inline]
 pub(crate) fn checked_pending(tail: u64, head: u64, cap: u64) -> Result<u64> {
     match tail.checked_sub(head) {
         Some(n) if n <= cap => Ok(n),
-        _ => Err(Error::Corrupt(format!(
-            "ring positions out of range: tail {tail}, head {head}, capacity {cap}"
-        ))),
+        _ => Err(bad_positions(tail, head, cap)),
     }
 }
 
+#[cold]
+fn bad_positions(tail: u64, head: u64, cap: u64) -> Error {
+    Error::Corrupt(format!(
+        "ring positions out of range: tail {tail}, head {head}, capacity {cap}"
+    ))
+}
+
 /// A message length read from a slot, checked against the slot size.
+#[inline]
 pub(crate) fn checked_len(len: u32, slot_size: usize, pos: u64) -> Result<usize> {
     let n = len as usize;
     if n > slot_size {
-        return Err(Error::Corrupt(format!(
-            "message at position {pos} claims {n} bytes, slots hold {slot_size}"
-        )));
+        return Err(bad_len(n, slot_size, pos));
     }
     Ok(n)
+}
+
+#[cold]
+fn bad_len(n: usize, slot_size: usize, pos: u64) -> Error {
+    Error::Corrupt(format!(
+        "message at position {pos} claims {n} bytes, slots hold {slot_size}"
+    ))
 }

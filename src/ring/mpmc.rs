@@ -32,10 +32,11 @@ fn dist(seq: u64, target: u64) -> i64 {
 
 /// Claims the next position for a producer: `Ok(Some(p))`, or `Ok(None)` when the ring is
 /// full. `intent` is this producer's intent word.
+#[inline]
 pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
     let mut pos = ring.tail().load(Ordering::Relaxed);
     loop {
-        let idx = pos % ring.cap;
+        let idx = ring.index(pos);
         // Acquire: pairs with the consumer's Release store `seq = p + cap` in `release_recv`:
         // its copy out of the slot happens before our write into it.
         let seq = ring.seq(idx).load(Ordering::Acquire);
@@ -71,10 +72,11 @@ pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
 }
 
 /// Publishes the claimed position `pos`, whose length and bytes are written.
+#[inline]
 pub(crate) fn publish_send(ring: &Ring, pos: u64, intent: &AtomicU64) {
     // Release: pairs with the consumer's Acquire load of `seq` in `claim_recv`/`peek_single`:
     // the bytes and length are visible before the message is.
-    ring.seq(pos % ring.cap)
+    ring.seq(ring.index(pos))
         .store(pos.wrapping_add(1), Ordering::Release);
     // Release: a repairer that reads the cleared intent (Acquire) also sees the sequence store.
     intent.store(0, Ordering::Release);
@@ -82,10 +84,11 @@ pub(crate) fn publish_send(ring: &Ring, pos: u64, intent: &AtomicU64) {
 
 /// Claims the next readable position for one of several consumers: `Ok(Some(p))`, or
 /// `Ok(None)` when nothing is ready at the head.
+#[inline]
 pub(crate) fn claim_recv(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
     let mut pos = ring.head().load(Ordering::Relaxed);
     loop {
-        let idx = pos % ring.cap;
+        let idx = ring.index(pos);
         // Acquire: pairs with the producer's Release store `seq = p + 1` in `publish_send`.
         let seq = ring.seq(idx).load(Ordering::Acquire);
         let d = dist(seq, pos.wrapping_add(1));
@@ -117,10 +120,11 @@ pub(crate) fn claim_recv(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
 }
 
 /// Frees the slot of a consumed position.
+#[inline]
 pub(crate) fn release_recv(ring: &Ring, pos: u64, intent: &AtomicU64) {
     // Release: pairs with the producer's Acquire load of `seq` in `claim_send`: our copy out of
     // the slot happens before its next write.
-    ring.seq(pos % ring.cap)
+    ring.seq(ring.index(pos))
         .store(pos.wrapping_add(ring.cap), Ordering::Release);
     intent.store(0, Ordering::Release);
 }
@@ -138,7 +142,7 @@ pub(crate) enum Blocked {
 pub(crate) fn blocked_at(ring: &Ring, pos: u64) -> Blocked {
     // Acquire: pairs with the AcqRel CAS of the claimer, so its intent is visible after this.
     let tail = ring.tail().load(Ordering::Acquire);
-    let seq = ring.seq(pos % ring.cap).load(Ordering::Acquire);
+    let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire);
     if tail > pos && seq == pos {
         Blocked::Unpublished(pos)
     } else {
@@ -149,7 +153,7 @@ pub(crate) fn blocked_at(ring: &Ring, pos: u64) -> Blocked {
 /// Releases the slot of `pos`, claimed by a producer that is proven dead, as abandoned.
 /// Returns whether this call did it (two repairers cannot both win the CAS).
 pub(crate) fn repair_unpublished(ring: &Ring, pos: u64) -> bool {
-    let idx = pos % ring.cap;
+    let idx = ring.index(pos);
     // The claimer is dead, so only repairers write this length, all the same value.
     ring.len(idx).store(ABANDONED, Ordering::Relaxed);
     // Release: pairs with the consumers' Acquire of `seq`: they see the ABANDONED length.
@@ -169,7 +173,7 @@ pub(crate) fn intent_pins_slot(ring: &Ring, intent: u64, producer: bool) -> bool
     let Some(pos) = intent.checked_sub(1) else {
         return false;
     };
-    let seq = ring.seq(pos % ring.cap).load(Ordering::Acquire);
+    let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire);
     if producer {
         seq == pos && ring.tail().load(Ordering::Acquire) > pos
     } else {

@@ -26,11 +26,12 @@ impl Rx {
     }
 
     /// The next readable position, or `None` when the slot at the head is not published.
+    #[inline]
     pub(crate) fn peek(&mut self, ring: &Ring) -> Result<Option<u64>> {
         loop {
             let pos = self.head;
             // Acquire: pairs with the producer's Release store `seq = p + 1` in publish_send.
-            let seq = ring.seq(pos % ring.cap).load(Ordering::Acquire);
+            let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire);
             let ready = pos.wrapping_add(1);
             let freed = pos.wrapping_add(ring.cap);
             if seq == ready {
@@ -65,10 +66,11 @@ impl Rx {
     }
 
     /// Frees the slot of `pos` (the current head) after it was read.
+    #[inline]
     pub(crate) fn release(&mut self, ring: &Ring, pos: u64) {
         debug_assert_eq!(pos, self.head);
         // Release: pairs with the producers' Acquire of `seq` in claim_send.
-        ring.seq(pos % ring.cap)
+        ring.seq(ring.index(pos))
             .store(pos.wrapping_add(ring.cap), Ordering::Release);
         self.store_head(ring, pos.wrapping_add(1));
     }

@@ -58,6 +58,7 @@ impl Tx {
     }
 
     /// Claims up to `n` consecutive slots: the first position and how many (0 when full).
+    #[inline]
     pub(crate) fn claim(&mut self, ring: &Ring, n: u64) -> Result<(u64, u64)> {
         debug_assert!(self.tail.wrapping_sub(self.cached_head) <= ring.cap);
         let mut free = ring.cap - (self.tail.wrapping_sub(self.cached_head));
@@ -69,6 +70,7 @@ impl Tx {
     }
 
     /// Publishes `n` slots from the claimed position; their lengths and bytes are written.
+    #[inline]
     pub(crate) fn publish(&mut self, ring: &Ring, n: u64) {
         debug_assert!(self.tail.wrapping_add(n).wrapping_sub(self.cached_head) <= ring.cap);
         // Wrapping: a hostile peer may have started us near u64::MAX; the next reload then
@@ -80,6 +82,7 @@ impl Tx {
     }
 
     /// The position the next claim starts at.
+    #[inline]
     pub(crate) fn position(&self) -> u64 {
         self.tail
     }
@@ -129,6 +132,7 @@ impl Rx {
     }
 
     /// Up to `n` readable consecutive positions: the first and how many (0 when empty).
+    #[inline]
     pub(crate) fn peek(&mut self, ring: &Ring, n: u64) -> Result<(u64, u64)> {
         let mut ready = self.cached_tail.wrapping_sub(self.head);
         if ready < n {
@@ -139,6 +143,7 @@ impl Rx {
     }
 
     /// Frees `n` slots from the current position after they were read.
+    #[inline]
     pub(crate) fn release(&mut self, ring: &Ring, n: u64) {
         debug_assert!(n <= self.cached_tail.wrapping_sub(self.head));
         self.head = self.head.wrapping_add(n);
