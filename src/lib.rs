@@ -11,6 +11,11 @@
 //!   process may write the same bytes at any time.
 //! - [`layout`]: the versioned header at the start of every segment shmchan lays out, its
 //!   race-free init protocol, and the participant table behind the liveness checks.
+//! - [`spsc`], [`mpsc`], [`mpmc`]: channels over lock-free rings, with try, blocking, timed and
+//!   async operations, `Sink` and `Stream`, zero-copy guards and typed messages
+//!   ([`channel`] has what they share, including the close and crash guarantees).
+//! - [`wait`]: the spin -> yield -> park budget and the park/wake protocol that makes a wake-up
+//!   system call only when a peer sleeps.
 //! - [`Error`]: one error type whose variants say what went wrong and whose messages name the
 //!   segment and the numbers involved.
 //!
