@@ -53,6 +53,8 @@
 
 #[cfg(not(loom))]
 pub mod channel;
+#[cfg(not(loom))]
+pub mod endpoint;
 mod error;
 pub mod layout;
 #[allow(dead_code)]

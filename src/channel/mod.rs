@@ -284,7 +284,14 @@ fn role(side: Side) -> Role {
 }
 
 impl Core {
-    fn create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
+    /// Bytes a segment needs for a channel of `kind` with `opts`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn segment_len(kind: Kind, opts: &Options) -> Result<usize> {
+        Core::spec(kind, opts)?.1.total_len()
+    }
+
+    /// The geometry and layout spec `opts` asks for.
+    fn spec(kind: Kind, opts: &Options) -> Result<(Geometry, LayoutSpec)> {
         let g = Geometry {
             slot_size: opts.slot_size,
             capacity: opts.capacity,
@@ -309,36 +316,68 @@ impl Core {
             participants,
             data_len: g.region_len(),
         };
-        let seg_opts = SegmentOptions::new().permissions(opts.permissions);
-        // The header is published (READY) by Layout::create only after the ring is laid out,
-        // so we build the layout over the segment ourselves: create, lay out sequences, init.
-        let total = spec.total_len()?;
-        let seg = seg_opts.create(name, total)?;
-        let data_off = layout::HEADER_LEN + participants as usize * layout::RECORD_LEN;
-        let base = match seg.as_mut_ptr() {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = seg.detach(true);
-                return Err(e);
-            }
-        };
+        Ok((g, spec))
+    }
+
+    fn create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
+        let (_, spec) = Core::spec(kind, opts)?;
+        let seg = SegmentOptions::new()
+            .permissions(opts.permissions)
+            .create(name, spec.total_len()?)?;
+        Core::create_in(seg, name, kind, opts, side).inspect_err(|_| {
+            let _ = Segment::unlink(name);
+        })
+    }
+
+    /// Lays out a channel in a segment this process just created (named or memfd) and
+    /// attaches to it.
+    pub(crate) fn create_in(
+        seg: Segment,
+        name: &str,
+        kind: Kind,
+        opts: &Options,
+        side: Side,
+    ) -> Result<Core> {
+        let (g, spec) = Core::spec(kind, opts)?;
+        if seg.len() < spec.total_len()? {
+            return Err(Error::InvalidArgument(format!(
+                "{} is {} bytes, the channel needs {}",
+                seg.describe(),
+                seg.len(),
+                spec.total_len()?
+            )));
+        }
+        let data_off = layout::HEADER_LEN + spec.participants as usize * layout::RECORD_LEN;
+        let base = seg.as_mut_ptr()?;
         // SAFETY: the segment is ours alone (just created, header not ready), read-write, and
-        // `data_off + region_len == total <= len`; data_off is a multiple of 128.
+        // `data_off + region_len == total <= len` (checked above); data_off is a multiple of
+        // 128 and the mapping page-aligned.
         let ring = unsafe { Ring::new(base.add(data_off), g) };
+        // The header is published (READY) by Layout::init only after the ring is laid out.
         ring::init_sequences(&ring);
-        let layout = match Layout::init(seg, &spec) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = Segment::unlink(name);
-                return Err(e);
-            }
-        };
+        let layout = Layout::init(seg, &spec)?;
         debug_assert_eq!(layout.data_offset(), data_off);
         Core::finish(layout, ring, name, kind, opts, side, true)
     }
 
     fn open(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
         let layout = Layout::open(name, kind, Mode::ReadWrite, opts.init_timeout)?;
+        Core::attach(layout, name, kind, opts, side)
+    }
+
+    /// Attaches to a channel in a segment received from a peer (a memfd).
+    pub(crate) fn open_in(
+        seg: Segment,
+        name: &str,
+        kind: Kind,
+        opts: &Options,
+        side: Side,
+    ) -> Result<Core> {
+        let layout = Layout::attach(seg, kind, opts.init_timeout)?;
+        Core::attach(layout, name, kind, opts, side)
+    }
+
+    fn attach(layout: Layout, name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
         let what = format!("{} channel '{name}'", kind_name(kind));
         let g = Geometry::from_words(layout.geometry(), layout.data_len(), &what)?;
         if kind != Kind::SPSC && g.capacity < 2 {
@@ -744,6 +783,9 @@ impl Core {
     }
 
     fn unlink_if_ours(&self) {
+        if self.layout.segment().name().is_none() {
+            return; // memfd: nothing to unlink
+        }
         // Only while the name still refers to our segment (another may have replaced it).
         if let Ok(other) = crate::Segment::open(&self.name, Mode::ReadOnly) {
             if same_object(&other, self.layout.segment()) {
@@ -908,6 +950,24 @@ impl<F: Flavour> Producer<F> {
     /// geometry.
     pub fn open_or_create(name: &str, opts: Options) -> Result<Self> {
         Self::from_core(open_or_create(name, F::KIND, &opts, Side::Producer)?)
+    }
+
+    /// Lays out a new channel in `seg` (a fresh memfd) and attaches as its producer.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn create_in(seg: Segment, name: &str, opts: &Options) -> Result<Self> {
+        Self::from_core(Core::create_in(seg, name, F::KIND, opts, Side::Producer)?)
+    }
+
+    /// Attaches as producer to the channel in `seg` (a memfd from a peer).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn open_in(seg: Segment, name: &str, opts: &Options) -> Result<Self> {
+        Self::from_core(Core::open_in(seg, name, F::KIND, opts, Side::Producer)?)
+    }
+
+    /// The channel's segment (for passing a memfd's descriptor).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn segment(&self) -> &Segment {
+        self.core.layout.segment()
     }
 
     fn from_core(core: Core) -> Result<Self> {
@@ -1378,6 +1438,34 @@ impl<F: Flavour> Consumer<F> {
     /// As [`Producer::open_or_create`].
     pub fn open_or_create(name: &str, opts: Options) -> Result<Self> {
         Self::from_core(open_or_create(name, F::KIND, &opts, Side::Consumer)?)
+    }
+
+    /// Lays out a new channel in `seg` (a fresh memfd) and attaches as its consumer.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn create_in(seg: Segment, name: &str, opts: &Options) -> Result<Self> {
+        Self::from_core(Core::create_in(seg, name, F::KIND, opts, Side::Consumer)?)
+    }
+
+    /// Attaches as consumer to the channel in `seg` (a memfd from a peer).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn open_in(seg: Segment, name: &str, opts: &Options) -> Result<Self> {
+        Self::from_core(Core::open_in(seg, name, F::KIND, opts, Side::Consumer)?)
+    }
+
+    /// The channel's segment.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn segment(&self) -> &Segment {
+        self.core.layout.segment()
+    }
+
+    /// Whether a producer is attached now (a snapshot).
+    pub(crate) fn has_producer(&self) -> bool {
+        !self.core.peers_closed()
+            && !self
+                .core
+                .layout
+                .live_participants(Some(Role::PRODUCER))
+                .is_empty()
     }
 
     fn from_core(core: Core) -> Result<Self> {
@@ -1861,4 +1949,18 @@ fn _assert_send() {
     is_send::<Producer<Spsc>>();
     is_send::<Consumer<Mpmc>>();
     let _ = ProcessId::current;
+}
+
+/// Bytes a segment needs for an SPSC channel with `opts` (for memfd channels).
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn spsc_segment_len(opts: &Options) -> Result<usize> {
+    Core::segment_len(Kind::SPSC, opts)
+}
+
+impl Options {
+    /// (slot size, capacity) a creator would use.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn geometry(&self) -> (usize, usize) {
+        (self.slot_size, self.capacity)
+    }
 }

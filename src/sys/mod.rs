@@ -13,6 +13,8 @@
 //! Mappings themselves are made by memmap2's `MmapRaw`, which hands out raw pointers only.
 
 pub(crate) mod doorbell;
+#[cfg(feature = "tokio")]
+pub(crate) mod fdpass;
 pub(crate) mod futex;
 pub(crate) mod process;
 pub(crate) mod shm;
