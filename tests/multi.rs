@@ -5,11 +5,10 @@
 mod common;
 
 use std::io::{BufRead, Read, Write};
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, ShmName, check_message, kill9, message, read_report, report, reports};
+use common::{ShmName, check_message, kill9, message, read_report, report, reports, spawn_holding};
 use shmchan::{Error, Mode, Options, Segment, mpmc, mpsc};
 
 const MAX: usize = 64;
@@ -19,12 +18,6 @@ fn opts() -> Options {
         .slot_size(MAX)
         .capacity(32)
         .liveness_interval(Duration::from_millis(20))
-}
-
-fn spawn_holding(role: &str, args: &[&str]) -> ChildGuard {
-    let mut cmd = common::command(role, args);
-    cmd.stdin(Stdio::piped());
-    ChildGuard::spawn(cmd)
 }
 
 #[test]

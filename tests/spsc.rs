@@ -3,10 +3,9 @@
 mod common;
 
 use std::io::Read;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, ShmName, check_message, kill9, message, read_report, report, reports};
+use common::{ShmName, check_message, kill9, message, read_report, report, reports, spawn_holding};
 use shmchan::{Error, Options, TryRecvError, spsc};
 
 const MAX: usize = 64;
@@ -21,12 +20,6 @@ fn opts() -> Options {
 /// Blocks until the parent closes our stdin (or kills us).
 fn hold() {
     let _ = std::io::stdin().read(&mut [0u8; 1]);
-}
-
-fn spawn_holding(role: &str, args: &[&str]) -> ChildGuard {
-    let mut cmd = common::command(role, args);
-    cmd.stdin(Stdio::piped());
-    ChildGuard::spawn(cmd)
 }
 
 #[test]

@@ -30,22 +30,31 @@ fn dist(seq: u64, target: u64) -> i64 {
     seq.wrapping_sub(target) as i64
 }
 
-/// Claims the next position for a producer: `Ok(Some(p))`, or `Ok(None)` when the ring is
-/// full. `intent` is this producer's intent word.
+/// Vyukov's claim, shared by both sides: the next position `p` of `counter` (tail for
+/// producers, head for consumers) whose slot sequence equals `p + offset` (0 for producers:
+/// free; 1 for consumers: published) is claimed with a CAS of `counter`, announced first in
+/// `intent`. `Ok(None)` when the slot at `counter` is not ready (full / empty).
 #[inline]
-pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
-    let mut pos = ring.tail().load(Ordering::Relaxed);
+fn claim(
+    ring: &Ring,
+    counter: &AtomicU64,
+    offset: u64,
+    intent: &AtomicU64,
+    what: &str,
+) -> Result<Option<u64>> {
+    let mut pos = counter.load(Ordering::Relaxed);
     loop {
         let idx = ring.index(pos);
-        // Acquire: pairs with the consumer's Release store `seq = p + cap` in `release_recv`:
-        // its copy out of the slot happens before our write into it.
+        // Acquire: pairs with the Release store of the slot's sequence by the other side
+        // (`publish_send` / `release_recv`): its access to the slot bytes happens before ours.
         let seq = ring.seq(idx).load(Ordering::Acquire);
-        let d = dist(seq, pos);
+        let d = dist(seq, pos.wrapping_add(offset));
         if d == 0 {
             // SeqCst: the intent must be visible before the CAS that claims `pos` (the CAS is
-            // Release for the same reason); a repairer that sees `tail > pos` sees this intent.
+            // Release for the same reason); a repairer that sees the counter past `pos` sees
+            // this intent.
             intent.store(pos.wrapping_add(1), Ordering::SeqCst);
-            match ring.tail().compare_exchange_weak(
+            match counter.compare_exchange_weak(
                 pos,
                 pos.wrapping_add(1),
                 Ordering::AcqRel,
@@ -55,20 +64,27 @@ pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
                 Err(now) => pos = now,
             }
         } else if d < 0 {
-            // The slot still holds the message of `pos - cap`: full.
+            // The slot still belongs to the previous lap: full (producers) / empty (consumers).
             intent.store(0, Ordering::Relaxed);
             return Ok(None);
         } else {
-            // Someone else claimed `pos`; `tail` must have moved past it.
-            let now = ring.tail().load(Ordering::Relaxed);
+            // Someone else claimed `pos`; the counter must have moved past it.
+            let now = counter.load(Ordering::Relaxed);
             if now <= pos {
                 return Err(Error::Corrupt(format!(
-                    "slot sequence {seq} is ahead of position {pos} but tail is {now}"
+                    "slot sequence {seq} is ahead of position {pos} but {what} is {now}"
                 )));
             }
             pos = now;
         }
     }
+}
+
+/// Claims the next position for a producer: `Ok(Some(p))`, or `Ok(None)` when the ring is
+/// full. `intent` is this producer's intent word.
+#[inline]
+pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
+    claim(ring, ring.tail(), 0, intent, "tail")
 }
 
 /// Publishes the claimed position `pos`, whose length and bytes are written.
@@ -86,37 +102,7 @@ pub(crate) fn publish_send(ring: &Ring, pos: u64, intent: &AtomicU64) {
 /// `Ok(None)` when nothing is ready at the head.
 #[inline]
 pub(crate) fn claim_recv(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
-    let mut pos = ring.head().load(Ordering::Relaxed);
-    loop {
-        let idx = ring.index(pos);
-        // Acquire: pairs with the producer's Release store `seq = p + 1` in `publish_send`.
-        let seq = ring.seq(idx).load(Ordering::Acquire);
-        let d = dist(seq, pos.wrapping_add(1));
-        if d == 0 {
-            // SeqCst: as in claim_send, the intent is visible to whoever sees the CAS.
-            intent.store(pos.wrapping_add(1), Ordering::SeqCst);
-            match ring.head().compare_exchange_weak(
-                pos,
-                pos.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(Some(pos)),
-                Err(now) => pos = now,
-            }
-        } else if d < 0 {
-            intent.store(0, Ordering::Relaxed);
-            return Ok(None);
-        } else {
-            let now = ring.head().load(Ordering::Relaxed);
-            if now <= pos {
-                return Err(Error::Corrupt(format!(
-                    "slot sequence {seq} is ahead of position {pos} but head is {now}"
-                )));
-            }
-            pos = now;
-        }
-    }
+    claim(ring, ring.head(), 1, intent, "head")
 }
 
 /// Frees the slot of a consumed position.

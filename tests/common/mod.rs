@@ -205,3 +205,11 @@ pub fn read_report(child: &mut ChildGuard) -> String {
         }
     }
 }
+
+/// Spawns `role` with a piped stdin: the child can block on it until the parent writes to it,
+/// closes it, or kills the child.
+pub fn spawn_holding(role: &str, args: &[&str]) -> ChildGuard {
+    let mut cmd = command(role, args);
+    cmd.stdin(Stdio::piped());
+    ChildGuard::spawn(cmd)
+}
