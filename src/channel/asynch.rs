@@ -1,8 +1,11 @@
 //! Async sending and receiving: futures, `Stream`, `Sink`.
 //!
-//! A pending operation first yields to the executor (it wakes itself and returns `Pending`)
-//! for the [`WaitStrategy`](crate::WaitStrategy)'s spin + yield budget, which keeps a busy
-//! stream on the fast path at the cost of some executor turns; then it *parks*: it publishes
+//! A pending operation first spins inside `poll` for the
+//! [`WaitStrategy`](crate::WaitStrategy)'s spin budget (20 µs by default: set it to zero with
+//! [`WaitStrategy::park_only`](crate::WaitStrategy::park_only) or `spin_for` on executors
+//! that must never be held), then yields to the executor (it wakes itself and returns
+//! `Pending`) until the yield budget is spent, which keeps a busy stream on the fast path;
+//! then it *parks*: it publishes
 //! its doorbell in its participant record, announces itself (see [`crate::wait`]), re-checks
 //! the ring, and returns `Pending` with the doorbell and the other participants' pidfds
 //! registered in the runtime's reactor. A peer that publishes rings the doorbell (one
@@ -129,6 +132,27 @@ impl Core {
                 }
             }
             let t0 = *started.get_or_insert_with(Instant::now);
+            // Spin phase, inline: a peer that answers within the spin budget is met without a
+            // trip through the executor (whose scheduler polls its I/O driver every few dozen
+            // ticks: a syscall we would otherwise cause while waiting).
+            if t0.elapsed() < self.wait.spin_duration() {
+                let mut n = 0u32;
+                loop {
+                    std::hint::spin_loop();
+                    match attempt(self) {
+                        Ok(None) => {}
+                        done => {
+                            *started = None;
+                            return Poll::Ready(done.map(|r| r.expect("matched Some")));
+                        }
+                    }
+                    n = n.wrapping_add(1);
+                    if n % 64 == 0 && t0.elapsed() >= self.wait.spin_duration() {
+                        break;
+                    }
+                }
+            }
+            // Yield phase: let the executor run other tasks, then look again.
             if t0.elapsed() < self.wait.yield_duration() {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
