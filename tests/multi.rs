@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{ShmName, check_message, kill9, message, read_report, report, reports, spawn_holding};
-use shmchan::{Error, Mode, Options, Segment, mpmc, mpsc};
+use shmchan::{Error, Mode, Options, Segment, WaitStrategy, mpmc, mpsc};
 
 const MAX: usize = 64;
 
@@ -109,6 +109,18 @@ fn child_entry() {
             report(format!("holding {i}"));
             let _ = std::io::stdin().read(&mut [0u8; 1]);
             drop(slot);
+        }
+        // Parked-only MPMC consumer that takes messages until Closed, then reports the count.
+        "park-consume" => {
+            let mut rx =
+                mpmc::Consumer::open(name, opts().wait_strategy(WaitStrategy::park_only()))
+                    .unwrap();
+            report("ready");
+            let mut n = 0;
+            while rx.recv_blocking().is_ok() {
+                n += 1;
+            }
+            report(format!("took {n}"));
         }
         "second-consumer" => {
             report(match mpsc::Consumer::open(name, opts()) {
@@ -302,4 +314,56 @@ fn mpmc_message_of_a_killed_consumer_is_redelivered() {
         tx.send_blocking(message(5, i, MAX)).unwrap();
         assert_eq!(check_message(&rx.recv_blocking().unwrap(), MAX), (5, i));
     }
+}
+
+/// Parked counts stay exact across thousands of parks on both sides of an MPMC ring (where
+/// both sides share the participant records): every announcement is taken exactly once, by
+/// its waker or by its own retraction.
+#[test]
+fn mpmc_parked_counts_stay_exact_when_both_sides_park() {
+    const N: u64 = 3_000;
+    let name = ShmName::new("counts");
+    let park = opts().capacity(2).wait_strategy(WaitStrategy::park_only());
+    let mut tx = mpmc::Producer::create(name.as_str(), park).unwrap();
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| common::spawn("park-consume", &[name.as_str()]))
+        .collect();
+    for c in &mut consumers {
+        assert_eq!(read_report(c), "ready");
+    }
+    for i in 0..N {
+        tx.send_blocking(message(3, i, MAX)).unwrap();
+    }
+    // Wait until the consumers took everything and are parked again, then look at the counts
+    // (control block after the header and 64 participant records: consumers' count at +260,
+    // producers' at +388).
+    let seg = Segment::open(name.as_str(), Mode::ReadOnly).unwrap();
+    let ctrl = 256 + 64 * 128;
+    let word = |off: usize| {
+        let mut b = [0u8; 4];
+        seg.read(ctrl + off, &mut b).unwrap();
+        u32::from_ne_bytes(b)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tx.pending() > 0 || word(260) != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "consumers did not park: count {}",
+            word(260)
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(word(388), 0, "producers' parked count");
+    drop(tx);
+    let mut total = 0;
+    for c in consumers {
+        let line = reports(&c.wait_ok()).pop().unwrap();
+        total += line.trim_start_matches("took ").parse::<u64>().unwrap();
+    }
+    assert_eq!(total, N);
+    assert_eq!(
+        (word(260), word(388)),
+        (0, 0),
+        "parked counts after everybody left"
+    );
 }

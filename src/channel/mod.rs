@@ -512,10 +512,20 @@ impl Core {
     fn ring_side(&self, side: Side) {
         let sl = self.sleepers(side);
         let mut futex = false;
+        // In MPMC both sides share the records: take only announcements of `side`'s role, or
+        // a waker would take (and uncount) the other side's and leave its count wrong.
+        let shared = self.kind == Kind::MPMC;
+        let want = role(side);
         for i in records(self.kind, self.layout.participant_capacity(), side) {
             let Ok(word) = self.layout.aux_word(i, AUX_PARKED) else {
                 return;
             };
+            if word.load(StdOrdering::Relaxed) == 0 {
+                continue;
+            }
+            if shared && !self.layout.participant(i).is_some_and(|p| p.role == want) {
+                continue;
+            }
             match sl.take(word) {
                 Some(PARK_DOORBELL) => {
                     let token = self
