@@ -74,7 +74,7 @@ mod sys;
 pub mod wait;
 
 #[cfg(not(loom))]
-pub use channel::{Message, Options, SendError, Unlink};
+pub use channel::{INLINE_MESSAGE, Message, Options, SendError, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};

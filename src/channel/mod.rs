@@ -186,35 +186,95 @@ impl Options {
     }
 }
 
-/// A received message: the bytes, copied out of the slot. Derefs to `[u8]`.
-#[derive(Clone, PartialEq, Eq, Default)]
+/// Messages up to this many bytes are kept inside [`Message`], without a heap allocation.
+pub const INLINE_MESSAGE: usize = 64;
+
+/// A received message: the bytes, copied out of the slot. Derefs to `[u8]`. Messages of up to
+/// [`INLINE_MESSAGE`] bytes are stored inline (no allocation per receive).
+#[derive(Clone)]
 pub struct Message {
-    bytes: Vec<u8>,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_MESSAGE],
+    },
+    Heap(Vec<u8>),
 }
 
 impl Message {
+    /// A message holding a copy of `bytes`.
+    pub fn copy_from(bytes: &[u8]) -> Message {
+        let mut m = Message::with_len(bytes.len());
+        m.bytes_mut().copy_from_slice(bytes);
+        m
+    }
+
+    /// A zeroed message of `len` bytes, to copy a slot into.
+    fn with_len(len: usize) -> Message {
+        let repr = if len <= INLINE_MESSAGE {
+            Repr::Inline {
+                len: len as u8,
+                bytes: [0; INLINE_MESSAGE],
+            }
+        } else {
+            Repr::Heap(vec![0; len])
+        };
+        Message { repr }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.repr {
+            Repr::Inline { len, bytes } => &mut bytes[..*len as usize],
+            Repr::Heap(v) => v,
+        }
+    }
+
     /// The bytes, as an owned vector.
     pub fn into_vec(self) -> Vec<u8> {
-        self.bytes
+        match self.repr {
+            Repr::Inline { len, bytes } => bytes[..len as usize].to_vec(),
+            Repr::Heap(v) => v,
+        }
+    }
+}
+
+impl Default for Message {
+    fn default() -> Self {
+        Message::with_len(0)
     }
 }
 
 impl std::ops::Deref for Message {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.bytes
+        match &self.repr {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Heap(v) => v,
+        }
     }
 }
 
 impl AsRef<[u8]> for Message {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes
+        self
     }
 }
 
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Message {}
+
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Message({} bytes)", self.bytes.len())
+        write!(f, "Message({} bytes)", self.len())
     }
 }
 
@@ -1639,17 +1699,28 @@ impl<F: Flavour> Consumer<F> {
     }
 
     fn read_message(&mut self, pos: u64, len: usize) -> Message {
-        let mut bytes = Vec::with_capacity(len);
-        let src = self.core.ring.payload(self.core.ring.index(pos));
-        // SAFETY: `len <= slot_size` (checked_len in `take`), so the slot holds `len` bytes;
-        // the vector has capacity `len` and its first `len` bytes are initialised by the copy
-        // before `set_len`. The slot is ours until `release_pos` below.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
-            bytes.set_len(len);
-        }
+        // `len <= slot_size` (checked_len in `take`); the slot is ours until release_pos.
+        let idx = self.core.ring.index(pos);
+        let msg = if len <= INLINE_MESSAGE {
+            let mut msg = Message::with_len(len);
+            self.core.ring.read_payload(idx, 0, msg.bytes_mut());
+            msg
+        } else {
+            let mut bytes = Vec::with_capacity(len);
+            let src = self.core.ring.payload(idx);
+            // SAFETY: the slot holds at least `len <= slot_size` bytes; the vector has
+            // capacity `len`, and its first `len` bytes are initialised by the copy before
+            // `set_len` (no zeroing first: large messages would pay for it twice).
+            unsafe {
+                std::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
+                bytes.set_len(len);
+            }
+            Message {
+                repr: Repr::Heap(bytes),
+            }
+        };
         Self::release_pos(&mut self.core, &mut self.algo, pos);
-        Message { bytes }
+        msg
     }
 
     /// Takes a message if one is queued now.
