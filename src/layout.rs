@@ -710,6 +710,10 @@ impl Participant {
     pub fn pid(&self) -> u32 {
         self.process.pid
     }
+    /// The generation of the claim that holds the record.
+    pub(crate) fn generation(&self) -> u16 {
+        (self.owner >> 48) as u16
+    }
     /// The process as liveness checks see it.
     pub(crate) fn process_id(&self) -> ProcessId {
         self.process
@@ -728,6 +732,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The generation of the claim (changes every time the record is claimed).
+    pub(crate) fn generation(&self) -> u16 {
+        (self.owner >> 48) as u16
+    }
+
     /// The record's index.
     pub fn index(&self) -> u32 {
         self.index

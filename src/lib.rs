@@ -56,6 +56,8 @@ pub mod channel;
 #[cfg(not(loom))]
 pub mod endpoint;
 mod error;
+#[cfg(not(loom))]
+pub mod heap;
 pub mod layout;
 #[allow(dead_code)]
 mod loom;
@@ -76,6 +78,8 @@ pub mod wait;
 #[cfg(not(loom))]
 pub use channel::{INLINE_MESSAGE, Message, Options, SendError, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
+#[cfg(not(loom))]
+pub use heap::{Handle, Heap, ShmBuf};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
 pub use wait::WaitStrategy;
