@@ -159,11 +159,24 @@ impl Shared {
         while i.checked_add(n).is_some_and(|end| end <= self.npages) {
             // Look for n free pages from i.
             let mut j = 0;
-            while j < n && self.desc(i + j).load(Ordering::Relaxed) == 0 {
+            let mut used = 0;
+            while j < n {
+                used = self.desc(i + j).load(Ordering::Relaxed);
+                if used != 0 {
+                    break;
+                }
                 j += 1;
             }
             if j < n {
-                i += j + 1;
+                // Skip the whole block we ran into (a head's low bits are its run length; a
+                // garbage length only makes the scan skip less or more, never index out of
+                // range: the loop condition bounds every page looked at).
+                let run = if used & HEAD != 0 {
+                    (used as u32).max(1)
+                } else {
+                    1
+                };
+                i = i.saturating_add(j).saturating_add(run);
                 continue;
             }
             // Acquire: pairs with the Release stores of `free`: the previous owner's accesses
