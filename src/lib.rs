@@ -14,6 +14,10 @@
 //! - [`spsc`], [`mpsc`], [`mpmc`]: channels over lock-free rings, with try, blocking, timed and
 //!   async operations, `Sink` and `Stream`, zero-copy guards and typed messages
 //!   ([`channel`] has what they share, including the close and crash guarantees).
+//! - [`endpoint`]: duplex endpoints by name, and a `Listener` / `Endpoint::connect` model that
+//!   gives each client its own rings in memfds passed over a Unix socket.
+//! - [`heap`]: a shared heap whose blocks travel between processes as handles, for payloads
+//!   larger than a slot.
 //! - [`wait`]: the spin -> yield -> park budget and the park/wake protocol that makes a wake-up
 //!   system call only when a peer sleeps.
 //! - [`Error`]: one error type whose variants say what went wrong and whose messages name the
