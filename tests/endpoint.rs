@@ -208,7 +208,7 @@ fn garbage_and_stalled_clients_fail_alone_within_the_timeout() {
     rt().block_on(async {
         let mut listener = Listener::bind(name.as_str(), Options::new())
             .unwrap()
-            .handshake_timeout(Duration::from_millis(300));
+            .handshake_timeout(Duration::from_secs(1));
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(
             format!("shmchan-listener{}", name.as_str()).as_bytes(),
         )
@@ -227,7 +227,7 @@ fn garbage_and_stalled_clients_fail_alone_within_the_timeout() {
         let (srv, cli) = tokio::join!(listener.accept(), Endpoint::connect(name.as_str()));
         let (mut srv, mut cli) = (srv.unwrap(), cli.unwrap());
         assert!(
-            t.elapsed() < Duration::from_millis(250),
+            t.elapsed() < Duration::from_millis(800),
             "a good client waited {:?}",
             t.elapsed()
         );

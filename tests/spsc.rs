@@ -232,9 +232,9 @@ fn timeouts_are_honoured() {
             matches!(&e, Error::TimedOut(m) if m.contains(name.as_str())),
             "{e}"
         );
-        // Lower bound exact; upper bound generous for a shared 2-core machine.
+        // Lower bound exact; upper bound generous for a shared, loaded 2-core machine.
         assert!(
-            took >= timeout && took < timeout + Duration::from_millis(150),
+            took >= timeout && took < timeout + Duration::from_millis(400),
             "{took:?}"
         );
     }
