@@ -18,14 +18,30 @@
 //!   process needs either a side channel for `SCM_RIGHTS` or `pidfd_getfd`, which needs ptrace
 //!   rights that Yama forbids between unrelated processes on common distributions.
 //!
-//! Measured (`cargo bench --bench doorbell`: cross-process blocking ping-pong, 7 alternating
-//! rounds of 2,000 round trips, 2-vCPU VM shared with other builds, 2026-11-23): median RTT
-//! 44 µs over abstract sockets against 17 µs over inherited eventfds, a median ratio of 1.9.
-//! The extra cost is the socket path (buffer allocation, queueing) on top of the wake-up
-//! itself. We keep sockets because the eventfd's advantage needs the descriptor in the
-//! ringer's hands, which unrelated processes cannot arrange without a side channel; a later
-//! step could hand an eventfd over once (`SCM_RIGHTS` over this very socket) and ring it from
-//! then on. Either cost is paid per park, never per message.
+//! Measured (`cargo bench --bench doorbell`: cross-process ping-pong, each side sleeping
+//! until the other rings it; 7 alternating rounds of 2,000 round trips; 2-vCPU VM shared with
+//! other builds, so absolute figures move by 2-10x between runs and only same-run ratios
+//! mean much):
+//!
+//! | run | socket, blocking `recv` | eventfd, blocking `read` | socket, tokio `AsyncFd` | eventfd, tokio `AsyncFd` |
+//! |---|---|---|---|---|
+//! | 2026-11-23 02:08, idle VM, blocking only | 44 µs | 17 µs | - | - |
+//! | 2026-11-23 02:34, rustc 1.95, busy VM | 6.4 µs | 3.4 µs | 10.1 µs | 6.7 µs |
+//!
+//! Median per-round ratios in the second run: socket/eventfd 1.68 blocking and 1.44 through
+//! tokio current_thread runtimes; the reactor itself costs 1.8x (socket) to 2.3x (eventfd)
+//! over a blocking wait. (The first run's larger figures are presumably the cost of waking
+//! an idle vCPU; we did not isolate it.)
+//! `strace -c -f` per wake, async: the socket takes one `sendto`, ~1.7 `epoll_wait` and two
+//! `recvfrom` (the datagram, then the `EAGAIN` that proves the queue drained); the eventfd
+//! one `write`, ~2 `epoll_wait` and one `read` (which takes the whole counter). So the
+//! socket pays one extra syscall per wake plus the socket path (buffer allocation, queueing).
+//!
+//! We keep sockets because the eventfd's advantage needs the descriptor in the ringer's
+//! hands, which unrelated processes cannot arrange without a side channel; a later step could
+//! hand an eventfd over once (`SCM_RIGHTS` over this very socket) and ring it from then on.
+//! Either cost is paid per park, never per message, and is small beside the 75-90 µs of
+//! waking an idle vCPU.
 //!
 //! Rings only happen when a peer has announced that it parks (see [`crate::wait`]), so their
 //! cost is paid per sleep, never per message on a busy stream.
