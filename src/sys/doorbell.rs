@@ -147,6 +147,10 @@ impl Ringer {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+#[path = "doorbell_tests.rs"]
+mod cross_process_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
