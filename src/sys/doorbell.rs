@@ -23,15 +23,17 @@
 //! other builds, so absolute figures move by 2-10x between runs and only same-run ratios
 //! mean much):
 //!
-//! | run | socket, blocking `recv` | eventfd, blocking `read` | socket, tokio `AsyncFd` | eventfd, tokio `AsyncFd` |
-//! |---|---|---|---|---|
-//! | 2026-11-23 02:08, idle VM, blocking only | 44 µs | 17 µs | - | - |
-//! | 2026-11-23 02:34, rustc 1.95, busy VM | 6.4 µs | 3.4 µs | 10.1 µs | 6.7 µs |
+//! | run | socket, blocking `recv` | eventfd, blocking `read` | socket, tokio `AsyncFd` | eventfd, tokio `AsyncFd` | ratio socket/eventfd, blocking / async |
+//! |---|---|---|---|---|---|
+//! | 02:08, earlier bench (blocking only) | 44 µs | 17 µs | - | - | 1.9 / - |
+//! | 02:34, load ~1 | 6.4 µs | 3.4 µs | 10.1 µs | 6.7 µs | 1.68 / 1.44 |
+//! | 02:41, load ~5.5 | 4.5 µs | 3.0 µs | 8.0 µs | 4.8 µs | 1.50 / 1.63 |
 //!
-//! Median per-round ratios in the second run: socket/eventfd 1.68 blocking and 1.44 through
-//! tokio current_thread runtimes; the reactor itself costs 1.8x (socket) to 2.3x (eventfd)
-//! over a blocking wait. (The first run's larger figures are presumably the cost of waking
-//! an idle vCPU; we did not isolate it.)
+//! (2026-11-23, rustc 1.95, medians of the rounds; the ratios are medians of per-round
+//! ratios.) Figures are bimodal: single rounds of every mechanism jump to 50-90 µs, presumably
+//! when the woken side's vCPU was idle and had to be woken itself (we did not isolate it;
+//! the earlier run may have been mostly in that mode). Across runs the socket
+//! costs 1.4-1.9x the eventfd, and awaiting through tokio's reactor 1.7-2.3x a blocking wait.
 //! `strace -c -f` per wake, async: the socket takes one `sendto`, ~1.7 `epoll_wait` and two
 //! `recvfrom` (the datagram, then the `EAGAIN` that proves the queue drained); the eventfd
 //! one `write`, ~2 `epoll_wait` and one `read` (which takes the whole counter). So the
@@ -58,9 +60,16 @@ use rustix::net::{
 };
 
 /// The abstract socket name of a token.
+///
+/// Formatted on the stack: ringing allocates nothing.
 fn address(token: u64) -> Result<SocketAddrUnix, Errno> {
-    let name = format!("shmchan/{}-{}", token >> 32, token & 0xffff_ffff);
-    SocketAddrUnix::new_abstract_name(name.as_bytes())
+    use std::io::Write;
+    // "shmchan/" + two u32 in decimal (at most 10 digits each) + "-": 29 bytes.
+    let mut buf = [0u8; 32];
+    let mut w = &mut buf[..];
+    write!(w, "shmchan/{}-{}", token >> 32, token & 0xffff_ffff).map_err(|_| Errno::INVAL)?;
+    let len = 32 - w.len();
+    SocketAddrUnix::new_abstract_name(&buf[..len])
 }
 
 fn dgram_socket() -> Result<OwnedFd, Errno> {
@@ -140,7 +149,11 @@ impl Ringer {
 
     /// `sendto(token's name, 1 byte, MSG_DONTWAIT)`. Errors are ignored: `EAGAIN` means the
     /// doorbell is already full of rings, `ECONNREFUSED`/`ENOENT` that its owner is gone.
+    /// Token 0 (never a doorbell's: nothing published yet) makes no syscall.
     pub(crate) fn ring(&self, token: u64) {
+        if token == 0 {
+            return;
+        }
         if let Ok(addr) = address(token) {
             let _ = net::sendto(&self.fd, &[1], SendFlags::DONTWAIT, &addr);
         }
@@ -168,5 +181,12 @@ mod tests {
         drop(bell);
         ringer.ring(token); // nobody there: no error, no panic
         ringer.ring(0);
+    }
+
+    #[test]
+    fn addresses_are_formatted_without_allocating_and_fit() {
+        let name = |t| address(t).unwrap().abstract_name().unwrap().to_vec();
+        assert_eq!(name(7 << 32 | 9), b"shmchan/7-9");
+        assert_eq!(name(u64::MAX), b"shmchan/4294967295-4294967295");
     }
 }
