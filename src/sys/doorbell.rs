@@ -18,14 +18,32 @@
 //!   process needs either a side channel for `SCM_RIGHTS` or `pidfd_getfd`, which needs ptrace
 //!   rights that Yama forbids between unrelated processes on common distributions.
 //!
-//! Measured (`cargo bench --bench doorbell`: cross-process blocking ping-pong, 7 alternating
-//! rounds of 2,000 round trips, 2-vCPU VM shared with other builds, 2026-11-23): median RTT
-//! 44 µs over abstract sockets against 17 µs over inherited eventfds, a median ratio of 1.9.
-//! The extra cost is the socket path (buffer allocation, queueing) on top of the wake-up
-//! itself. We keep sockets because the eventfd's advantage needs the descriptor in the
-//! ringer's hands, which unrelated processes cannot arrange without a side channel; a later
-//! step could hand an eventfd over once (`SCM_RIGHTS` over this very socket) and ring it from
-//! then on. Either cost is paid per park, never per message.
+//! Measured (`cargo bench --bench doorbell`: cross-process ping-pong, each side sleeping
+//! until the other rings it; 7 alternating rounds of 2,000 round trips; 2-vCPU VM shared with
+//! other builds, so absolute figures move by 2-10x between runs and only same-run ratios
+//! mean much):
+//!
+//! | run | socket, blocking `recv` | eventfd, blocking `read` | socket, tokio `AsyncFd` | eventfd, tokio `AsyncFd` | ratio socket/eventfd, blocking / async |
+//! |---|---|---|---|---|---|
+//! | 02:08, earlier bench (blocking only) | 44 µs | 17 µs | - | - | 1.9 / - |
+//! | 02:34, load ~1 | 6.4 µs | 3.4 µs | 10.1 µs | 6.7 µs | 1.68 / 1.44 |
+//! | 02:41, load ~5.5 | 4.5 µs | 3.0 µs | 8.0 µs | 4.8 µs | 1.50 / 1.63 |
+//!
+//! (2026-11-23, rustc 1.95, medians of the rounds; the ratios are medians of per-round
+//! ratios.) Figures are bimodal: single rounds of every mechanism jump to 50-90 µs, presumably
+//! when the woken side's vCPU was idle and had to be woken itself (we did not isolate it;
+//! the earlier run may have been mostly in that mode). Across runs the socket
+//! costs 1.4-1.9x the eventfd, and awaiting through tokio's reactor 1.7-2.3x a blocking wait.
+//! `strace -c -f` per wake, async: the socket takes one `sendto`, ~1.7 `epoll_wait` and two
+//! `recvfrom` (the datagram, then the `EAGAIN` that proves the queue drained); the eventfd
+//! one `write`, ~2 `epoll_wait` and one `read` (which takes the whole counter). So the
+//! socket pays one extra syscall per wake plus the socket path (buffer allocation, queueing).
+//!
+//! We keep sockets because the eventfd's advantage needs the descriptor in the ringer's
+//! hands, which unrelated processes cannot arrange without a side channel; a later step could
+//! hand an eventfd over once (`SCM_RIGHTS` over this very socket) and ring it from then on.
+//! Either cost is paid per park, never per message, and is small beside the 75-90 µs of
+//! waking an idle vCPU.
 //!
 //! Rings only happen when a peer has announced that it parks (see [`crate::wait`]), so their
 //! cost is paid per sleep, never per message on a busy stream.
@@ -42,9 +60,16 @@ use rustix::net::{
 };
 
 /// The abstract socket name of a token.
+///
+/// Formatted on the stack: ringing allocates nothing.
 fn address(token: u64) -> Result<SocketAddrUnix, Errno> {
-    let name = format!("shmchan/{}-{}", token >> 32, token & 0xffff_ffff);
-    SocketAddrUnix::new_abstract_name(name.as_bytes())
+    use std::io::Write;
+    // "shmchan/" + two u32 in decimal (at most 10 digits each) + "-": 29 bytes.
+    let mut buf = [0u8; 32];
+    let mut w = &mut buf[..];
+    write!(w, "shmchan/{}-{}", token >> 32, token & 0xffff_ffff).map_err(|_| Errno::INVAL)?;
+    let len = 32 - w.len();
+    SocketAddrUnix::new_abstract_name(&buf[..len])
 }
 
 fn dgram_socket() -> Result<OwnedFd, Errno> {
@@ -124,12 +149,20 @@ impl Ringer {
 
     /// `sendto(token's name, 1 byte, MSG_DONTWAIT)`. Errors are ignored: `EAGAIN` means the
     /// doorbell is already full of rings, `ECONNREFUSED`/`ENOENT` that its owner is gone.
+    /// Token 0 (never a doorbell's: nothing published yet) makes no syscall.
     pub(crate) fn ring(&self, token: u64) {
+        if token == 0 {
+            return;
+        }
         if let Ok(addr) = address(token) {
             let _ = net::sendto(&self.fd, &[1], SendFlags::DONTWAIT, &addr);
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+#[path = "doorbell_tests.rs"]
+mod cross_process_tests;
 
 #[cfg(test)]
 mod tests {
@@ -148,5 +181,12 @@ mod tests {
         drop(bell);
         ringer.ring(token); // nobody there: no error, no panic
         ringer.ring(0);
+    }
+
+    #[test]
+    fn addresses_are_formatted_without_allocating_and_fit() {
+        let name = |t| address(t).unwrap().abstract_name().unwrap().to_vec();
+        assert_eq!(name(7 << 32 | 9), b"shmchan/7-9");
+        assert_eq!(name(u64::MAX), b"shmchan/4294967295-4294967295");
     }
 }
