@@ -3,6 +3,8 @@
 //! `select!` / `timeout` loops that lose and duplicate nothing, Sink and Stream, and a death
 //! wake that comes from the peer's pidfd, not from the liveness interval.
 
+#![cfg(feature = "tokio")]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Endpoints and the listener/connect model across real processes: many clients, killed
 //! clients and servers, garbage and stalls on the socket, other uids.
 
+#![cfg(feature = "tokio")]
+
 mod common;
 
 use std::io::Write;
