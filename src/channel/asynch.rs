@@ -105,6 +105,7 @@ impl Core {
             .unwrap_or_else(Instant::now);
         self.last_check = past;
         self.last_repair = past;
+        self.idle_polls = u32::MAX; // the next attempt reads the clock
     }
 
     fn retract_async(&mut self) {

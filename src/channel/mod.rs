@@ -302,6 +302,9 @@ struct Core {
     /// Last look for slots pinned by dead parties (repair, adoption); separate from
     /// `last_check`, which every park refreshes.
     last_repair: Instant,
+    /// Empty / full attempts since the clock was last read for the checks above: the hot
+    /// paths read it once every `CHECK_EVERY` attempts, not on every spin.
+    idle_polls: u32,
     /// Peers seen dead and reclaimed while no live peer remained: report PeerGone once drained.
     peer_died: bool,
     abandoned: u64,
@@ -476,6 +479,7 @@ impl Core {
             unlink: opts.unlink,
             last_check: Instant::now(),
             last_repair: Instant::now(),
+            idle_polls: 0,
             peer_died: false,
             abandoned: 0,
             ringer: std::sync::OnceLock::new(),
@@ -639,6 +643,16 @@ impl Core {
         !range
             .into_iter()
             .any(|i| self.layout.participant(i).is_some_and(|p| p.role == want))
+    }
+
+    /// Whether a hot path (an empty or full attempt) should look at the clock now: once every
+    /// `CHECK_EVERY` calls, so spinning on an empty ring does not read the clock each time.
+    /// The park path checks liveness after every park regardless.
+    #[inline]
+    fn clock_due(&mut self) -> bool {
+        const CHECK_EVERY: u32 = 64;
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        self.idle_polls % CHECK_EVERY == 0
     }
 
     /// When every peer of the other side is gone: `PeerGone` if one died, else `Closed`.
@@ -813,8 +827,10 @@ impl Core {
                     }
                     self.sleepers(self.side).sleep(seq, timeout);
                     self.sleepers(self.side).retract(self.parked_word());
-                    // Parking is where dead peers are looked for.
+                    // Parking is where dead peers are looked for; the attempt after a park also
+                    // runs the clock-gated checks (repair, adoption) at once.
                     self.check_peers(false)?;
+                    self.idle_polls = u32::MAX;
                 }
             }
         }
@@ -1285,7 +1301,9 @@ fn claim_with(core: &mut Core, algo: &mut TxAlgo) -> Result<Option<u64>> {
         TxAlgo::Vyukov => mpmc::claim_send(&core.ring, core.intent())?,
     };
     if got.is_none() {
-        core.check_peers(false)?;
+        if core.clock_due() {
+            core.check_peers(false)?;
+        }
         if let Some(e) = core.closed_error() {
             return Err(e);
         }
@@ -1608,21 +1626,24 @@ impl<F: Flavour> Consumer<F> {
             if let mpmc::Blocked::Unpublished(pos) = mpmc::blocked_at(&core.ring, head) {
                 // A producer claimed `pos` and has not published: fine while it lives. Check
                 // at the liveness interval whether the claimer died.
-                if core.last_repair.elapsed() >= core.liveness_interval {
+                if core.clock_due() && core.last_repair.elapsed() >= core.liveness_interval {
                     core.last_repair = Instant::now();
                     core.repair_stuck(pos)?;
                 }
                 return Ok(None);
             }
         }
-        if core.kind == Kind::MPMC && core.last_repair.elapsed() >= core.liveness_interval {
+        let due = core.clock_due();
+        if due && core.kind == Kind::MPMC && core.last_repair.elapsed() >= core.liveness_interval {
             core.last_repair = Instant::now();
             // Adopt messages of dead consumers before concluding anything.
             if let Some(found) = Self::adopt(core)? {
                 return Ok(Some(found));
             }
         }
-        core.check_peers(false)?;
+        if due {
+            core.check_peers(false)?;
+        }
         if core.pending() != 0 {
             return Ok(None); // drain first (a concurrent consumer may hold the rest)
         }
