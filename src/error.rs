@@ -51,6 +51,9 @@ pub enum Error {
     PeerGone(String),
     /// A single-producer or single-consumer side is already held by a live process.
     InUse(String),
+    /// A shared heap has no room for the request (even after reclaiming the blocks of dead
+    /// processes); the text gives the sizes.
+    OutOfMemory(String),
     /// Any other operating-system error, with the operation that failed in its message.
     Io(io::Error),
 }
@@ -88,6 +91,7 @@ impl Error {
             Error::Closed => "channel closed",
             Error::PeerGone(_) => "peer gone",
             Error::InUse(_) => "in use",
+            Error::OutOfMemory(_) => "out of memory",
             Error::Io(_) => "i/o error",
         }
     }
@@ -104,7 +108,8 @@ impl fmt::Display for Error {
             | Error::Corrupt(m)
             | Error::TimedOut(m)
             | Error::PeerGone(m)
-            | Error::InUse(m) => write!(f, "{kind}: {m}"),
+            | Error::InUse(m)
+            | Error::OutOfMemory(m) => write!(f, "{kind}: {m}"),
             Error::Mismatch {
                 segment,
                 what,
@@ -148,6 +153,7 @@ impl From<Error> for io::Error {
             Error::TimedOut(_) => K::TimedOut,
             Error::Closed | Error::PeerGone(_) => K::BrokenPipe,
             Error::InUse(_) => K::ResourceBusy,
+            Error::OutOfMemory(_) => K::OutOfMemory,
         };
         io::Error::new(kind, e)
     }

@@ -714,6 +714,11 @@ impl Participant {
     pub fn is_alive(&self) -> bool {
         self.process.is_alive()
     }
+    /// The record's generation: it grows each time the record is claimed, so (index,
+    /// generation) names one registration for as long as the 16-bit counter does not wrap.
+    pub fn generation(&self) -> u16 {
+        (self.owner >> 48) as u16
+    }
 }
 
 /// A claimed participant record; hand it back with [`Layout::release`].
@@ -727,6 +732,10 @@ impl Registration {
     /// The record's index.
     pub fn index(&self) -> u32 {
         self.index
+    }
+    /// The record's generation at this claim; see [`Participant::generation`].
+    pub fn generation(&self) -> u16 {
+        (self.owner >> 48) as u16
     }
 }
 

@@ -47,6 +47,7 @@
 #[cfg(not(loom))]
 pub mod channel;
 mod error;
+pub mod heap;
 pub mod layout;
 #[allow(dead_code)]
 mod loom;
@@ -65,6 +66,8 @@ pub mod wait;
 #[cfg(not(loom))]
 pub use channel::{Message, Options, SendError, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
+#[cfg(not(loom))]
+pub use heap::{Handle, Heap, HeapOptions, ShmBuf};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
 pub use wait::WaitStrategy;
