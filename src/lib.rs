@@ -11,6 +11,8 @@
 //!   process may write the same bytes at any time.
 //! - [`layout`]: the versioned header at the start of every segment shmchan lays out, its
 //!   race-free init protocol, and the participant table behind the liveness checks.
+//! - [`Heap`] ([`heap`]): a shared heap for zero-copy large messages: owned buffers
+//!   ([`ShmBuf`]) and plain handles ([`Handle`]) that any channel can carry.
 //! - [`Error`]: one error type whose variants say what went wrong and whose messages name the
 //!   segment and the numbers involved.
 //!

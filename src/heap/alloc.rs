@@ -33,8 +33,9 @@
 //!   A stale allocator that lost a race with a chunk's re-carving undoes its CAS; if it dies
 //!   before the undo, the block is owned by a dead process: reclaimed.
 //! - carving a chunk: `CLAIM(dead)` descriptor: `reclaim` frees it.
-//! - claiming a large run: some chunks `CLAIM(dead)`, some already `CONT(head)` whose head is
-//!   `CLAIM(dead)`: `reclaim` frees the claims and the orphaned continuations.
+//! - claiming a large run: the head `CLAIM(dead)`, some chunks after it already `CONT(head)`:
+//!   `reclaim` frees the claim and the orphaned continuations (a continuation whose head is
+//!   not a `LARGE` run covering it, nor claimed by a live process).
 //! - freeing a large run: the head's meta word is already `FREE`, the head still `LARGE`, some
 //!   continuations freed: `reclaim` (or any concurrent finisher) completes the free; each
 //!   step is a CAS on the exact old value, so two finishers cannot both act.
@@ -320,28 +321,53 @@ impl Region {
 
     /// Claims chunks `h .. h + n`, all seen free, as one large block owned by `me`.
     fn claim_run(&self, h: u32, n: u32, me: u32) -> Option<Block> {
-        let mut gens = Vec::with_capacity(n as usize);
-        for i in h..h + n {
+        // The head first, as CLAIM(me): while it is, the continuations below are ours, and a
+        // reclaimer sees them as orphans only once `me` is dead.
+        // Acquire: pairs with the Release that freed the chunk.
+        let hd = self.desc(h).load(Acquire);
+        if d_state(hd) != D_FREE {
+            return None;
+        }
+        let claim = d_make(D_CLAIM, d_gen(hd), me);
+        if self
+            .desc(h)
+            .compare_exchange(hd, claim, Acquire, Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // Then each continuation straight from FREE to CONT(h); roll back on conflict. The
+        // rollback goes to FREE with the next generation, so a reclaimer that judged one of our
+        // continuations an orphan too late cannot free a later CONT(h) of another claimant.
+        for i in h + 1..h + n {
             // Acquire: pairs with the Release that freed the chunk.
             let d = self.desc(i).load(Acquire);
             let ok = d_state(d) == D_FREE
                 && self
                     .desc(i)
-                    .compare_exchange(d, d_make(D_CLAIM, d_gen(d), me), Acquire, Relaxed)
+                    .compare_exchange(d, d_make(D_CONT, d_gen(d), h), Acquire, Relaxed)
                     .is_ok();
             if !ok {
-                for (t, g) in gens.iter().enumerate() {
-                    let i = h + t as u32;
-                    let _ = self.desc(i).compare_exchange(
-                        d_make(D_CLAIM, *g, me),
-                        d_make(D_FREE, *g, 0),
-                        Release,
-                        Relaxed,
-                    );
+                for j in h + 1..i {
+                    let w = self.desc(j).load(Relaxed);
+                    if d_state(w) == D_CONT && d_pay(w) == h {
+                        let _ = self.desc(j).compare_exchange(
+                            w,
+                            d_make(D_FREE, d_gen(w) + 1, 0),
+                            Release,
+                            Relaxed,
+                        );
+                    }
                 }
+                // Release: pairs with the Acquire of the next claimant.
+                let _ = self.desc(h).compare_exchange(
+                    claim,
+                    d_make(D_FREE, d_gen(hd) + 1, 0),
+                    Release,
+                    Relaxed,
+                );
                 return None;
             }
-            gens.push(d_gen(d));
         }
         // The head's meta word carries ownership and the generation handles check.
         let m = self.meta(h, 0);
@@ -352,24 +378,10 @@ impl Region {
             })
             .unwrap_or_else(|w| w);
         let gn = m_gen(old).wrapping_add(1) & GEN_MASK;
-        for (t, g) in gens.iter().enumerate().skip(1) {
-            let i = h + t as u32;
-            let _ = self.desc(i).compare_exchange(
-                d_make(D_CLAIM, *g, me),
-                d_make(D_CONT, *g, h),
-                Relaxed,
-                Relaxed,
-            );
-        }
         // Release: pairs with the Acquire descriptor loads in take / reclaim: who sees LARGE
         // sees the owned meta word and the continuations.
         self.desc(h)
-            .compare_exchange(
-                d_make(D_CLAIM, gens[0], me),
-                d_make(D_LARGE, gens[0], n),
-                Release,
-                Relaxed,
-            )
+            .compare_exchange(claim, d_make(D_LARGE, d_gen(hd), n), Release, Relaxed)
             .ok()?;
         Some(Block {
             chunk: h,
@@ -385,12 +397,16 @@ impl Region {
     pub(crate) fn free(&self, b: &Block, me: u32) -> bool {
         let m = self.meta(b.chunk, b.index);
         let owned = m_make(M_OWNED, b.gn, me);
-        // Release: pairs with the Acquire CAS of the next allocator or the reclaimer; our
-        // accesses to the bytes happen-before theirs.
+        // Release (within SeqCst): pairs with the Acquire CAS of the next allocator or the
+        // reclaimer; our accesses to the bytes happen-before theirs. SeqCst: a waiter in
+        // `alloc_timeout` increments its counter with a SeqCst RMW and then a SeqCst fence;
+        // the freer's SeqCst load of that counter after this CAS sees it, or the waiter's
+        // retry sees this free (on x86 a SeqCst CAS costs what a Release one does, and it
+        // saves a fence per free).
         if m.compare_exchange(
             owned,
             m_make(M_FREE, b.gn.wrapping_add(1), 0),
-            Release,
+            crate::loom::Ordering::SeqCst,
             Relaxed,
         )
         .is_err()
@@ -404,7 +420,10 @@ impl Region {
                 self.finish_large_free(b.chunk, head);
             }
         } else if let Some(k) = b.class {
-            self.class_hint(k).store(b.chunk, Relaxed);
+            // Relaxed: a hint. Loaded first so the line is not written on every free.
+            if self.class_hint(k).load(Relaxed) != b.chunk {
+                self.class_hint(k).store(b.chunk, Relaxed);
+            }
         }
         true
     }
@@ -876,6 +895,23 @@ mod tests {
         assert!(!r.free(&s, dead));
         assert!(r.free(&mine, A));
         assert_eq!(r.free_bytes(), 8 << 16);
+    }
+
+    #[test]
+    fn conflicting_run_claim_rolls_back() {
+        let o = region(4, 16);
+        let r = &o.region;
+        // Chunk 2 is taken (carved for class 5) between the search and the claim.
+        r.desc(2).store(d_make(D_SMALL, 0, 5), Relaxed);
+        assert!(r.claim_run(1, 3, A).is_none());
+        let d1 = r.desc(1).load(Relaxed);
+        assert_eq!((d_state(d1), d_gen(d1)), (D_FREE, 1));
+        assert_eq!(d_state(r.desc(3).load(Relaxed)), D_FREE);
+        // The allocator then finds the run that fits.
+        r.desc(2).store(d_make(D_FREE, 0, 0), Relaxed);
+        let b = r.alloc(3 << 16, A).unwrap();
+        assert!(r.free(&b, A));
+        assert_eq!(r.free_bytes(), 4 << 16);
     }
 
     #[test]

@@ -229,11 +229,17 @@ impl Inner {
     }
 
     /// Wakes threads waiting for memory in `alloc_timeout`, if any announced themselves.
-    fn notify_freed(&self) {
-        // SeqCst fence: pairs with the SeqCst fence after the waiter's increment of `waiters`
-        // (store-buffer pattern): either we see the waiter, or the waiter's retry sees our free.
-        fence(Ordering::SeqCst);
-        if self.futex_word(OFF_WAITERS).load(Ordering::Relaxed) != 0 {
+    /// `fenced`: whether the free was more than a single SeqCst CAS (large runs, reclaim), so
+    /// a fence is needed here.
+    fn notify_freed(&self, fenced: bool) {
+        // Store-buffer pattern with the waiter's SeqCst increment of `waiters` and its SeqCst
+        // fence: either we see the waiter, or the waiter's retry sees our free. A small free
+        // is one SeqCst CAS (Region::free), so the SeqCst load below suffices; other frees are
+        // several CASes and take a SeqCst fence first.
+        if fenced {
+            fence(Ordering::SeqCst);
+        }
+        if self.futex_word(OFF_WAITERS).load(Ordering::SeqCst) != 0 {
             // Release: pairs with the waiter's Acquire load of the sequence before it sleeps.
             self.futex_word(OFF_FREE_SEQ)
                 .fetch_add(1, Ordering::Release);
@@ -274,7 +280,7 @@ impl Inner {
         let mut dead = self.is_dead_fn();
         let (_, bytes) = self.region.reclaim(&mut dead);
         if bytes > 0 {
-            self.notify_freed();
+            self.notify_freed(true);
         }
         bytes
     }
@@ -463,8 +469,9 @@ impl Heap {
             }
             let waiters = inner.futex_word(OFF_WAITERS);
             let seq_word = inner.futex_word(OFF_FREE_SEQ);
-            waiters.fetch_add(1, Ordering::Relaxed);
-            // SeqCst fence: pairs with the fence in notify_freed (see there).
+            // SeqCst RMW and fence: pair with the SeqCst free CAS (or fence) and the SeqCst
+            // load of `waiters` in notify_freed (see there).
+            waiters.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             // Acquire: pairs with the Release increment in notify_freed.
             let seq = seq_word.load(Ordering::Acquire);
@@ -742,7 +749,7 @@ impl ShmBuf {
 impl Drop for ShmBuf {
     fn drop(&mut self) {
         if self.heap.region.free(&self.block, self.heap.me) {
-            self.heap.notify_freed();
+            self.heap.notify_freed(self.block.class.is_none());
         }
     }
 }

@@ -149,3 +149,31 @@ fn loom_take_once() {
         assert_eq!(taken, 1);
     });
 }
+
+#[test]
+fn loom_reclaim_of_a_dead_claim_races_a_live_claim() {
+    use super::alloc::{D_CLAIM, D_CONT, d_make};
+    loom::model(|| {
+        // A process (owner 7) died after claiming chunk 0 and continuing into chunk 1.
+        let m = model(2);
+        m.r.desc(0)
+            .store(d_make(D_CLAIM, 0, 7), loom::sync::atomic::Ordering::Relaxed);
+        m.r.desc(1)
+            .store(d_make(D_CONT, 0, 0), loom::sync::atomic::Ordering::Relaxed);
+        let m2 = m.clone();
+        let reclaimer = thread::spawn(move || {
+            m2.r.reclaim(&mut |o| o == 7);
+        });
+        // A live allocator wants both chunks; it may find them taken or free.
+        if let Ok(b) = m.r.alloc(256, 1) {
+            m.hold(&b);
+            m.unhold(&b);
+            assert!(m.r.free(&b, 1));
+        }
+        reclaimer.join().unwrap();
+        m.r.reclaim(&mut |o| o == 7);
+        assert_eq!(m.r.free_bytes(), 256);
+        let b = m.r.alloc(256, 1).expect("both chunks free again");
+        assert!(m.r.free(&b, 1));
+    });
+}
