@@ -114,14 +114,25 @@ fn child_entry() {
 #[test]
 fn four_processes_alloc_free_with_content_checks() {
     let name = ShmName::new("heap-stress");
-    let heap = Heap::create(name.as_str(), 4 << 20).unwrap();
+    // 2 MiB for up to 4 x 12 live blocks of up to 200 KB: the children also run into
+    // exhaustion, and so through the reclaim and retire paths, while the others allocate.
+    let heap = Heap::create(name.as_str(), 2 << 20).unwrap();
     let kids: Vec<_> = (0..4)
-        .map(|i| spawn("stress", &[name.as_str(), &i.to_string(), "1500"]))
+        .map(|i| spawn("stress", &[name.as_str(), &i.to_string(), "4000"]))
         .collect();
+    let mut full = 0;
     for k in kids {
         let out = k.wait_ok();
-        assert!(reports(&out).iter().any(|l| l.starts_with("done")));
+        let line = reports(&out)
+            .into_iter()
+            .find(|l| l.starts_with("done"))
+            .unwrap();
+        full += line["done full=".len()..].parse::<u64>().unwrap();
     }
+    assert!(
+        full > 0,
+        "the heap never ran full: the slow paths were not exercised"
+    );
     // Everything was freed: all bytes are free again (chunks still carved count their free
     // blocks), and a heap-sized allocation succeeds once empty chunks are returned.
     assert_eq!(heap.free_bytes(), heap.capacity());
@@ -297,4 +308,49 @@ fn heap_types_are_send_and_sync() {
     check::<Heap>();
     check::<shmchan::ShmBuf>();
     check::<Handle>();
+}
+
+#[test]
+fn threads_of_one_process_share_a_heap() {
+    let name = ShmName::new("heap-threads");
+    let heap = Heap::create(name.as_str(), 4 << 20).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let heap = &heap;
+            s.spawn(move || {
+                let mut rng = Rng(t + 11);
+                let mut live = Vec::new();
+                for i in 0..600u64 {
+                    if live.len() >= 8 || (!live.is_empty() && rng.below(2) == 0) {
+                        let (buf, seed): (shmchan::ShmBuf, u64) = live.pop().unwrap();
+                        assert!(buf.to_vec() == pattern(seed, buf.len()));
+                        continue;
+                    }
+                    let len = SIZES[rng.below(SIZES.len() as u64) as usize];
+                    let mut buf = heap.alloc(len).unwrap();
+                    let seed = t << 32 | i;
+                    buf.write_at(0, &pattern(seed, len)).unwrap();
+                    live.push((buf, seed));
+                }
+            });
+        }
+    });
+    assert_eq!(heap.free_bytes(), heap.capacity());
+}
+
+#[test]
+fn handles_travel_through_a_channel() {
+    use shmchan::{Options, spsc};
+    let heap_name = ShmName::new("heap-chan-h");
+    let chan_name = ShmName::new("heap-chan-c");
+    let heap = Heap::create(heap_name.as_str(), 1 << 20).unwrap();
+    let opts = || Options::new().slot_size(64).capacity(4);
+    let mut tx = spsc::Producer::create(chan_name.as_str(), opts()).unwrap();
+    let mut rx = spsc::Consumer::open(chan_name.as_str(), opts()).unwrap();
+    let mut buf = heap.alloc(100_000).unwrap();
+    buf.write_at(0, &pattern(3, 100_000)).unwrap();
+    tx.try_send_value(buf.into_handle()).unwrap();
+    let handle: Handle = rx.try_recv_value().unwrap();
+    let got = heap.take(handle).unwrap();
+    assert!(got.to_vec() == pattern(3, 100_000));
 }

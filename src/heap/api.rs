@@ -460,7 +460,10 @@ impl Heap {
     ///
     /// [`Error::TimedOut`] if no room appeared in time; otherwise as [`alloc`](Self::alloc).
     pub fn alloc_timeout(&self, len: usize, timeout: Duration) -> Result<ShmBuf> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to represent waits "forever" (a century).
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
         let inner = &self.inner;
         loop {
             match self.alloc(len) {

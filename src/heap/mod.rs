@@ -66,6 +66,18 @@
 //!   64 bytes in an `n`-chunk heap) leaves no chunk for a large request, and no room for other
 //!   small classes, although almost all bytes are free.
 //!
+//! # Costs
+//!
+//! An uncontended small alloc + free is a few loads and two CASes plus the buffer's reference
+//! count (about 60 ns on the team's 2-vCPU VM, twice a spinlocked first-fit allocator on an
+//! empty heap, and flat while first fit walks past live blocks: 75 ns against 10 µs with 2000
+//! live blocks). A large block costs one CAS per 64 KiB chunk to claim and one to free
+//! (about 0.3 µs for 1 MiB), small beside writing the bytes. There is no per-process cache
+//! of free blocks: it would need a lock of its own (the same cost as the CAS it saves) or
+//! per-thread state per heap, and it would hide free blocks from other processes.
+//! When every carved chunk of a class is full, an allocation scans the class's chunks block
+//! by block before carving a new one: slow near exhaustion of a class, never wrong.
+//!
 //! # Memory
 //!
 //! The segment holds, beside the heap area, 8 bytes of descriptor per chunk and a meta table of
