@@ -107,6 +107,33 @@ fn child_entry() {
             drop(heap.take(from_hex(&args[1])).unwrap());
             report("freed");
         }
+        // Allocates and frees forever (small and large, some handed out as handles), reporting
+        // once it is under way, to be killed at an arbitrary instruction.
+        "churn" => {
+            let heap = Heap::open(&args[0]).unwrap();
+            let mut rng = Rng(u64::from(std::process::id()) | 1);
+            let mut live = Vec::new();
+            for i in 0u64.. {
+                if i == 2000 {
+                    report("churning");
+                }
+                if live.len() >= 6 || (!live.is_empty() && rng.below(2) == 0) {
+                    let at = rng.below(live.len() as u64) as usize;
+                    drop(live.swap_remove(at));
+                    continue;
+                }
+                let len = SIZES[rng.below(SIZES.len() as u64) as usize];
+                if let Ok(buf) = heap.alloc(len) {
+                    if rng.below(8) == 0 {
+                        // Into flight and back: exercises both transitions.
+                        let h = buf.into_handle();
+                        live.push(heap.take(h).unwrap());
+                    } else {
+                        live.push(buf);
+                    }
+                }
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -155,6 +182,35 @@ fn sigkill_of_a_holder_then_reclaim() {
     assert!(got >= 64 + 64 + 5000 + 300_000, "{got}");
     assert_eq!(heap.free_bytes(), heap.capacity());
     assert_eq!(heap.reclaim_dead(), 0);
+}
+
+#[test]
+fn sigkill_mid_churn_leaves_nothing_unreclaimable() {
+    let name = ShmName::new("heap-churn");
+    let heap = Heap::create(name.as_str(), 2 << 20).unwrap();
+    for _round in 0..3 {
+        let mut kids: Vec<_> = (0..2).map(|_| spawn("churn", &[name.as_str()])).collect();
+        for k in &mut kids {
+            assert_eq!(read_report(k), "churning");
+        }
+        // Killed wherever they are: inside a CAS sequence, between steps, or idle.
+        for k in kids {
+            kill9(k.id());
+            let _ = k.wait();
+        }
+        heap.reclaim_dead();
+        // A child killed between into_handle and take leaves a block in flight, which
+        // reclaim_dead keeps (a channel could still deliver the handle); nobody else holds
+        // its handles here.
+        heap.reclaim_dead_in_flight();
+        assert_eq!(
+            heap.free_bytes(),
+            heap.capacity(),
+            "a killed process left something reclaim could not repair"
+        );
+    }
+    // The whole heap can be one block again: every chunk was returned.
+    drop(heap.alloc(heap.capacity() as usize).unwrap());
 }
 
 #[test]

@@ -583,7 +583,9 @@ impl Region {
     /// an owner id. Returns (blocks reclaimed, bytes reclaimed).
     // A CAS with side effects reads better in the arm than in a match guard.
     #[allow(clippy::collapsible_match)]
-    pub(crate) fn reclaim(&self, is_dead: &mut dyn FnMut(u32) -> bool) -> (u64, u64) {
+    /// With `flight`, blocks in flight whose sender is dead are freed too.
+    pub(crate) fn reclaim(&self, is_dead: &mut dyn FnMut(u32) -> bool, flight: bool) -> (u64, u64) {
+        let held = |w: u64| m_state(w) == M_OWNED || (flight && m_state(w) == M_FLIGHT);
         let (mut blocks, mut bytes) = (0u64, 0u64);
         for c in 0..self.n_chunks {
             // Acquire: pairs with the Release publishing the chunk's state.
@@ -624,7 +626,7 @@ impl Region {
                     let w = m.load(Acquire);
                     let n = u64::from(d_pay(d));
                     match m_state(w) {
-                        M_OWNED if is_dead(m_owner(w)) => {
+                        _ if held(w) && is_dead(m_owner(w)) => {
                             // Acquire: the dead owner's accesses happen-before the reuse.
                             if m.compare_exchange(
                                 w,
@@ -652,7 +654,7 @@ impl Region {
                         let m = self.meta(c, j);
                         let w = m.load(Relaxed);
                         let to = match m_state(w) {
-                            M_OWNED if is_dead(m_owner(w)) => {
+                            _ if held(w) && is_dead(m_owner(w)) => {
                                 m_make(M_FREE, m_gen(w).wrapping_add(1), 0)
                             }
                             M_RETIRED if is_dead(m_owner(w)) => m_make(M_FREE, m_gen(w), 0),
@@ -662,7 +664,7 @@ impl Region {
                         // Release: the next allocator's Acquire CAS pairs with this one.
                         if m.compare_exchange(w, to, crate::loom::Ordering::AcqRel, Relaxed)
                             .is_ok()
-                            && m_state(w) == M_OWNED
+                            && m_state(w) != M_RETIRED
                         {
                             blocks += 1;
                             bytes += self.block_len(k);
@@ -889,7 +891,7 @@ mod tests {
         r.desc(6).store(d_make(D_CLAIM, 0, dead), Relaxed);
         r.desc(7).store(d_make(D_CONT, 0, 6), Relaxed);
         let before = r.free_bytes();
-        let (blocks, _) = r.reclaim(&mut |o| o == dead);
+        let (blocks, _) = r.reclaim(&mut |o| o == dead, false);
         assert_eq!(blocks, 2);
         assert_eq!(r.free_bytes(), before + 64 + (2 << 16) + (2 << 16));
         assert!(!r.free(&s, dead));
@@ -922,7 +924,7 @@ mod tests {
         // The owner freed the meta word and died before freeing the chunks.
         r.meta(l.chunk, 0)
             .store(m_make(M_FREE, l.gn + 1, 0), Relaxed);
-        r.reclaim(&mut |_| false);
+        r.reclaim(&mut |_| false, false);
         assert_eq!(r.free_bytes(), 4 << 16);
     }
 }

@@ -276,9 +276,9 @@ impl Inner {
         }
     }
 
-    fn reclaim(&self) -> u64 {
+    fn reclaim(&self, flight: bool) -> u64 {
         let mut dead = self.is_dead_fn();
-        let (_, bytes) = self.region.reclaim(&mut dead);
+        let (_, bytes) = self.region.reclaim(&mut dead, flight);
         if bytes > 0 {
             self.notify_freed(true);
         }
@@ -438,7 +438,7 @@ impl Heap {
             Err(Bad::Exhausted) => {}
         }
         // Slow path: take back what dead processes hold, return empty small chunks, retry.
-        inner.reclaim();
+        inner.reclaim(false);
         inner.region.retire_empty(inner.me);
         match inner.region.alloc(len as u64, inner.me) {
             Ok(b) => Ok(self.buf(b, len)),
@@ -545,7 +545,17 @@ impl Heap {
     /// left half done. Returns the bytes reclaimed. Blocks in flight (handles not yet taken)
     /// are left alone. [`alloc`](Self::alloc) runs this before it reports exhaustion.
     pub fn reclaim_dead(&self) -> u64 {
-        self.inner.reclaim()
+        self.inner.reclaim(false)
+    }
+
+    /// Like [`reclaim_dead`](Self::reclaim_dead), and also frees the blocks **in flight**
+    /// whose sender died: handles made by a process that is gone and not taken yet. Call it
+    /// only when no live process can still receive those handles (every channel that carried
+    /// them is drained or gone): a later [`take`](Self::take) of such a handle fails with
+    /// [`Error::Corrupt`], but a process that read the block through
+    /// [`handle_to_ptr`](Self::handle_to_ptr) would read reused memory.
+    pub fn reclaim_dead_in_flight(&self) -> u64 {
+        self.inner.reclaim(true)
     }
 
     /// For users with their own layouts: the address of the live block (owned or in flight) a

@@ -162,7 +162,7 @@ fn loom_reclaim_of_a_dead_claim_races_a_live_claim() {
             .store(d_make(D_CONT, 0, 0), loom::sync::atomic::Ordering::Relaxed);
         let m2 = m.clone();
         let reclaimer = thread::spawn(move || {
-            m2.r.reclaim(&mut |o| o == 7);
+            m2.r.reclaim(&mut |o| o == 7, false);
         });
         // A live allocator wants both chunks; it may find them taken or free.
         if let Ok(b) = m.r.alloc(256, 1) {
@@ -171,7 +171,7 @@ fn loom_reclaim_of_a_dead_claim_races_a_live_claim() {
             assert!(m.r.free(&b, 1));
         }
         reclaimer.join().unwrap();
-        m.r.reclaim(&mut |o| o == 7);
+        m.r.reclaim(&mut |o| o == 7, false);
         assert_eq!(m.r.free_bytes(), 256);
         let b = m.r.alloc(256, 1).expect("both chunks free again");
         assert!(m.r.free(&b, 1));

@@ -52,7 +52,8 @@
 //! completed by the same sweep. Nothing can be wedged: no step waits for another process.
 //! Blocks **in flight** (turned into handles) are not reclaimed when their sender dies: the
 //! handle may still be in a channel and be taken later. A handle that is lost (never taken)
-//! leaks its block until the heap is destroyed.
+//! leaks its block until [`Heap::reclaim_dead_in_flight`] is called at a point where the
+//! application knows no live process can still receive it, or the heap is destroyed.
 //!
 //! # Fragmentation
 //!
