@@ -725,6 +725,12 @@ impl Region {
         retired
     }
 
+    /// Whether some chunk is being carved or claimed right now (a `CLAIM` descriptor; a dead
+    /// claimer's is freed by `reclaim`, which callers run first).
+    pub(crate) fn claims_in_progress(&self) -> bool {
+        (0..self.n_chunks).any(|c| d_state(self.desc(c).load(Relaxed)) == D_CLAIM)
+    }
+
     /// Bytes free right now: free chunks plus free small blocks (a racy snapshot).
     pub(crate) fn free_bytes(&self) -> u64 {
         let mut free = 0;

@@ -440,7 +440,18 @@ impl Heap {
         // Slow path: take back what dead processes hold, return empty small chunks, retry.
         inner.reclaim(false);
         inner.region.retire_empty(inner.me);
-        match inner.region.alloc(len as u64, inner.me) {
+        let mut result = inner.region.alloc(len as u64, inner.me);
+        // A live process carving or claiming chunks right now (a CLAIM descriptor) may be
+        // about to make room for us, e.g. carving the last free chunk for our class: give it a
+        // bounded number of turns before reporting exhaustion.
+        for _ in 0..64 {
+            if result != Err(Bad::Exhausted) || !inner.region.claims_in_progress() {
+                break;
+            }
+            std::thread::yield_now();
+            result = inner.region.alloc(len as u64, inner.me);
+        }
+        match result {
             Ok(b) => Ok(self.buf(b, len)),
             Err(Bad::Exhausted) => Err(Error::OutOfMemory(format!(
                 "{}: no room for {len} bytes ({} of {} bytes free, fragmented or in small \
