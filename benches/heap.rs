@@ -1,319 +1,165 @@
-//! The shared heap (issue 6):
+//! Alloc + free cost of the shared heap against a first-fit allocator with coalescing (the
+//! shmheap seed's design), both over a shared-memory segment, in the same run.
 //!
-//! - alloc + free cost per operation at 64 B, 4 KiB and 1 MiB, against the seed's first-fit
-//!   allocator with coalescing (a sorted free list over the same kind of memory, one process);
-//! - 1 MiB and 16 MiB messages end to end across processes (allocate, fill, send, receive,
-//!   read, free), against copying the payload through an SPSC ring in 64 KiB slots and
-//!   through a `UnixStream`. The receiver reads every byte in each case (a checksum over the
-//!   payload) and acknowledges; the figure is messages per second.
-//!
-//! Comparisons alternate their sides over `ROUNDS` rounds and report median ratios.
-//!
-//! `cargo bench --bench heap`
+//! `cargo bench --bench heap -- --warm-up-time 1 --measurement-time 3`
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command};
-use std::time::Instant;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use shmchan::{Handle, Heap, Options, Segment, spsc};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use shmchan::{Heap, Segment};
 
-const ROUNDS: usize = 5;
-const CHUNK: usize = 64 * 1024;
-
-/// The seed's first fit with coalescing: free blocks in an address-ordered list; allocation
-/// takes the first block large enough (splitting it), freeing merges with both neighbours.
+/// First fit with coalescing over one shared segment, as the seed describes it: blocks laid
+/// end to end, each with a 16-byte header (`size | used` and the previous block's size, so a
+/// free merges with both neighbours in O(1)); allocation walks from the start to the first
+/// free block that fits and splits it. A spinlock word in the segment serialises processes
+/// (the seed uses a process-shared mutex).
 struct FirstFit {
-    free: Vec<(usize, usize)>, // (offset, len), sorted by offset
+    seg: Segment,
+    len: usize,
 }
+
+const FF_BASE: usize = 64;
+const HDR: usize = 16;
 
 impl FirstFit {
     fn new(len: usize) -> FirstFit {
-        FirstFit {
-            free: vec![(0, len)],
-        }
+        let seg = Segment::memfd(FF_BASE + len).unwrap();
+        let ff = FirstFit { seg, len };
+        ff.set(FF_BASE, len as u64, 0);
+        ff
     }
-    fn alloc(&mut self, len: usize) -> Option<usize> {
-        let len = len.div_ceil(16) * 16;
-        let i = self.free.iter().position(|&(_, l)| l >= len)?;
-        let (off, l) = self.free[i];
-        if l == len {
-            self.free.remove(i);
-        } else {
-            self.free[i] = (off + len, l - len);
-        }
-        Some(off)
+    fn lock(&self) -> &AtomicU32 {
+        self.seg.atomic_u32(0).unwrap()
     }
-    fn free(&mut self, off: usize, len: usize) {
-        let len = len.div_ceil(16) * 16;
-        let i = self.free.partition_point(|&(o, _)| o < off);
-        self.free.insert(i, (off, len));
-        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
-            self.free[i].1 += self.free[i + 1].1;
-            self.free.remove(i + 1);
-        }
-        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
-            self.free[i - 1].1 += self.free[i].1;
-            self.free.remove(i);
-        }
-    }
-}
-
-fn checksum(ptr: *const u8, len: usize) -> u64 {
-    let mut s = 0u64;
-    for i in (0..len / 8 * 8).step_by(8) {
-        // SAFETY: i + 8 <= len, inside the block or buffer the caller holds.
-        s = s.wrapping_add(unsafe { ptr.add(i).cast::<u64>().read_unaligned() });
-    }
-    s
-}
-
-fn spawn(role: &str, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env("HEAP_BENCH_ROLE", role)
-        .env("HEAP_BENCH_ARGS", args.join(","))
-        .spawn()
-        .unwrap()
-}
-
-fn child(role: &str, a: &[String]) {
-    match role {
-        "heap-recv" => {
-            let heap = Heap::open(&a[0]).unwrap();
-            let mut rx = spsc::Consumer::open(&a[1], Options::new()).unwrap();
-            let mut ack = spsc::Producer::open(&a[2], Options::new()).unwrap();
-            while let Ok(h) = rx.recv_value_blocking::<Handle>() {
-                let b = heap.take(h).unwrap();
-                let s = checksum(b.as_ptr(), b.len());
-                drop(b);
-                ack.send_blocking(s.to_le_bytes()).unwrap();
-            }
-        }
-        "ring-recv" => {
-            let len: usize = a[2].parse().unwrap();
-            let mut rx = spsc::Consumer::open(&a[0], Options::new()).unwrap();
-            let mut ack = spsc::Producer::open(&a[1], Options::new()).unwrap();
-            let mut buf = vec![0u8; len];
-            'outer: loop {
-                let mut at = 0;
-                while at < len {
-                    let Ok(slot) = rx.recv_ref_blocking() else {
-                        break 'outer;
-                    };
-                    let n = slot.len();
-                    slot.read(0, &mut buf[at..at + n]).unwrap();
-                    at += n;
-                }
-                let s = checksum(buf.as_ptr(), len);
-                ack.send_blocking(s.to_le_bytes()).unwrap();
-            }
-        }
-        "uds-recv" => {
-            let len: usize = a[1].parse().unwrap();
-            let mut s = UnixStream::connect(&a[0]).unwrap();
-            let mut buf = vec![0u8; len];
-            while s.read_exact(&mut buf).is_ok() {
-                let c = checksum(buf.as_ptr(), len);
-                if s.write_all(&c.to_le_bytes()).is_err() {
-                    break;
-                }
-            }
-        }
-        _ => panic!("{role}"),
-    }
-}
-
-fn name(t: &str) -> String {
-    format!("/shmchan-bench-heap-{}-{t}", std::process::id())
-}
-
-fn heap_e2e(len: usize, n: u32) -> f64 {
-    let (h, c, a) = (name("h"), name("c"), name("a"));
-    let heap = Heap::create(&h, 3 * len + (1 << 20)).unwrap();
-    let mut tx = spsc::Producer::create(&c, Options::new()).unwrap();
-    let mut ack = spsc::Consumer::create(&a, Options::new()).unwrap();
-    let mut kid = spawn("heap-recv", &[&h, &c, &a]);
-    let pattern = vec![3u8; len];
-    let t = Instant::now();
-    for _ in 0..n {
-        let mut b = heap.alloc(len).unwrap();
-        b.write_at(0, &pattern).unwrap();
-        tx.send_value_blocking(b.into_handle()).unwrap();
-        ack.recv_blocking().unwrap();
-    }
-    let took = t.elapsed();
-    drop((tx, ack));
-    kid.wait().unwrap();
-    drop(heap);
-    let _ = Segment::unlink(&h);
-    f64::from(n) / took.as_secs_f64()
-}
-
-fn ring_e2e(len: usize, n: u32) -> f64 {
-    let (c, a) = (name("rc"), name("ra"));
-    let mut tx = spsc::Producer::create(&c, Options::new().slot_size(CHUNK).capacity(32)).unwrap();
-    let mut ack = spsc::Consumer::create(&a, Options::new()).unwrap();
-    let mut kid = spawn("ring-recv", &[&c, &a, &len.to_string()]);
-    let payload = vec![3u8; len];
-    let t = Instant::now();
-    for _ in 0..n {
-        for chunk in payload.chunks(CHUNK) {
-            tx.send_blocking(chunk).unwrap();
-        }
-        ack.recv_blocking().unwrap();
-    }
-    let took = t.elapsed();
-    drop((tx, ack));
-    kid.wait().unwrap();
-    f64::from(n) / took.as_secs_f64()
-}
-
-fn uds_e2e(len: usize, n: u32) -> f64 {
-    let path = std::env::temp_dir().join(format!("shmchan-bench-heap-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let l = UnixListener::bind(&path).unwrap();
-    let mut kid = spawn("uds-recv", &[path.to_str().unwrap(), &len.to_string()]);
-    let (mut s, _) = l.accept().unwrap();
-    let payload = vec![3u8; len];
-    let mut ack = [0u8; 8];
-    let t = Instant::now();
-    for _ in 0..n {
-        s.write_all(&payload).unwrap();
-        s.read_exact(&mut ack).unwrap();
-    }
-    let took = t.elapsed();
-    drop(s);
-    kid.wait().unwrap();
-    let _ = std::fs::remove_file(&path);
-    f64::from(n) / took.as_secs_f64()
-}
-
-/// Nanoseconds per alloc + free pair, with `live` other blocks of mixed sizes allocated.
-fn alloc_free_heap(len: usize, iters: u32) -> f64 {
-    let h = name("af");
-    let heap = Heap::create(&h, 64 << 20).unwrap();
-    let live: Vec<_> = (0..32).map(|i| heap.alloc(1 + i * 3000).unwrap()).collect();
-    let t = Instant::now();
-    for _ in 0..iters {
-        drop(std::hint::black_box(heap.alloc(len).unwrap()));
-    }
-    let ns = t.elapsed().as_nanos() as f64 / f64::from(iters);
-    drop(live);
-    heap.destroy().unwrap();
-    ns
-}
-
-fn alloc_free_firstfit(len: usize, iters: u32) -> f64 {
-    let mut ff = FirstFit::new(64 << 20);
-    let live: Vec<_> = (0..32)
-        .map(|i| (ff.alloc(1 + i * 3000).unwrap(), 1 + i * 3000))
-        .collect();
-    let t = Instant::now();
-    for _ in 0..iters {
-        let off = std::hint::black_box(ff.alloc(len).unwrap());
-        ff.free(off, len);
-    }
-    let ns = t.elapsed().as_nanos() as f64 / f64::from(iters);
-    for (o, l) in live {
-        ff.free(o, l);
-    }
-    ns
-}
-
-/// The same first fit behind the lock a heap shared between processes needs (an atomic
-/// spin-lock word, uncontended here).
-fn alloc_free_firstfit_locked(len: usize, iters: u32) -> f64 {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let lock = AtomicBool::new(false);
-    let mut ff = FirstFit::new(64 << 20);
-    let live: Vec<_> = (0..32)
-        .map(|i| (ff.alloc(1 + i * 3000).unwrap(), 1 + i * 3000))
-        .collect();
-    let with_lock = |ff: &mut FirstFit, f: &mut dyn FnMut(&mut FirstFit)| {
-        while lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+    fn acquire(&self) {
+        while self
+            .lock()
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             std::hint::spin_loop();
         }
-        f(ff);
-        lock.store(false, Ordering::Release);
-    };
-    let t = Instant::now();
-    for _ in 0..iters {
-        let mut off = 0;
-        with_lock(&mut ff, &mut |ff| {
-            off = std::hint::black_box(ff.alloc(len).unwrap())
+    }
+    fn release(&self) {
+        self.lock().store(0, Ordering::Release);
+    }
+    fn word(&self, at: usize) -> *mut u64 {
+        // SAFETY: the bench only passes offsets of block headers, which lie inside the
+        // read-write segment (at + 16 <= FF_BASE + len) and are 8-aligned.
+        unsafe { self.seg.as_mut_ptr().unwrap().add(at).cast() }
+    }
+    fn get(&self, at: usize) -> (u64, bool, u64) {
+        // SAFETY: at is a header offset inside the segment, 8-aligned.
+        let (s, p) = unsafe { (self.word(at).read(), self.word(at + 8).read()) };
+        (s & !1, s & 1 == 1, p)
+    }
+    fn set(&self, at: usize, size: u64, prev: u64) {
+        // SAFETY: as in get.
+        unsafe {
+            self.word(at).write(size);
+            self.word(at + 8).write(prev);
+        }
+    }
+    fn end(&self) -> usize {
+        FF_BASE + self.len
+    }
+    fn alloc(&self, n: usize) -> Option<usize> {
+        let need = (n.max(16) + HDR).div_ceil(16) * 16;
+        self.acquire();
+        let mut at = FF_BASE;
+        while at < self.end() {
+            let (size, used, prev) = self.get(at);
+            if !used && size as usize >= need {
+                if size as usize - need >= 64 {
+                    let rest = at + need;
+                    self.set(rest, size - need as u64, need as u64);
+                    let next = at + size as usize;
+                    if next < self.end() {
+                        let (ns, nu, _) = self.get(next);
+                        self.set(next, ns | nu as u64, size - need as u64);
+                    }
+                    self.set(at, need as u64 | 1, prev);
+                } else {
+                    self.set(at, size | 1, prev);
+                }
+                self.release();
+                return Some(at + HDR);
+            }
+            at += size as usize;
+        }
+        self.release();
+        None
+    }
+    fn free(&self, p: usize) {
+        self.acquire();
+        let mut at = p - HDR;
+        let (mut size, _, mut prev) = self.get(at);
+        // Merge with the next block.
+        let next = at + size as usize;
+        if next < self.end() {
+            let (ns, nu, _) = self.get(next);
+            if !nu {
+                size += ns;
+            }
+        }
+        // Merge with the previous block.
+        if at > FF_BASE {
+            let pat = at - prev as usize;
+            let (ps, pu, pp) = self.get(pat);
+            if !pu {
+                at = pat;
+                size += ps;
+                prev = pp;
+            }
+        }
+        self.set(at, size, prev);
+        let next = at + size as usize;
+        if next < self.end() {
+            let (ns, nu, _) = self.get(next);
+            self.set(next, ns | nu as u64, size);
+        }
+        self.release();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let name = format!("/shmchan-bench-heap-{}", std::process::id());
+    let heap = Heap::options()
+        .unlink_on_drop(true)
+        .create(&name, 64 << 20)
+        .unwrap();
+    let ff = FirstFit::new(64 << 20);
+
+    let mut g = c.benchmark_group("alloc_free");
+    for size in [64usize, 4096, 1 << 20] {
+        g.bench_with_input(BenchmarkId::new("shmchan", size), &size, |b, &n| {
+            b.iter(|| drop(black_box(heap.alloc(n).unwrap())))
         });
-        with_lock(&mut ff, &mut |ff| ff.free(off, len));
+        g.bench_with_input(BenchmarkId::new("first_fit", size), &size, |b, &n| {
+            b.iter(|| ff.free(black_box(ff.alloc(n).unwrap())))
+        });
     }
-    let ns = t.elapsed().as_nanos() as f64 / f64::from(iters);
-    for (o, l) in live {
-        ff.free(o, l);
+    g.finish();
+
+    // The same with 2000 live 64-byte blocks allocated first: first fit walks past them.
+    let held: Vec<_> = (0..2000).map(|_| heap.alloc(64).unwrap()).collect();
+    let ff_held: Vec<_> = (0..2000).map(|_| ff.alloc(64).unwrap()).collect();
+    let mut g = c.benchmark_group("alloc_free_2000_live");
+    for size in [64usize, 4096, 1 << 20] {
+        g.bench_with_input(BenchmarkId::new("shmchan", size), &size, |b, &n| {
+            b.iter(|| drop(black_box(heap.alloc(n).unwrap())))
+        });
+        g.bench_with_input(BenchmarkId::new("first_fit", size), &size, |b, &n| {
+            b.iter(|| ff.free(black_box(ff.alloc(n).unwrap())))
+        });
     }
-    ns
+    g.finish();
+    drop(held);
+    for p in ff_held {
+        ff.free(p);
+    }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn main() {
-    if let Ok(role) = std::env::var("HEAP_BENCH_ROLE") {
-        let a: Vec<String> = std::env::var("HEAP_BENCH_ARGS")
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        child(&role, &a);
-        return;
-    }
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    println!("shared heap benchmarks; {ROUNDS} alternating rounds, medians");
-    for len in [64usize, 4096, 1 << 20] {
-        let (mut h, mut f, mut fl, mut r, mut rl) = (vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..ROUNDS {
-            let a = alloc_free_heap(len, 100_000);
-            let b = alloc_free_firstfit(len, 100_000);
-            let c = alloc_free_firstfit_locked(len, 100_000);
-            h.push(a);
-            f.push(b);
-            fl.push(c);
-            r.push(b / a);
-            rl.push(c / a);
-        }
-        println!(
-            "alloc+free {len:>7} B: heap {:>7.1} ns | first-fit unshared {:>6.1} ns, behind a lock {:>6.1} ns | median ratios first-fit/heap {:.2}, locked {:.2}",
-            median(h),
-            median(f),
-            median(fl),
-            median(r),
-            median(rl)
-        );
-    }
-    for (len, n) in [(1usize << 20, 400u32), (16 << 20, 40)] {
-        let (mut h, mut rg, mut u, mut rr, mut ru) = (vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..ROUNDS {
-            let a = heap_e2e(len, n);
-            let b = ring_e2e(len, n);
-            let c = uds_e2e(len, n);
-            h.push(a);
-            rg.push(b);
-            u.push(c);
-            rr.push(a / b);
-            ru.push(a / c);
-        }
-        println!(
-            "{:>2} MiB end to end: heap by handle {:>7.0} msg/s | copy through ring {:>7.0} msg/s | UnixStream {:>7.0} msg/s | median ratios {:.2}x ring, {:.2}x UnixStream",
-            len >> 20,
-            median(h),
-            median(rg),
-            median(u),
-            median(rr),
-            median(ru)
-        );
-    }
-}
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -51,8 +51,8 @@ pub enum Error {
     PeerGone(String),
     /// A single-producer or single-consumer side is already held by a live process.
     InUse(String),
-    /// A shared heap has no free block of the size asked for (even after reclaiming the
-    /// blocks of dead processes).
+    /// A shared heap has no room for the request (even after reclaiming the blocks of dead
+    /// processes); the text gives the sizes.
     OutOfMemory(String),
     /// Any other operating-system error, with the operation that failed in its message.
     Io(io::Error),
@@ -91,7 +91,7 @@ impl Error {
             Error::Closed => "channel closed",
             Error::PeerGone(_) => "peer gone",
             Error::InUse(_) => "in use",
-            Error::OutOfMemory(_) => "out of shared memory",
+            Error::OutOfMemory(_) => "out of memory",
             Error::Io(_) => "i/o error",
         }
     }

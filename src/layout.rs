@@ -710,10 +710,6 @@ impl Participant {
     pub fn pid(&self) -> u32 {
         self.process.pid
     }
-    /// The generation of the claim that holds the record.
-    pub(crate) fn generation(&self) -> u16 {
-        (self.owner >> 48) as u16
-    }
     /// The process as liveness checks see it.
     pub(crate) fn process_id(&self) -> ProcessId {
         self.process
@@ -721,6 +717,11 @@ impl Participant {
     /// Whether that process still runs (same pid and start time, not a zombie).
     pub fn is_alive(&self) -> bool {
         self.process.is_alive()
+    }
+    /// The record's generation: it grows each time the record is claimed, so (index,
+    /// generation) names one registration for as long as the 16-bit counter does not wrap.
+    pub fn generation(&self) -> u16 {
+        (self.owner >> 48) as u16
     }
 }
 
@@ -732,14 +733,13 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The generation of the claim (changes every time the record is claimed).
-    pub(crate) fn generation(&self) -> u16 {
-        (self.owner >> 48) as u16
-    }
-
     /// The record's index.
     pub fn index(&self) -> u32 {
         self.index
+    }
+    /// The record's generation at this claim; see [`Participant::generation`].
+    pub fn generation(&self) -> u16 {
+        (self.owner >> 48) as u16
     }
 }
 

@@ -60,7 +60,6 @@ pub mod channel;
 #[cfg(not(loom))]
 pub mod endpoint;
 mod error;
-#[cfg(not(loom))]
 pub mod heap;
 pub mod layout;
 #[allow(dead_code)]
@@ -83,7 +82,7 @@ pub mod wait;
 pub use channel::{INLINE_MESSAGE, Message, Options, SendError, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
 #[cfg(not(loom))]
-pub use heap::{Handle, Heap, ShmBuf};
+pub use heap::{Handle, Heap, HeapOptions, ShmBuf};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
 pub use wait::WaitStrategy;
