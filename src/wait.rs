@@ -71,6 +71,10 @@ impl WaitStrategy {
     }
 
     /// How long to busy-spin (re-checking with a CPU pause hint) before yielding.
+    ///
+    /// Keep it well under a scheduler time slice (a few milliseconds) unless both peers have
+    /// cores of their own: when they share one CPU, a spinning side holds it for the whole
+    /// budget before the other can answer, so every hop costs the full budget.
     pub fn spin_for(mut self, d: Duration) -> Self {
         self.spin = d;
         self.yield_until = self.yield_until.max(d);
