@@ -115,51 +115,42 @@ fn name(tag: &str) -> String {
     format!("/shmchan-bench-{}-{tag}", std::process::id())
 }
 
-/// Receives `n` messages of `size` bytes from `producers` child processes.
+/// Receives 1000 warm-up messages (they include the children's start), then times `n`.
+fn timed_receive<F: shmchan::channel::Flavour>(
+    rx: &mut shmchan::channel::Consumer<F>,
+    buf: &mut [u8],
+    n: u64,
+) -> Duration {
+    let mut take = || rx.recv_ref_blocking().unwrap().read(0, buf).unwrap();
+    for _ in 0..1000.min(n) {
+        take();
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        take();
+    }
+    start.elapsed()
+}
+
+/// Receives `n` messages of `size` bytes from `producers` child processes (SPSC for one).
 fn shm_throughput(size: usize, n: u64, producers: usize) -> f64 {
     let nm = name(&format!("tp{size}-{producers}"));
     let mut buf = Aligned::new(size);
-    let t;
-    if producers == 1 {
+    let t = if producers == 1 {
         let mut rx = spsc::Consumer::create(&nm, opts(size)).unwrap();
         let c = spawn("spsc-send", &[&nm, &size.to_string()]);
-        // Warm up: the first messages include the child's start.
-        for _ in 0..1000.min(n) {
-            rx.recv_ref_blocking()
-                .unwrap()
-                .read(0, buf.buf(size))
-                .unwrap();
-        }
-        let start = Instant::now();
-        for _ in 0..n {
-            rx.recv_ref_blocking()
-                .unwrap()
-                .read(0, buf.buf(size))
-                .unwrap();
-        }
-        t = start.elapsed();
+        let t = timed_receive(&mut rx, buf.buf(size), n);
         stop(c);
+        t
     } else {
         let mut rx = mpsc::Consumer::create(&nm, opts(size)).unwrap();
         let cs: Vec<_> = (0..producers)
             .map(|_| spawn("mpsc-send", &[&nm, &size.to_string()]))
             .collect();
-        for _ in 0..1000.min(n) {
-            rx.recv_ref_blocking()
-                .unwrap()
-                .read(0, buf.buf(size))
-                .unwrap();
-        }
-        let start = Instant::now();
-        for _ in 0..n {
-            rx.recv_ref_blocking()
-                .unwrap()
-                .read(0, buf.buf(size))
-                .unwrap();
-        }
-        t = start.elapsed();
+        let t = timed_receive(&mut rx, buf.buf(size), n);
         cs.into_iter().for_each(stop);
-    }
+        t
+    };
     let _ = shmchan::Segment::unlink(&nm);
     n as f64 / t.as_secs_f64()
 }
