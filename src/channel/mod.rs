@@ -35,9 +35,8 @@ use crate::error::{Error, Result, SendTimeoutError, TryRecvError, TrySendError};
 use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role};
 use crate::loom::Ordering;
 use crate::ring::{self, ABANDONED, Geometry, Ring, mpmc, mpsc, spsc};
-use crate::segment::{Mode, SegmentOptions};
+use crate::segment::{Mode, Segment, SegmentOptions};
 use crate::sys::doorbell::Ringer;
-use crate::sys::process::ProcessId;
 use crate::wait::{PARK_DOORBELL, PARK_FUTEX, Phase, Sleepers, WaitStrategy};
 
 mod asynch;
@@ -894,8 +893,6 @@ fn same_object(a: &crate::Segment, b: &crate::Segment) -> bool {
         _ => false,
     }
 }
-
-use crate::segment::Segment;
 
 fn kind_name(k: Kind) -> &'static str {
     match k {
@@ -2041,16 +2038,6 @@ fn open_or_create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<
     Err(Error::TimedOut(format!(
         "'{name}' kept appearing and disappearing while opening or creating it"
     )))
-}
-
-// Every public type is Send (moves to another thread) but not Sync: handles hold
-// process-local ring state mutated through `&mut self`.
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Producer<Spsc>>();
-    is_send::<Consumer<Mpmc>>();
-    let _ = ProcessId::current;
 }
 
 /// Bytes a segment needs for an SPSC channel with `opts` (for memfd channels).
