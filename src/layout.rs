@@ -85,9 +85,16 @@ const STATE_FRESH: u32 = 0;
 const STATE_INIT: u32 = 1;
 const STATE_READY: u32 = 2;
 
-/// Record word offsets.
+// Record word offsets.
+/// `owner`: 0 (free), or `pid | role << 32 | state << 40 | generation << 48` with state
+/// [`OWNER_FILLING`] (being claimed: start time not yet written) or [`OWNER_LIVE`]. Changed only
+/// by CAS (claim, takeover, release); the generation grows by one per claim.
 const REC_OWNER: usize = 0;
+/// `start`: the owner's start time (clock ticks since boot), valid once `owner` is LIVE.
 const REC_START: usize = 8;
+/// `intent`: 0, or `p + 1` while the owner claims or holds ring position `p` (Vyukov rings,
+/// `ring/repair.rs`). A record whose owner died with a non-zero intent is not recycled until
+/// the intent is repaired or found stale.
 const REC_INTENT: usize = 16;
 /// First of the words a record leaves to upper layers.
 const REC_AUX: usize = 24;
@@ -615,6 +622,8 @@ impl Layout {
     ///
     /// If `index >= participant_capacity()`.
     pub fn intent(&self, index: u32) -> u64 {
+        // SeqCst: pairs with the SeqCst intent store before a claim CAS (ring/mpmc.rs): a
+        // repairer that saw the counter move past a position sees the claimer's intent.
         self.rec_word(index, REC_INTENT).load(Ordering::SeqCst)
     }
 
@@ -668,6 +677,8 @@ fn wait_ready(seg: &Segment, deadline: Instant) -> Result<()> {
             pid: word32(seg, OFF_CPID).load(Ordering::Relaxed),
             start_time: word64(seg, OFF_CSTART).load(Ordering::Relaxed),
         };
+        // Acquire: as above, pairs with the creator's Release store of READY (it may have
+        // published just before dying).
         if creator.pid != 0 && !creator.is_alive() && state.load(Ordering::Acquire) != STATE_READY {
             return Err(Error::Corrupt(format!(
                 "{} was left half-initialised: its creator (pid {}) died before publishing the \

@@ -51,7 +51,7 @@
 //!
 //! Linux is the tested platform (futex, memfd, `/proc` liveness checks).
 
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
 // Under loom only the algorithms are built; what the channels use of the rest goes unused.
 #![cfg_attr(loom, allow(dead_code))]
 

@@ -107,22 +107,9 @@ impl SegmentOptions {
         let fd = shm::shm_create_excl(name, self.permissions)
             .map_err(|e| Error::from_errno(e, || format!("segment '{name}'")))?;
         // From here on the name exists: remove it again if sizing or mapping fails.
-        let built = (|| {
-            shm::truncate(&fd, size as u64)
-                .map_err(|e| Error::from_errno(e, || format!("sizing segment '{name}'")))?;
-            Segment::from_parts(fd, size, Mode::ReadWrite, Backing::Shm(name.to_owned()))
-        })();
-        match built {
-            Ok(mut seg) => {
-                seg.created = true;
-                seg.unlink_on_drop = self.unlink_on_drop;
-                Ok(seg)
-            }
-            Err(e) => {
-                let _ = shm::shm_unlink(name);
-                Err(e)
-            }
-        }
+        self.size_and_map(fd, size, Backing::Shm(name.to_owned()), || {
+            format!("sizing segment '{name}'")
+        })
     }
 
     /// Opens the segment `name` read-write if it exists, otherwise creates it with `size` bytes.
@@ -197,10 +184,21 @@ impl SegmentOptions {
         validate_size(size, &what())?;
         let fd = shm::open_file(path, true, true, self.permissions)
             .map_err(|e| Error::from_errno(e, what))?;
-        let built = (|| {
-            shm::truncate(&fd, size as u64).map_err(|e| Error::from_errno(e, what))?;
-            Segment::from_parts(fd, size, Mode::ReadWrite, Backing::File(path.to_owned()))
-        })();
+        self.size_and_map(fd, size, Backing::File(path.to_owned()), what)
+    }
+
+    /// Sizes and maps an object this call just created, as a created segment; on failure
+    /// removes its name again (`backing`), so a failed create leaves nothing behind.
+    fn size_and_map(
+        &self,
+        fd: OwnedFd,
+        size: usize,
+        backing: Backing,
+        what: impl Fn() -> String,
+    ) -> Result<Segment> {
+        let built = shm::truncate(&fd, size as u64)
+            .map_err(|e| Error::from_errno(e, &what))
+            .and_then(|()| Segment::from_parts(fd, size, Mode::ReadWrite, backing.clone()));
         match built {
             Ok(mut seg) => {
                 seg.created = true;
@@ -208,7 +206,15 @@ impl SegmentOptions {
                 Ok(seg)
             }
             Err(e) => {
-                let _ = std::fs::remove_file(path);
+                match &backing {
+                    Backing::Shm(name) => {
+                        let _ = shm::shm_unlink(name);
+                    }
+                    Backing::File(path) => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Backing::Memfd => {}
+                }
                 Err(e)
             }
         }
@@ -588,7 +594,7 @@ impl Segment {
 
     /// Removes the name only while it still names our object (same device and inode), so that
     /// a drop never removes a newer segment that reused the name.
-    fn unlink_if_ours(&self) {
+    pub(crate) fn unlink_if_ours(&self) {
         match &self.backing {
             Backing::Shm(name) => {
                 if let Ok(fd) = shm::shm_open(name, false) {

@@ -1,16 +1,7 @@
 //! Async sending and receiving: futures, `Stream`, `Sink`.
 //!
-//! A pending operation first spins inside `poll` for the
-//! [`WaitStrategy`](crate::WaitStrategy)'s spin budget (20 µs by default: set it to zero with
-//! [`WaitStrategy::park_only`](crate::WaitStrategy::park_only) or `spin_for` on executors
-//! that must never be held), then yields to the executor (it wakes itself and returns
-//! `Pending`) until the yield budget is spent, which keeps a busy stream on the fast path;
-//! then it *parks*: it publishes
-//! its doorbell in its participant record, announces itself (see [`crate::wait`]), re-checks
-//! the ring, and returns `Pending` with the doorbell and the other participants' pidfds
-//! registered in the runtime's reactor. A peer that publishes rings the doorbell (one
-//! `sendto`, only because we announced); a peer that dies makes its pidfd readable. No timer
-//! and no thread is involved.
+//! How a pending operation waits (spin, yield to the executor, park on a doorbell in the
+//! reactor) is `wait/reactor.rs`; this file only adapts it to the handles.
 //!
 //! # Cancel safety
 //!
@@ -21,183 +12,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use super::{
-    AUX_TOKEN, Consumer, Core, DISCARDED, Flavour, Message, Producer, SendError, Side, TxAlgo,
-    claim_with, records, value_from,
-};
+use super::consumer::{Consumer, value_from};
+use super::message::Message;
+use super::producer::{Producer, claim_with};
+use super::{Flavour, SendError};
 use crate::error::{Error, Result};
-use crate::runtime::Registered;
-use crate::sys::doorbell::Doorbell;
-use crate::sys::process::ProcessId;
-use crate::wait::PARK_DOORBELL;
-
-/// A handle's async wait machinery, made on its first park.
-#[derive(Debug)]
-pub(crate) struct AsyncWait {
-    bell: Doorbell,
-    reg: Registered,
-    /// Pidfds of the participants whose death concerns us.
-    watches: Vec<(ProcessId, Registered)>,
-}
-
-impl Core {
-    /// The side(s) whose deaths a parked handle of ours must notice.
-    fn watched_sides(&self) -> &'static [Side] {
-        match (self.kind == crate::layout::Kind::MPMC, self.side) {
-            (true, Side::Consumer) => &[Side::Producer, Side::Consumer],
-            (_, Side::Consumer) => &[Side::Producer],
-            (_, Side::Producer) => &[Side::Consumer],
-        }
-    }
-
-    fn ensure_async_wait(&mut self) -> Result<()> {
-        if self.aw.is_none() {
-            let bell = Doorbell::bind()
-                .map_err(|e| Error::from_errno(e, || "binding a doorbell socket".into()))?;
-            let fd = bell
-                .try_clone_fd()
-                .map_err(|e| Error::from_errno(e, || "duplicating the doorbell".into()))?;
-            let reg = Registered::new(fd)?;
-            self.layout
-                .aux_word(self.reg().index(), AUX_TOKEN)?
-                .store(bell.token(), std::sync::atomic::Ordering::Release);
-            self.aw = Some(AsyncWait {
-                bell,
-                reg,
-                watches: Vec::new(),
-            });
-        }
-        // Watch participants that joined since the last park.
-        let me = self.reg().index();
-        for &side in self.watched_sides() {
-            for i in records(self.kind, self.layout.participant_capacity(), side) {
-                if i == me {
-                    continue;
-                }
-                let Some(p) = self.layout.participant(i) else {
-                    continue;
-                };
-                let id = p.process_id();
-                let aw = self.aw.as_mut().expect("made above");
-                if id.pid == 0 || aw.watches.iter().any(|(w, _)| *w == id) {
-                    continue;
-                }
-                match id.pidfd() {
-                    Some(fd) => aw.watches.push((id, Registered::new(fd)?)),
-                    // Already gone: let the liveness check see it now.
-                    None => self.force_checks(),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes the next liveness check and repair look run at once.
-    fn force_checks(&mut self) {
-        let past = Instant::now()
-            .checked_sub(self.liveness_interval + Duration::from_millis(1))
-            .unwrap_or_else(Instant::now);
-        self.last_check = past;
-        self.last_repair = past;
-        self.idle_polls = u32::MAX; // the next attempt reads the clock
-    }
-
-    fn retract_async(&mut self) {
-        if self.async_parked {
-            self.async_parked = false;
-            self.sleepers(self.side).retract(self.parked_word());
-        }
-    }
-
-    /// The async wait loop behind every future, stream and sink here: `attempt` is tried;
-    /// then the task yields within the budget; then it parks in the reactor.
-    pub(crate) fn poll_op<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        started: &mut Option<Instant>,
-        mut attempt: impl FnMut(&mut Core) -> Result<Option<R>>,
-    ) -> Poll<Result<R>> {
-        loop {
-            self.retract_async();
-            match attempt(self) {
-                Ok(None) => {}
-                done => {
-                    *started = None;
-                    return Poll::Ready(done.map(|r| r.expect("matched Some")));
-                }
-            }
-            let t0 = *started.get_or_insert_with(Instant::now);
-            // Spin phase, inline: a peer that answers within the spin budget is met without a
-            // trip through the executor (whose scheduler polls its I/O driver every few dozen
-            // ticks: a syscall we would otherwise cause while waiting).
-            if t0.elapsed() < self.wait.spin_duration() {
-                let mut n = 0u32;
-                loop {
-                    std::hint::spin_loop();
-                    match attempt(self) {
-                        Ok(None) => {}
-                        done => {
-                            *started = None;
-                            return Poll::Ready(done.map(|r| r.expect("matched Some")));
-                        }
-                    }
-                    n = n.wrapping_add(1);
-                    if n % 64 == 0 && t0.elapsed() >= self.wait.spin_duration() {
-                        break;
-                    }
-                }
-            }
-            // Yield phase: let the executor run other tasks, then look again.
-            if t0.elapsed() < self.wait.yield_duration() {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if let Err(e) = self.ensure_async_wait() {
-                *started = None;
-                return Poll::Ready(Err(e));
-            }
-            self.sleepers(self.side)
-                .announce(self.parked_word(), PARK_DOORBELL);
-            self.async_parked = true;
-            match attempt(self) {
-                Ok(None) => {}
-                done => {
-                    self.retract_async();
-                    *started = None;
-                    return Poll::Ready(done.map(|r| r.expect("matched Some")));
-                }
-            }
-            let aw = self.aw.as_mut().expect("made by ensure_async_wait");
-            match aw.reg.poll_readable(cx) {
-                Poll::Ready(Ok(())) => {
-                    aw.bell.drain();
-                    continue;
-                }
-                Poll::Ready(Err(e)) => {
-                    self.retract_async();
-                    *started = None;
-                    return Poll::Ready(Err(Error::Io(e)));
-                }
-                Poll::Pending => {}
-            }
-            let before = aw.watches.len();
-            aw.watches
-                .retain(|(_, reg)| reg.poll_readable(cx).is_pending());
-            if aw.watches.len() != before {
-                // A participant exited: look at the table now.
-                self.force_checks();
-                continue;
-            }
-            return Poll::Pending;
-        }
-    }
-}
+use crate::wait::reactor::{self, poll_op};
 
 /// The future of [`Consumer::recv`].
 #[must_use = "futures do nothing unless polled"]
@@ -222,7 +48,7 @@ impl<F: Flavour> Future for RecvFuture<'_, F> {
 
 impl<F: Flavour> Drop for RecvFuture<'_, F> {
     fn drop(&mut self) {
-        self.rx.core.retract_async();
+        reactor::retract(&mut self.rx.core);
     }
 }
 
@@ -261,7 +87,7 @@ impl<F: Flavour, M: AsRef<[u8]> + Unpin> Future for SendFuture<'_, F, M> {
 
 impl<F: Flavour, M> Drop for SendFuture<'_, F, M> {
     fn drop(&mut self) {
-        self.tx.core.retract_async();
+        reactor::retract(&mut self.tx.core);
     }
 }
 
@@ -318,7 +144,7 @@ impl<F: Flavour> Producer<F> {
         let mut started = None;
         let r = std::future::poll_fn(|cx| self.poll_send_bytes(cx, value.as_bytes(), &mut started))
             .await;
-        self.core.retract_async();
+        reactor::retract(&mut self.core);
         r.map_err(|e| SendError::new(value, e))
     }
 
@@ -331,18 +157,12 @@ impl<F: Flavour> Producer<F> {
         if let Err(e) = self.check_len(bytes.len()) {
             return Poll::Ready(Err(e));
         }
-        let algo = &mut self.algo;
-        match self
-            .core
-            .poll_op(cx, started, |core| claim_with(core, algo))
-        {
+        let tx = &mut self.tx;
+        match poll_op(&mut self.core, cx, started, |core| claim_with(core, tx)) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(pos)) => {
-                self.core
-                    .ring
-                    .write_payload(self.core.ring.index(pos), 0, bytes);
-                self.commit(pos, bytes.len() as u32);
+                self.write_commit(pos, bytes);
                 Poll::Ready(Ok(()))
             }
         }
@@ -351,11 +171,7 @@ impl<F: Flavour> Producer<F> {
     /// Gives back a slot reserved by `Sink::poll_ready` and not used.
     pub(crate) fn release_sink_reservation(&mut self) {
         if let Some(pos) = self.sink_reserved.take() {
-            // SPSC: nothing was published, forgetting is enough. Vyukov: the position is
-            // claimed in shared memory; publish it as discarded.
-            if matches!(self.algo, TxAlgo::Vyukov) {
-                self.commit(pos, DISCARDED);
-            }
+            self.discard(pos);
         }
     }
 }
@@ -376,10 +192,10 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
             return Poll::Ready(Ok(()));
         }
         let mut started = this.sink_started.take();
-        let algo = &mut this.algo;
-        let r = this
-            .core
-            .poll_op(cx, &mut started, |core| claim_with(core, algo));
+        let tx = &mut this.tx;
+        let r = poll_op(&mut this.core, cx, &mut started, |core| {
+            claim_with(core, tx)
+        });
         this.sink_started = started;
         match r {
             Poll::Ready(Ok(pos)) => {
@@ -403,10 +219,7 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
             this.sink_reserved = Some(pos); // keep the slot for the next item
             return Err(e);
         }
-        this.core
-            .ring
-            .write_payload(this.core.ring.index(pos), 0, bytes);
-        this.commit(pos, bytes.len() as u32);
+        this.write_commit(pos, bytes);
         Ok(())
     }
 
@@ -417,7 +230,7 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         this.release_sink_reservation();
-        this.core.retract_async();
+        reactor::retract(&mut this.core);
         Poll::Ready(Ok(()))
     }
 }
@@ -461,11 +274,10 @@ impl<F: Flavour> Consumer<F> {
         cx: &mut Context<'_>,
         started: &mut Option<Instant>,
     ) -> Poll<Result<Message>> {
-        let algo = &mut self.algo;
-        match self
-            .core
-            .poll_op(cx, started, |core| Consumer::<F>::take(core, algo))
-        {
+        let rx = &mut self.rx;
+        match poll_op(&mut self.core, cx, started, |core| {
+            Consumer::<F>::take(core, rx)
+        }) {
             Poll::Ready(Ok((pos, len))) => Poll::Ready(Ok(self.read_message(pos, len))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,

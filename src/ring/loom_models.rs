@@ -3,7 +3,7 @@
 //! every payload access is ordered by the sequence / index stores, so a torn or lost message
 //! in any interleaving fails the model.
 
-use super::{Geometry, Ring, mpmc, mpsc, spsc};
+use super::{Geometry, Ring, mpmc, mpsc, repair, spsc};
 use crate::loom::{AtomicU64, thread};
 use loom::sync::Arc;
 
@@ -188,8 +188,8 @@ fn loom_mpmc_repair_of_a_dead_producer_slot() {
         });
         // Two repairers race; exactly one wins.
         let r3 = r.clone();
-        let rep = thread::spawn(move || mpmc::repair_unpublished(&r3, 0));
-        let mine = mpmc::repair_unpublished(&r, 0);
+        let rep = thread::spawn(move || repair::repair_unpublished(&r3, 0));
+        let mine = repair::repair_unpublished(&r, 0);
         let theirs = rep.join().unwrap();
         assert!(mine ^ theirs, "exactly one repair must win");
         live.join().unwrap();

@@ -25,6 +25,7 @@
 
 pub(crate) mod mpmc;
 pub(crate) mod mpsc;
+pub(crate) mod repair;
 pub(crate) mod spsc;
 
 #[cfg(all(test, loom))]
@@ -58,8 +59,16 @@ pub(crate) const FLAG_PRODUCER_SEEN: u32 = 1;
 /// `flags` bit: a consumer attached at least once.
 pub(crate) const FLAG_CONSUMER_SEEN: u32 = 2;
 
-/// Length marker of a slot whose producer died after claiming it: consumers skip it.
+// Slot length markers. A slot's `len` word is a message length `0..=slot_size`, or one of
+// these two values (both above any slot size: MAX_SLOT_SIZE is 2^30), which consumers skip.
+
+/// Length marker of a slot whose producer died after claiming it: consumers skip it and count
+/// it ([`repair::repair_unpublished`]).
 pub(crate) const ABANDONED: u32 = u32::MAX;
+/// Length marker of a slot a live producer reserved and then dropped without commit
+/// (MPSC/MPMC: the position was claimed in shared memory and must be published): skipped,
+/// not counted.
+pub(crate) const DISCARDED: u32 = u32::MAX - 1;
 
 /// Largest slot size accepted (1 GiB).
 pub const MAX_SLOT_SIZE: usize = 1 << 30;
@@ -169,7 +178,7 @@ mod shm_ring {
     /// as long as the `Ring` is used; the owner (a channel handle) keeps the mapping alive next
     /// to it. Every word is accessed atomically at one width; payloads only by copies.
     #[derive(Debug)]
-    pub(crate) struct Ring {
+    pub struct Ring {
         base: *mut u8,
         pub(crate) cap: u64,
         /// `cap - 1` when `cap` is a power of two, else 0: indexes by mask instead of a 64-bit
@@ -202,14 +211,16 @@ mod shm_ring {
             }
         }
 
-        /// The slot of position `pos`: `pos % cap`.
+        /// The slot of position `pos`: `pos % cap`, whatever `pos` a peer wrote.
         #[inline]
         pub(crate) fn index(&self, pos: u64) -> u64 {
-            if self.mask != 0 || self.cap == 1 {
+            let idx = if self.mask != 0 || self.cap == 1 {
                 pos & self.mask
             } else {
                 pos % self.cap
-            }
+            };
+            debug_assert!(idx < self.cap);
+            idx
         }
 
         #[inline]
@@ -233,10 +244,15 @@ mod shm_ring {
             CTRL_LEN + idx as usize * self.stride
         }
 
+        /// `tail`: the next position producers publish (SPSC) or claim (Vyukov). Only grows;
+        /// `head <= tail <= head + cap` in a sound ring (checked where it sizes anything:
+        /// `checked_pending`), any value in a hostile one.
         #[inline]
         pub(crate) fn tail(&self) -> &AtomicU64 {
             self.w64(OFF_TAIL)
         }
+        /// `head`: the next position consumers read (SPSC, MPSC: stored after each free) or
+        /// claim (MPMC). Only grows; never past `tail` in a sound ring.
         #[inline]
         pub(crate) fn head(&self) -> &AtomicU64 {
             self.w64(OFF_HEAD)
@@ -246,10 +262,15 @@ mod shm_ring {
             debug_assert!(off < CTRL_LEN);
             self.w32(off)
         }
+        /// `seq` of slot `idx` (Vyukov rings): for the position `p` the slot serves now, `p`
+        /// (free for p's producer), `p + 1` (holds p's message) or `p + cap` (freed, serves
+        /// `p + cap` next); see `mpmc.rs`. Starts at `idx`. SPSC rings leave it at its start.
         #[inline]
         pub(crate) fn seq(&self, idx: u64) -> &AtomicU64 {
             self.w64(self.slot_off(idx))
         }
+        /// `len` of slot `idx`: a message length `0..=slot_size`, or [`ABANDONED`] /
+        /// [`DISCARDED`]; anything else is `Corrupt` ([`content`]).
         #[inline]
         pub(crate) fn len(&self, idx: u64) -> &AtomicU32 {
             self.w32(self.slot_off(idx) + 8)
@@ -301,7 +322,7 @@ mod loom_ring {
     /// atomics, and payloads as loom cells (at most 8 bytes) so loom checks that the slot's
     /// sequence store orders the payload copy.
     #[derive(Debug)]
-    pub(crate) struct Ring {
+    pub struct Ring {
         ctrl: Vec<AtomicU64>,
         ctrl32: Vec<AtomicU32>,
         seqs: Vec<AtomicU64>,
@@ -392,6 +413,62 @@ fn bad_positions(tail: u64, head: u64, cap: u64) -> Error {
     Error::Corrupt(format!(
         "ring positions out of range: tail {tail}, head {head}, capacity {cap}"
     ))
+}
+
+/// What a consumer found in a slot it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Content {
+    /// A message of this many bytes (checked: at most `slot_size`).
+    Message(usize),
+    /// Released by a repair: its producer died before committing. Skip and count.
+    Abandoned,
+    /// Reserved and dropped uncommitted by a live producer. Skip.
+    Discarded,
+}
+
+/// Reads the length word of the slot of `pos`, which the caller holds (claimed or peeked
+/// through an Acquire load that pairs with the publishing Release store, so the Relaxed load
+/// here sees the length written before it).
+#[inline]
+pub(crate) fn content(ring: &Ring, pos: u64) -> Result<Content> {
+    match ring
+        .len(ring.index(pos))
+        .load(crate::loom::Ordering::Relaxed)
+    {
+        ABANDONED => Ok(Content::Abandoned),
+        DISCARDED => Ok(Content::Discarded),
+        raw => checked_len(raw, ring.slot_size, pos).map(Content::Message),
+    }
+}
+
+/// The producer side of a flavour's algorithm: process-local state plus the operations on the
+/// shared region. `intent` is the producer's participant-record intent word (unused by SPSC).
+/// Chosen at compile time by [`crate::channel::Flavour`].
+pub trait SendSide: Sized + Send + Sync + Unpin + std::fmt::Debug + 'static {
+    /// Attaches to `ring` (validating what it reads of the shared positions).
+    fn attach(ring: &Ring) -> Result<Self>;
+    /// Claims one slot: its position, or `None` when the ring is full.
+    fn claim(&mut self, ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>;
+    /// Publishes the claimed `pos`, whose bytes and length word are written.
+    fn publish(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64);
+    /// Gives back the claimed `pos` unused.
+    fn discard(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64);
+}
+
+/// The consumer side of a flavour's algorithm; see [`SendSide`].
+pub trait RecvSide: Sized + Send + Sync + Unpin + std::fmt::Debug + 'static {
+    /// Whether consumers share the ring, so that a live one adopts what a dead one held
+    /// (MPMC); otherwise a replacement consumer simply reads it again.
+    const ADOPTS: bool;
+    /// Attaches to `ring`.
+    fn attach(ring: &Ring) -> Result<Self>;
+    /// Claims (or peeks) the next readable position, or `None` when nothing is ready.
+    fn claim(&mut self, ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>;
+    /// Frees the slot of `pos` after it was read.
+    fn release(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64);
+    /// Where an unpublished producer claim can block this consumer: the head position of a
+    /// Vyukov ring; `None` for SPSC, where nothing unpublished is ever in the way.
+    fn blocked_head(&self, ring: &Ring) -> Option<u64>;
 }
 
 /// A message length read from a slot, checked against the slot size.

@@ -10,18 +10,14 @@
 //! publishes with a release store `seq = p + 1`. A consumer claims with a CAS of `head` and
 //! frees with a release store `seq = p + cap`.
 //!
-//! # Intents and repair
+//! A party stores its intent (`p + 1`) in its participant record before each claim CAS and
+//! clears it after its sequence store, so a dead party's claim can be found and repaired:
+//! [`super::repair`] has that protocol.
 //!
-//! Before each CAS a party stores `intent = p + 1` (SeqCst) in its participant record, and
-//! clears it after its sequence store, so a live party holds position `p` only while its intent
-//! is `p + 1`. A slot stuck at `p` (a consumer sees `seq == p` while `tail > p`) whose every
-//! intent holder is dead (or that no live record claims) is repaired by CAS of `seq` from `p` to
-//! `p + 1` with the length [`ABANDONED`]: consumers skip it. A slot a dead consumer claimed
-//! (`seq == p + 1` while `head > p`, a dead record with intent `p + 1`) still holds its intact
-//! message: a live consumer adopts it (its own intent first, then a CAS on the dead record's
-//! intent), reads it and frees it: redelivery, not loss.
+//! [`Tx`] and [`Rx`] are the [`SendSide`] / [`RecvSide`] of the MPMC flavour; MPSC producers
+//! use [`Tx`] too.
 
-use super::{ABANDONED, Ring};
+use super::{DISCARDED, RecvSide, Ring, SendSide};
 use crate::error::{Error, Result};
 use crate::loom::{AtomicU64, Ordering};
 
@@ -52,7 +48,9 @@ fn claim(
         if d == 0 {
             // SeqCst: the intent must be visible before the CAS that claims `pos` (the CAS is
             // Release for the same reason); a repairer that sees the counter past `pos` sees
-            // this intent.
+            // this intent. AcqRel on success: Acquire pairs with the previous claimer's CAS
+            // (its intent store happens before our claim), Release publishes our intent to a
+            // repairer that Acquires the counter (`blocked_at`).
             intent.store(pos.wrapping_add(1), Ordering::SeqCst);
             match counter.compare_exchange_weak(
                 pos,
@@ -115,54 +113,51 @@ pub(crate) fn release_recv(ring: &Ring, pos: u64, intent: &AtomicU64) {
     intent.store(0, Ordering::Release);
 }
 
-/// What is in the way at position `pos` for a consumer that found nothing ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Blocked {
-    /// Nothing was claimed at `pos`: the ring is simply empty.
-    Empty,
-    /// A producer claimed `pos` (tail is past it) and has not published yet.
-    Unpublished(u64),
-}
+/// A Vyukov producer: no process-local state (the claim is a CAS on the shared tail).
+#[derive(Debug)]
+pub struct Tx;
 
-/// Classifies an empty-looking ring at `pos` (the consumer's head).
-pub(crate) fn blocked_at(ring: &Ring, pos: u64) -> Blocked {
-    // Acquire: pairs with the AcqRel CAS of the claimer, so its intent is visible after this.
-    let tail = ring.tail().load(Ordering::Acquire);
-    let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire);
-    if tail > pos && seq == pos {
-        Blocked::Unpublished(pos)
-    } else {
-        Blocked::Empty
+impl SendSide for Tx {
+    fn attach(_ring: &Ring) -> Result<Tx> {
+        Ok(Tx)
+    }
+    #[inline]
+    fn claim(&mut self, ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
+        claim_send(ring, intent)
+    }
+    #[inline]
+    fn publish(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) {
+        publish_send(ring, pos, intent)
+    }
+    fn discard(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) {
+        // The position is claimed in shared memory: publish it as discarded (consumers skip
+        // it). Relaxed: ordered by the Release store of `seq` in publish_send.
+        ring.len(ring.index(pos))
+            .store(DISCARDED, Ordering::Relaxed);
+        publish_send(ring, pos, intent)
     }
 }
 
-/// Releases the slot of `pos`, claimed by a producer that is proven dead, as abandoned.
-/// Returns whether this call did it (two repairers cannot both win the CAS).
-pub(crate) fn repair_unpublished(ring: &Ring, pos: u64) -> bool {
-    let idx = ring.index(pos);
-    // The claimer is dead, so only repairers write this length, all the same value.
-    ring.len(idx).store(ABANDONED, Ordering::Relaxed);
-    // Release: pairs with the consumers' Acquire of `seq`: they see the ABANDONED length.
-    ring.seq(idx)
-        .compare_exchange(
-            pos,
-            pos.wrapping_add(1),
-            Ordering::Release,
-            Ordering::Relaxed,
-        )
-        .is_ok()
-}
+/// A consumer of several: no process-local state.
+#[derive(Debug)]
+pub struct Rx;
 
-/// Whether a dead party's intent `p + 1` still pins a slot: for a producer, `seq == p` while
-/// `tail > p`; for a consumer, `seq == p + 1` while `head > p`.
-pub(crate) fn intent_pins_slot(ring: &Ring, intent: u64, producer: bool) -> bool {
-    let Some(pos) = intent.checked_sub(1) else {
-        return false;
-    };
-    let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire);
-    if producer {
-        seq == pos && ring.tail().load(Ordering::Acquire) > pos
-    } else {
-        seq == pos.wrapping_add(1) && ring.head().load(Ordering::Acquire) > pos
+impl RecvSide for Rx {
+    const ADOPTS: bool = true;
+    fn attach(_ring: &Ring) -> Result<Rx> {
+        Ok(Rx)
+    }
+    #[inline]
+    fn claim(&mut self, ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
+        claim_recv(ring, intent)
+    }
+    #[inline]
+    fn release(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) {
+        release_recv(ring, pos, intent)
+    }
+    fn blocked_head(&self, ring: &Ring) -> Option<u64> {
+        // Acquire: pairs with the AcqRel head CAS of other consumers (a position they claimed
+        // is behind the value read).
+        Some(ring.head().load(Ordering::Acquire))
     }
 }

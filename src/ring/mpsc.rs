@@ -6,13 +6,15 @@
 //! but did not free is read again (redelivery); a slot it freed without storing `head` is
 //! recognised by its sequence (`p + cap`, or `p + cap + 1` once reused) and skipped.
 
-use super::Ring;
+use super::{RecvSide, Ring};
 use crate::error::{Error, Result};
-use crate::loom::Ordering;
+use crate::loom::{AtomicU64, Ordering};
 
 /// The single consumer's process-local state.
 #[derive(Debug)]
-pub(crate) struct Rx {
+pub struct Rx {
+    /// The next position to read; the shared `head` equals it after each free (or lags by one
+    /// if we die between the free and the store, which a replacement recognises by `seq`).
     head: u64,
 }
 
@@ -73,5 +75,23 @@ impl Rx {
         ring.seq(ring.index(pos))
             .store(pos.wrapping_add(ring.cap), Ordering::Release);
         self.store_head(ring, pos.wrapping_add(1));
+    }
+}
+
+impl RecvSide for Rx {
+    const ADOPTS: bool = false;
+    fn attach(ring: &Ring) -> Result<Rx> {
+        Rx::attach(ring)
+    }
+    #[inline]
+    fn claim(&mut self, ring: &Ring, _intent: &AtomicU64) -> Result<Option<u64>> {
+        self.peek(ring)
+    }
+    #[inline]
+    fn release(&mut self, ring: &Ring, pos: u64, _intent: &AtomicU64) {
+        Rx::release(self, ring, pos)
+    }
+    fn blocked_head(&self, _ring: &Ring) -> Option<u64> {
+        Some(self.head)
     }
 }

@@ -8,13 +8,13 @@
 //! consumer that dies mid-read has not advanced `head`, so the next consumer reads the same
 //! message again. No repair is needed.
 
-use super::{Ring, checked_pending};
+use super::{RecvSide, Ring, SendSide, checked_pending};
 use crate::error::{Error, Result};
-use crate::loom::Ordering;
+use crate::loom::{AtomicU64, Ordering};
 
 /// The producer's process-local state.
 #[derive(Debug)]
-pub(crate) struct Tx {
+pub struct Tx {
     /// Next position to write. Invariant: `cached_head <= tail <= cached_head + cap`.
     tail: u64,
     /// Last `head` seen.
@@ -90,7 +90,7 @@ impl Tx {
 
 /// The consumer's process-local state.
 #[derive(Debug)]
-pub(crate) struct Rx {
+pub struct Rx {
     /// Next position to read. Invariant: `head <= cached_tail <= head + cap`.
     head: u64,
     /// Last `tail` seen.
@@ -150,5 +150,45 @@ impl Rx {
         // Release: pairs with the producer's Acquire load of `head` in `Tx::reload_head`; our
         // copies out of the slots happen before the producer overwrites them.
         ring.head().store(self.head, Ordering::Release);
+    }
+}
+
+impl SendSide for Tx {
+    fn attach(ring: &Ring) -> Result<Tx> {
+        Tx::attach(ring)
+    }
+    #[inline]
+    fn claim(&mut self, ring: &Ring, _intent: &AtomicU64) -> Result<Option<u64>> {
+        let (pos, n) = Tx::claim(self, ring, 1)?;
+        Ok((n == 1).then_some(pos))
+    }
+    #[inline]
+    fn publish(&mut self, ring: &Ring, pos: u64, _intent: &AtomicU64) {
+        debug_assert_eq!(pos, self.tail);
+        Tx::publish(self, ring, 1)
+    }
+    fn discard(&mut self, _ring: &Ring, _pos: u64, _intent: &AtomicU64) {
+        // Nothing was published: the claim is simply forgotten (the next claim returns the
+        // same position).
+    }
+}
+
+impl RecvSide for Rx {
+    const ADOPTS: bool = false;
+    fn attach(ring: &Ring) -> Result<Rx> {
+        Rx::attach(ring)
+    }
+    #[inline]
+    fn claim(&mut self, ring: &Ring, _intent: &AtomicU64) -> Result<Option<u64>> {
+        let (pos, n) = self.peek(ring, 1)?;
+        Ok((n == 1).then_some(pos))
+    }
+    #[inline]
+    fn release(&mut self, ring: &Ring, pos: u64, _intent: &AtomicU64) {
+        debug_assert_eq!(pos, self.head);
+        Rx::release(self, ring, 1)
+    }
+    fn blocked_head(&self, _ring: &Ring) -> Option<u64> {
+        None
     }
 }

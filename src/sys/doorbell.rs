@@ -62,7 +62,7 @@ use rustix::net::{
 /// The abstract socket name of a token.
 ///
 /// Formatted on the stack: ringing allocates nothing.
-fn address(token: u64) -> Result<SocketAddrUnix, Errno> {
+pub(crate) fn address(token: u64) -> Result<SocketAddrUnix, Errno> {
     use std::io::Write;
     // "shmchan/" + two u32 in decimal (at most 10 digits each) + "-": 29 bytes.
     let mut buf = [0u8; 32];
@@ -72,7 +72,7 @@ fn address(token: u64) -> Result<SocketAddrUnix, Errno> {
     SocketAddrUnix::new_abstract_name(&buf[..len])
 }
 
-fn dgram_socket() -> Result<OwnedFd, Errno> {
+pub(crate) fn dgram_socket() -> Result<OwnedFd, Errno> {
     net::socket_with(
         AddressFamily::UNIX,
         SocketType::DGRAM,
@@ -159,10 +159,6 @@ impl Ringer {
         }
     }
 }
-
-#[cfg(all(test, not(loom)))]
-#[path = "doorbell_tests.rs"]
-mod cross_process_tests;
 
 #[cfg(test)]
 mod tests {

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use super::{Doorbell, Ringer};
+use super::protocol::{PARK_DOORBELL, Sleepers};
 #[cfg(any(feature = "tokio", feature = "async-io"))]
 use crate::runtime::Registered;
 use crate::segment::{Mode, Segment};
+use crate::sys::doorbell::{Doorbell, Ringer};
 use crate::sys::process::ProcessId;
-use crate::wait::{PARK_DOORBELL, Sleepers};
 
 const ROLE: &str = "SHMCHAN_DOORBELL_ROLE";
 /// Failure detector only: a wake that takes this long is a lost wake-up.
@@ -74,7 +74,7 @@ impl Kid {
     fn spawn(role: &str, seg: &str) -> Kid {
         let child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "sys::doorbell::cross_process_tests::child_entry",
+                "wait::doorbell_tests::child_entry",
                 "--exact",
                 "--nocapture",
                 "--test-threads",
@@ -442,8 +442,8 @@ fn ringing_a_killed_waiters_doorbell_is_harmless_and_leaves_nothing() {
         ringer.ring(token); // ECONNREFUSED, ignored
     }
     // The name is free again: nothing was left behind.
-    let probe = super::dgram_socket().unwrap();
-    rustix::net::bind(&probe, &super::address(token).unwrap()).unwrap();
+    let probe = crate::sys::doorbell::dgram_socket().unwrap();
+    rustix::net::bind(&probe, &crate::sys::doorbell::address(token).unwrap()).unwrap();
 }
 
 #[test]

@@ -1,0 +1,319 @@
+//! [`Consumer`]: the receiving side of a channel, in try, blocking and timed forms (async
+//! ones are in `asynch.rs`, zero-copy guards in `zero_copy.rs`).
+//!
+//! May call `core`/`peers` (attach, liveness, repair, close), `wait::blocking`, and the
+//! flavour's [`RecvSide`](crate::ring::RecvSide) in `ring`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use zerocopy::FromBytes;
+
+use super::core::{self, Core, Side};
+use super::message::{INLINE_MESSAGE, Message};
+use super::options::Options;
+use super::zero_copy::{ReadChunk, ReadSlot};
+use super::{Flavour, RxOf, Spsc};
+use crate::error::{Error, Result, TryRecvError};
+use crate::layout::{Kind, Role};
+use crate::loom::Ordering;
+use crate::ring::{self, Content, RecvSide, repair};
+use crate::segment::Segment;
+use crate::wait::blocking;
+
+/// The receiving side of a channel.
+pub struct Consumer<F: Flavour> {
+    pub(super) core: Core,
+    /// The flavour's consumer algorithm state.
+    pub(super) rx: RxOf<F>,
+    pub(super) stream_started: Option<Instant>,
+    pub(super) terminated: bool,
+}
+
+impl<F: Flavour> fmt::Debug for Consumer<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Consumer").field(&self.core).finish()
+    }
+}
+
+impl<F: Flavour> Consumer<F> {
+    /// Creates the channel `name` and attaches as a consumer.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::create`].
+    pub fn create(name: &str, opts: Options) -> Result<Self> {
+        Self::from_core(Core::create(name, F::KIND, &opts, Side::Consumer)?)
+    }
+
+    /// Attaches as a consumer to the existing channel `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::open`]; [`Error::InUse`] if the channel is SPSC or MPSC and a live
+    /// consumer is attached.
+    pub fn open(name: &str, opts: Options) -> Result<Self> {
+        Self::from_core(Core::open(name, F::KIND, &opts, Side::Consumer)?)
+    }
+
+    /// Opens `name`, or creates it with `opts`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::open_or_create`].
+    pub fn open_or_create(name: &str, opts: Options) -> Result<Self> {
+        Self::from_core(core::open_or_create(name, F::KIND, &opts, Side::Consumer)?)
+    }
+
+    /// Whether a producer is attached now (a snapshot).
+    pub(crate) fn has_producer(&self) -> bool {
+        !self.core.peers_closed()
+            && !self
+                .core
+                .layout
+                .live_participants(Some(Role::PRODUCER))
+                .is_empty()
+    }
+
+    fn from_core(core: Core) -> Result<Self> {
+        Ok(Consumer {
+            rx: RxOf::<F>::attach(&core.ring)?,
+            core,
+            stream_started: None,
+            terminated: false,
+        })
+    }
+
+    common_methods!(Side::Consumer);
+
+    /// Messages skipped because their producer died after claiming a slot and before
+    /// committing it (MPSC and MPMC only).
+    pub fn abandoned(&self) -> u64 {
+        self.core.abandoned
+    }
+
+    /// Tries to take one message: `Ok(Some((pos, len)))` for a readable slot held by us (to be
+    /// released after reading), `Ok(None)` when nothing is ready, errors for closed / gone.
+    #[inline]
+    pub(super) fn take(core: &mut Core, rx: &mut RxOf<F>) -> Result<Option<(u64, usize)>> {
+        loop {
+            let Some(pos) = rx.claim(&core.ring, core.intent())? else {
+                return Self::nothing_ready(core, rx);
+            };
+            match ring::content(&core.ring, pos) {
+                Ok(Content::Message(len)) => return Ok(Some((pos, len))),
+                Ok(Content::Abandoned) => {
+                    core.abandoned += 1;
+                    Self::release_pos(core, rx, pos);
+                }
+                Ok(Content::Discarded) => Self::release_pos(core, rx, pos),
+                Err(e) => {
+                    // Do not leave a claimed MPMC slot pinned by a live record forever.
+                    Self::release_pos(core, rx, pos);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Nothing readable at the head: decide between empty, closed, gone, or repairable.
+    fn nothing_ready(core: &mut Core, rx: &mut RxOf<F>) -> Result<Option<(u64, usize)>> {
+        if let Some(head) = rx.blocked_head(&core.ring) {
+            if let repair::Blocked::Unpublished(pos) = repair::blocked_at(&core.ring, head) {
+                // A producer claimed `pos` and has not published: fine while it lives. Check
+                // at the liveness interval whether the claimer died.
+                if core.clock_due() && core.last_repair.elapsed() >= core.liveness_interval {
+                    core.last_repair = Instant::now();
+                    core.repair_stuck(pos)?;
+                }
+                return Ok(None);
+            }
+        }
+        let due = core.clock_due();
+        if due && RxOf::<F>::ADOPTS && core.last_repair.elapsed() >= core.liveness_interval {
+            core.last_repair = Instant::now();
+            // Adopt messages of dead consumers before concluding anything.
+            if let Some(found) = core.adopt_dead_consumer()? {
+                return Ok(Some(found));
+            }
+        }
+        if due {
+            core.check_peers(false)?;
+        }
+        if core.pending() != 0 {
+            return Ok(None); // drain first (a concurrent consumer may hold the rest)
+        }
+        match core.closed_error() {
+            Some(e) => {
+                // Report a death once; the stream then ends like a clean close.
+                core.peer_died = false;
+                Err(e)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Frees the slot of `pos` after reading, and wakes producers waiting for space.
+    #[inline]
+    pub(super) fn release_pos(core: &mut Core, rx: &mut RxOf<F>, pos: u64) {
+        rx.release(&core.ring, pos, core.intent());
+        core.wake_peers();
+    }
+
+    pub(super) fn read_message(&mut self, pos: u64, len: usize) -> Message {
+        // `len <= slot_size` (checked_len in `take`); the slot is ours until release_pos.
+        let idx = self.core.ring.index(pos);
+        let msg = if len <= INLINE_MESSAGE {
+            let mut msg = Message::with_len(len);
+            self.core.ring.read_payload(idx, 0, msg.bytes_mut());
+            msg
+        } else {
+            let mut bytes = Vec::with_capacity(len);
+            let src = self.core.ring.payload(idx);
+            // SAFETY: the slot holds at least `len <= slot_size` bytes; the vector has
+            // capacity `len`, and its first `len` bytes are initialised by the copy before
+            // `set_len` (no zeroing first: large messages would pay for it twice).
+            unsafe {
+                std::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
+                bytes.set_len(len);
+            }
+            Message::from_vec(bytes)
+        };
+        Self::release_pos(&mut self.core, &mut self.rx, pos);
+        msg
+    }
+
+    /// Takes a message if one is queued now.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] when nothing is queued, [`TryRecvError::Closed`] when the
+    /// producers left and everything was received, [`TryRecvError::Other`] with
+    /// [`Error::PeerGone`] or [`Error::Corrupt`].
+    pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
+        match Self::take(&mut self.core, &mut self.rx)? {
+            Some((pos, len)) => Ok(self.read_message(pos, len)),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Takes a message, waiting (spin, yield, park) while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the producers left and everything was received,
+    /// [`Error::PeerGone`], [`Error::Corrupt`].
+    pub fn recv_blocking(&mut self) -> Result<Message> {
+        let (pos, len) = self.take_until(None)?.expect("no deadline");
+        Ok(self.read_message(pos, len))
+    }
+
+    /// Takes a message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] if nothing came, else as [`recv_blocking`](Self::recv_blocking).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
+        match self.take_until(Some(Instant::now() + timeout))? {
+            Some((pos, len)) => Ok(self.read_message(pos, len)),
+            None => Err(Error::TimedOut(format!(
+                "no message on '{}' within {timeout:?}",
+                self.core.name
+            ))),
+        }
+    }
+
+    fn take_until(&mut self, deadline: Option<Instant>) -> Result<Option<(u64, usize)>> {
+        if let Some(found) = Self::take(&mut self.core, &mut self.rx)? {
+            return Ok(Some(found));
+        }
+        let rx = &mut self.rx;
+        blocking::block(&mut self.core, deadline, |core| Self::take(core, rx))
+    }
+
+    /// Takes a plain-old-data value sent with [`Producer::try_send_value`].
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv); a message of another size than `T` is
+    /// [`Error::Mismatch`] (the message is consumed).
+    pub fn try_recv_value<T: FromBytes>(&mut self) -> Result<T, TryRecvError> {
+        let msg = self.try_recv()?;
+        value_from(&msg, &self.core.name).map_err(TryRecvError::Other)
+    }
+
+    /// Takes a plain-old-data value, waiting while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_blocking`](Self::recv_blocking) and [`try_recv_value`](Self::try_recv_value).
+    pub fn recv_value_blocking<T: FromBytes>(&mut self) -> Result<T> {
+        let msg = self.recv_blocking()?;
+        value_from(&msg, &self.core.name)
+    }
+
+    /// Borrows the next message in place (zero-copy) if one is queued; the slot is freed when
+    /// the guard is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::PeerGone`], [`Error::Corrupt`].
+    pub fn try_recv_ref(&mut self) -> Result<Option<ReadSlot<'_, F>>> {
+        Ok(Self::take(&mut self.core, &mut self.rx)?
+            .map(|(pos, len)| ReadSlot::new(self, pos, len)))
+    }
+
+    /// Borrows the next message in place, waiting while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_blocking`](Self::recv_blocking).
+    pub fn recv_ref_blocking(&mut self) -> Result<ReadSlot<'_, F>> {
+        let (pos, len) = self.take_until(None)?.expect("no deadline");
+        Ok(ReadSlot::new(self, pos, len))
+    }
+}
+
+impl Consumer<Spsc> {
+    /// Reads up to `max` queued messages at once (rtrb's read chunk); they are freed together
+    /// when the chunk is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a length in the chunk is out of range.
+    pub fn try_recv_many(&mut self, max: usize) -> Result<ReadChunk<'_>> {
+        let (pos, n) = self.rx.peek(&self.core.ring, max as u64)?;
+        let mut lens = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let p = pos.wrapping_add(i);
+            let raw = self
+                .core
+                .ring
+                .len(self.core.ring.index(p))
+                .load(Ordering::Relaxed);
+            lens.push(ring::checked_len(raw, self.core.ring.slot_size, p)?);
+        }
+        Ok(ReadChunk::new(self, pos, lens))
+    }
+}
+
+pub(super) fn value_from<T: FromBytes>(msg: &[u8], name: &str) -> Result<T> {
+    T::read_from_bytes(msg).map_err(|_| Error::Mismatch {
+        segment: format!("channel '{name}'"),
+        what: "message size",
+        expected: std::mem::size_of::<T>() as u64,
+        found: msg.len() as u64,
+    })
+}
+
+impl<F: Flavour> Drop for Consumer<F> {
+    fn drop(&mut self) {
+        self.core.leave();
+    }
+}
+
+/// Bytes a segment needs for an SPSC channel with `opts` (for memfd channels).
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn spsc_segment_len(opts: &Options) -> Result<usize> {
+    Core::segment_len(Kind::SPSC, opts)
+}

@@ -1,0 +1,506 @@
+//! What every handle holds besides its algorithm state ([`Core`]): attaching to a channel
+//! (create, open, memfd), the participant record, the wait sets its wake-ups go through, and
+//! the clean leave. Liveness, close detection and crash repair are in `peers.rs`.
+//!
+//! May call `wait`, `ring`, `layout`, `segment` and `sys`.
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use super::options::{Options, Unlink};
+use crate::error::{Error, Result};
+use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role};
+use crate::loom::Ordering;
+use crate::ring::{self, Geometry, Ring};
+use crate::segment::{Mode, Segment, SegmentOptions};
+use crate::sys::process::ProcessId;
+use crate::wait::WaitStrategy;
+use crate::wait::blocking::Park;
+use crate::wait::protocol::{AUX_PARKED, AUX_TOKEN, Bells, Sleepers, WaitSet};
+use crate::wait::reactor::{AsyncPark, AsyncState};
+
+/// Which side a handle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Producer,
+    Consumer,
+}
+
+impl Side {
+    /// The other side.
+    pub(super) fn other(self) -> Side {
+        match self {
+            Side::Producer => Side::Consumer,
+            Side::Consumer => Side::Producer,
+        }
+    }
+
+    /// `"producer"` or `"consumer"`.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Side::Producer => "producer",
+            Side::Consumer => "consumer",
+        }
+    }
+
+    /// The role recorded in the participant table.
+    pub(super) fn role(self) -> Role {
+        match self {
+            Side::Producer => Role::PRODUCER,
+            Side::Consumer => Role::CONSUMER,
+        }
+    }
+
+    /// The side's clean-close counter and its "attached once" flag in the ring's control block.
+    pub(super) fn counter_and_flag(self) -> (usize, u32) {
+        match self {
+            Side::Producer => (ring::OFF_PRODUCERS, ring::FLAG_PRODUCER_SEEN),
+            Side::Consumer => (ring::OFF_CONSUMERS, ring::FLAG_CONSUMER_SEEN),
+        }
+    }
+}
+
+/// Everything a handle holds besides its algorithm state.
+pub(super) struct Core {
+    /// Must outlive `ring` (which points into it): declared after it, dropped after it.
+    pub(super) ring: Ring,
+    pub(super) layout: Layout,
+    /// Our participant record; `None` only after `leave`.
+    pub(super) reg: Option<Registration>,
+    pub(super) side: Side,
+    pub(super) kind: Kind,
+    pub(super) created: bool,
+    pub(super) name: String,
+    pub(super) wait: WaitStrategy,
+    pub(super) liveness_interval: Duration,
+    pub(super) unlink: Unlink,
+    /// Last liveness check (`peers.rs`); every park refreshes it.
+    pub(super) last_check: Instant,
+    /// Last look for slots pinned by dead parties (repair, adoption); separate from
+    /// `last_check`, which every park refreshes.
+    pub(super) last_repair: Instant,
+    /// Empty / full attempts since the clock was last read for the checks above: the hot
+    /// paths read it once every `CHECK_EVERY` attempts, not on every spin.
+    pub(super) idle_polls: u32,
+    /// Peers seen dead and reclaimed while no live peer remained: report PeerGone once drained.
+    pub(super) peer_died: bool,
+    /// Abandoned slots skipped (consumers).
+    pub(super) abandoned: u64,
+    /// Socket to ring peers' doorbells, made on first use.
+    pub(super) bells: Bells,
+    /// Doorbell, pid watches and announcement state of a handle used from async code.
+    pub(super) async_state: AsyncState,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("side", &self.side)
+            .field("slot_size", &self.ring.slot_size)
+            .field("capacity", &self.ring.cap)
+            .finish()
+    }
+}
+
+/// Records a flavour reserves for each side.
+pub(super) fn records(kind: Kind, max: u32, side: Side) -> std::ops::Range<u32> {
+    match (kind, side) {
+        (Kind::SPSC, Side::Producer) => 0..1,
+        (Kind::SPSC, Side::Consumer) => 1..2,
+        (Kind::MPSC, Side::Consumer) => 0..1,
+        (Kind::MPSC, Side::Producer) => 1..max,
+        _ => 0..max,
+    }
+}
+
+impl Core {
+    /// Bytes a segment needs for a channel of `kind` with `opts`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(super) fn segment_len(kind: Kind, opts: &Options) -> Result<usize> {
+        Core::spec(kind, opts)?.1.total_len()
+    }
+
+    /// The geometry and layout spec `opts` asks for.
+    pub(super) fn spec(kind: Kind, opts: &Options) -> Result<(Geometry, LayoutSpec)> {
+        let g = Geometry {
+            slot_size: opts.slot_size,
+            capacity: opts.capacity,
+        };
+        g.check()?;
+        if kind != Kind::SPSC && g.capacity < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "capacity {} for an {} channel: Vyukov's ring needs at least 2 slots (a slot's \
+                 'holds message p' and 'free for p + capacity' states coincide with 1)",
+                g.capacity,
+                kind_name(kind)
+            )));
+        }
+        let participants = if kind == Kind::SPSC {
+            2
+        } else {
+            opts.max_participants
+        };
+        let spec = LayoutSpec {
+            kind,
+            geometry: g.to_words(),
+            participants,
+            data_len: g.region_len(),
+        };
+        Ok((g, spec))
+    }
+
+    pub(super) fn create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
+        let (_, spec) = Core::spec(kind, opts)?;
+        let seg = SegmentOptions::new()
+            .permissions(opts.permissions)
+            .create(name, spec.total_len()?)?;
+        Core::create_in(seg, name, kind, opts, side).inspect_err(|_| {
+            let _ = Segment::unlink(name);
+        })
+    }
+
+    /// Lays out a channel in a segment this process just created (named or memfd) and
+    /// attaches to it.
+    pub(super) fn create_in(
+        seg: Segment,
+        name: &str,
+        kind: Kind,
+        opts: &Options,
+        side: Side,
+    ) -> Result<Core> {
+        let (g, spec) = Core::spec(kind, opts)?;
+        if seg.len() < spec.total_len()? {
+            return Err(Error::InvalidArgument(format!(
+                "{} is {} bytes, the channel needs {}",
+                seg.describe(),
+                seg.len(),
+                spec.total_len()?
+            )));
+        }
+        let data_off = layout::HEADER_LEN + spec.participants as usize * layout::RECORD_LEN;
+        let base = seg.as_mut_ptr()?;
+        // SAFETY: the segment is ours alone (just created, header not ready), read-write, and
+        // `data_off + region_len == total <= len` (checked above); data_off is a multiple of
+        // 128 and the mapping page-aligned.
+        let ring = unsafe { Ring::new(base.add(data_off), g) };
+        // The header is published (READY) by Layout::init only after the ring is laid out.
+        ring::init_sequences(&ring);
+        let layout = Layout::init(seg, &spec)?;
+        debug_assert_eq!(layout.data_offset(), data_off);
+        Core::finish(layout, ring, name, kind, opts, side, true)
+    }
+
+    pub(super) fn open(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
+        let layout = Layout::open(name, kind, Mode::ReadWrite, opts.init_timeout)?;
+        Core::attach(layout, name, kind, opts, side)
+    }
+
+    /// Attaches to a channel in a segment received from a peer (a memfd).
+    pub(super) fn open_in(
+        seg: Segment,
+        name: &str,
+        kind: Kind,
+        opts: &Options,
+        side: Side,
+    ) -> Result<Core> {
+        let layout = Layout::attach(seg, kind, opts.init_timeout)?;
+        Core::attach(layout, name, kind, opts, side)
+    }
+
+    pub(super) fn attach(
+        layout: Layout,
+        name: &str,
+        kind: Kind,
+        opts: &Options,
+        side: Side,
+    ) -> Result<Core> {
+        let what = format!("{} channel '{name}'", kind_name(kind));
+        let g = Geometry::from_words(layout.geometry(), layout.data_len(), &what)?;
+        if kind != Kind::SPSC && g.capacity < 2 {
+            return Err(Error::Corrupt(format!(
+                "{what}: capacity {} below 2",
+                g.capacity
+            )));
+        }
+        let base = layout.segment().as_mut_ptr()?;
+        // SAFETY: Layout validated data_offset + data_len <= mapped length and from_words that
+        // region_len <= data_len; data_offset is 128-aligned by construction (validated:
+        // HEADER_LEN + cap * RECORD_LEN); the mapping is read-write and lives in `layout`.
+        let ring = unsafe { Ring::new(base.add(layout.data_offset()), g) };
+        Core::finish(layout, ring, name, kind, opts, side, false)
+    }
+
+    pub(super) fn finish(
+        layout: Layout,
+        ring: Ring,
+        name: &str,
+        kind: Kind,
+        opts: &Options,
+        side: Side,
+        created: bool,
+    ) -> Result<Core> {
+        let mut core = Core {
+            ring,
+            layout,
+            reg: None,
+            side,
+            kind,
+            created,
+            name: name.to_owned(),
+            wait: opts.wait,
+            liveness_interval: opts.liveness_interval,
+            unlink: opts.unlink,
+            last_check: Instant::now(),
+            last_repair: Instant::now(),
+            idle_polls: 0,
+            peer_died: false,
+            abandoned: 0,
+            bells: Bells::default(),
+            async_state: AsyncState::default(),
+        };
+        let range = records(kind, core.layout.participant_capacity(), side);
+        let claimed = match core.layout.claim_any(range.clone(), side.role()) {
+            Ok(r) => Ok(r),
+            Err(Error::InUse(_)) => {
+                // Dead holders may await repair: repair what we can, then try once more.
+                core.reclaim_dead(side)?;
+                core.layout.claim_any(range, side.role())
+            }
+            Err(e) => Err(e),
+        };
+        let reg = match claimed {
+            Ok(r) => r,
+            Err(Error::InUse(m)) => {
+                let single = kind == Kind::SPSC || (kind == Kind::MPSC && side == Side::Consumer);
+                return Err(Error::InUse(if single {
+                    format!(
+                        "{} channel '{name}' already has a live {}: {m}",
+                        kind_name(kind),
+                        side.name()
+                    )
+                } else {
+                    m
+                }));
+            }
+            Err(e) => return Err(e),
+        };
+        core.reg = Some(reg);
+        let (counter, flag) = side.counter_and_flag();
+        // AcqRel (both): pairs with the Acquire loads of the counter and flags in
+        // `peers_closed`; a peer that sees the flag set also sees the count that came first.
+        core.ring.word32(counter).fetch_add(1, Ordering::AcqRel);
+        core.ring
+            .word32(ring::OFF_FLAGS)
+            .fetch_or(flag, Ordering::AcqRel);
+        Ok(core)
+    }
+
+    pub(super) fn reg(&self) -> Registration {
+        self.reg.expect("registered while the handle lives")
+    }
+
+    pub(super) fn intent(&self) -> &AtomicU64 {
+        self.layout
+            .intent_word(self.reg().index())
+            .expect("channels map read-write")
+    }
+
+    /// The records of `side`.
+    pub(super) fn records(&self, side: Side) -> std::ops::Range<u32> {
+        records(self.kind, self.layout.participant_capacity(), side)
+    }
+
+    /// The futex word and parked count of `side`.
+    #[inline]
+    pub(super) fn sleepers(&self, side: Side) -> Sleepers<'_> {
+        let (f, c) = match side {
+            Side::Consumer => (ring::OFF_CONS_FUTEX, ring::OFF_CONS_SLEEPERS),
+            Side::Producer => (ring::OFF_PROD_FUTEX, ring::OFF_PROD_SLEEPERS),
+        };
+        Sleepers {
+            futex: self.ring.word32(f),
+            count: self.ring.word32(c),
+        }
+    }
+
+    /// The waiting side `side` as a waker sees it.
+    #[inline]
+    pub(super) fn wait_set(&self, side: Side) -> WaitSet<'_> {
+        WaitSet {
+            sleepers: self.sleepers(side),
+            layout: &self.layout,
+            records: self.records(side),
+            only_role: (self.kind == Kind::MPMC).then(|| side.role()),
+        }
+    }
+
+    /// Our record's parked word.
+    pub(super) fn parked_word(&self) -> &AtomicU64 {
+        self.layout
+            .aux_word(self.reg().index(), AUX_PARKED)
+            .expect("channels map read-write")
+    }
+
+    /// Wakes parked peers after publishing (producer) or freeing (consumer): a fence and one
+    /// load unless somebody is parked.
+    #[inline]
+    pub(super) fn wake_peers(&self) {
+        self.wait_set(self.side.other()).wake(&self.bells);
+    }
+
+    /// Wakes everybody parked on either side (close, repair).
+    pub(super) fn wake_everyone(&self) {
+        for side in [Side::Consumer, Side::Producer] {
+            self.wait_set(side).wake_everyone(&self.bells);
+        }
+    }
+
+    /// Takes one participant of `side` off its clean-close counter (a clean leave, or a dead
+    /// participant's record released), never below zero (a hostile peer may have zeroed it).
+    pub(super) fn uncount(&self, side: Side) {
+        let (counter, _) = side.counter_and_flag();
+        // AcqRel: the leaver's publishes happen before a peer's Acquire read of the counter
+        // in `peers_closed`.
+        let _ = self
+            .ring
+            .word32(counter)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Leaves the channel cleanly: counters, record, wake the other side, unlink per policy.
+    pub(super) fn leave(&mut self) {
+        if self.reg.is_none() {
+            return;
+        }
+        self.sleepers(self.side).retract(self.parked_word());
+        let reg = self.reg.take().expect("checked above");
+        self.uncount(self.side);
+        self.layout.release(reg);
+        self.wake_everyone();
+        let unlink = match self.unlink {
+            Unlink::Never => false,
+            Unlink::Creator => self.created,
+            Unlink::LastOut => {
+                // Acquire (both): pair with the Release stores of tail (publish) and head
+                // (free), so that "nothing queued" reflects every message published before.
+                let tail = self.ring.tail().load(Ordering::Acquire);
+                let head = self.ring.head().load(Ordering::Acquire);
+                tail == head && self.layout.live_participants(None).is_empty()
+            }
+        };
+        if unlink {
+            self.unlink_if_ours();
+        }
+    }
+
+    pub(super) fn unlink_if_ours(&self) {
+        // Only while the name still refers to our segment (another may have replaced it);
+        // nothing for a memfd.
+        self.layout.segment().unlink_if_ours();
+    }
+
+    /// Messages queued now (a snapshot, clamped to the capacity: a hostile peer's positions
+    /// cannot make it larger).
+    pub(super) fn pending(&self) -> u64 {
+        // Acquire (both): pair with the Release stores of tail (publish) and head (free).
+        let tail = self.ring.tail().load(Ordering::Acquire);
+        let head = self.ring.head().load(Ordering::Acquire);
+        tail.saturating_sub(head).min(self.ring.cap)
+    }
+}
+
+/// `"spsc"`, `"mpsc"`, `"mpmc"`.
+pub(super) fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::SPSC => "spsc",
+        Kind::MPSC => "mpsc",
+        Kind::MPMC => "mpmc",
+        _ => "unknown",
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Park for Core {
+    fn strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+    fn liveness_interval(&self) -> Duration {
+        self.liveness_interval
+    }
+    fn parking(&self) -> (Sleepers<'_>, &AtomicU64) {
+        (self.sleepers(self.side), self.parked_word())
+    }
+    fn after_park(&mut self) -> Result<()> {
+        // Parking is where dead peers are looked for; the attempt after a park also runs the
+        // clock-gated checks (repair, adoption) at once.
+        self.check_peers(false)?;
+        self.idle_polls = u32::MAX;
+        Ok(())
+    }
+}
+
+impl AsyncPark for Core {
+    fn async_state(&mut self) -> &mut AsyncState {
+        &mut self.async_state
+    }
+    fn token_word(&self) -> Result<&AtomicU64> {
+        self.layout.aux_word(self.reg().index(), AUX_TOKEN)
+    }
+    fn for_each_watched(&self, f: &mut dyn FnMut(ProcessId)) {
+        let me = self.reg().index();
+        for &side in self.watched_sides() {
+            for i in self.records(side) {
+                if i == me {
+                    continue;
+                }
+                if let Some(p) = self.layout.participant(i) {
+                    f(p.process_id());
+                }
+            }
+        }
+    }
+    fn force_checks(&mut self) {
+        Core::force_checks(self)
+    }
+}
+
+pub(super) fn open_or_create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
+    for _ in 0..16 {
+        match Core::create(name, kind, opts, side) {
+            Err(Error::AlreadyExists(_)) => {}
+            other => return other,
+        }
+        match Core::open(name, kind, opts, side) {
+            Ok(core) => {
+                let (s, c) = (core.ring.slot_size, core.ring.cap as usize);
+                for (what, expected, found) in [
+                    ("slot size", opts.slot_size, s),
+                    ("capacity", opts.capacity, c),
+                ] {
+                    if expected != found {
+                        return Err(Error::Mismatch {
+                            segment: format!("{} channel '{name}'", kind_name(kind)),
+                            what,
+                            expected: expected as u64,
+                            found: found as u64,
+                        });
+                    }
+                }
+                return Ok(core);
+            }
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::TimedOut(format!(
+        "'{name}' kept appearing and disappearing while opening or creating it"
+    )))
+}

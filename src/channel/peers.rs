@@ -1,0 +1,246 @@
+//! Peers: liveness checks, close detection, and crash repair.
+//!
+//! - **Close**: [`Core::peers_closed`] reads the other side's clean-close counter (a hint) and
+//!   the participant table (the truth); [`Core::closed_error`] turns it into `Closed` or
+//!   `PeerGone`.
+//! - **Liveness**: [`Core::check_peers`] runs at most once per liveness interval (after every
+//!   park, and once every 64 idle attempts on hot paths), reclaims dead participants'
+//!   records, and notes deaths.
+//! - **Repair** (Vyukov rings): a dead producer's claimed, unpublished slot is released as
+//!   abandoned by the consumer that meets it ([`Core::repair_stuck`]); a dead MPMC consumer's
+//!   claimed message is adopted by a live consumer ([`Core::adopt_dead_consumer`]). The
+//!   shared-memory steps are in `ring/repair.rs`; this file decides when, from liveness.
+//!
+//! May call `wait`, `ring`, `layout` and `sys`.
+
+use std::time::{Duration, Instant};
+
+use super::core::{Core, Side};
+use crate::error::{Error, Result};
+use crate::layout::{Kind, Role};
+use crate::loom::Ordering;
+use crate::ring::{self, Content, repair};
+use crate::wait::protocol::AUX_PARKED;
+
+impl Core {
+    /// Cheap check on an empty (full) ring: are peers of the other side gone? Uses the
+    /// clean-close counter as a hint and the participant table as the truth; never reads
+    /// `/proc`.
+    pub(super) fn peers_closed(&self) -> bool {
+        let (counter, flag) = self.side.other().counter_and_flag();
+        // Acquire: pairs with the AcqRel updates in finish/drop; a peer's last publish happens
+        // before its counter decrement.
+        if self.ring.word32(ring::OFF_FLAGS).load(Ordering::Acquire) & flag == 0 {
+            return false;
+        }
+        if self.ring.word32(counter).load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let range = self.records(self.side.other());
+        let want = self.side.other().role();
+        !range
+            .into_iter()
+            .any(|i| self.layout.participant(i).is_some_and(|p| p.role == want))
+    }
+
+    /// Whether a hot path (an empty or full attempt) should look at the clock now: once every
+    /// `CHECK_EVERY` calls, so spinning on an empty ring does not read the clock each time.
+    /// The park path checks liveness after every park regardless.
+    #[inline]
+    pub(super) fn clock_due(&mut self) -> bool {
+        const CHECK_EVERY: u32 = 64;
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        self.idle_polls % CHECK_EVERY == 0
+    }
+
+    /// When every peer of the other side is gone: `PeerGone` if one died, else `Closed`.
+    pub(super) fn closed_error(&self) -> Option<Error> {
+        if !self.peers_closed() {
+            return None;
+        }
+        Some(if self.peer_died {
+            Error::PeerGone(format!(
+                "every {} of '{}' is gone and at least one died",
+                self.side.other().name(),
+                self.name
+            ))
+        } else {
+            Error::Closed
+        })
+    }
+
+    /// The liveness check, at most once per interval unless `force`: reclaims dead peers'
+    /// records (after repairing what they pinned) and notes whether any died. Returns whether
+    /// a dead peer was found.
+    pub(super) fn check_peers(&mut self, force: bool) -> Result<bool> {
+        if !force && self.last_check.elapsed() < self.liveness_interval {
+            return Ok(false);
+        }
+        self.last_check = Instant::now();
+        let peer = self.side.other();
+        let mut found = self.reclaim_dead(peer)?;
+        // In MPMC our own side's dead members pin slots too (consumers adopt their messages).
+        if self.kind == Kind::MPMC {
+            found |= self.reclaim_dead(self.side)? && self.side == Side::Producer;
+        }
+        if found {
+            self.peer_died = true;
+        }
+        Ok(found)
+    }
+
+    /// Reclaims the records of dead participants of `side`, repairing slots they pinned.
+    /// Returns whether any dead one was found.
+    pub(super) fn reclaim_dead(&mut self, side: Side) -> Result<bool> {
+        let range = self.records(side);
+        let want = side.role();
+        let mut found = false;
+        for i in range {
+            if Some(i) == self.reg.map(|r| r.index()) {
+                continue;
+            }
+            let Some(p) = self.layout.participant(i) else {
+                continue;
+            };
+            if p.role != want || p.is_alive() {
+                continue;
+            }
+            found = true;
+            let intent = self.layout.intent(i);
+            if intent != 0 && self.kind != Kind::SPSC {
+                let pinned = repair::intent_pins_slot(&self.ring, intent, side == Side::Producer);
+                if pinned {
+                    // A dead producer's claimed slot: handled by the consumer that meets it
+                    // (repair_stuck); a dead consumer's: adopted by a live MPMC consumer
+                    // (adopt). Leave the record until then.
+                    continue;
+                }
+                // Stale intent (the claim failed or was completed): clear it.
+                let _ = self.layout.intent_word(i)?.compare_exchange(
+                    intent,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+            self.release_dead_record(i, side)?;
+        }
+        Ok(found)
+    }
+
+    /// Frees a dead participant's record (its intent is clear), fixing the counters it held.
+    pub(super) fn release_dead_record(&self, index: u32, side: Side) -> Result<()> {
+        // Take a parked announcement the dead party left, so the count stays exact (the claim
+        // below zeroes the record's aux words).
+        self.sleepers(side)
+            .take(self.layout.aux_word(index, AUX_PARKED)?);
+        // Take the record over briefly through a claim (which checks death and clear intent
+        // again, race-free through the owner CAS), then release it.
+        let reg = match self.layout.claim(index, side.role()) {
+            Ok(r) => r,
+            Err(Error::InUse(_)) => return Ok(()), // someone else got there, or it is alive
+            Err(e) => return Err(e),
+        };
+        self.uncount(side);
+        self.layout.release(reg);
+        Ok(())
+    }
+
+    /// A consumer found the slot at `pos` claimed but unpublished. If no live producer holds
+    /// the position, release it as abandoned. Returns whether it is now readable.
+    pub(super) fn repair_stuck(&mut self, pos: u64) -> Result<bool> {
+        let range = self.records(Side::Producer);
+        let mut holders_alive = false;
+        for i in range {
+            if self.layout.intent(i) != pos.wrapping_add(1) {
+                continue;
+            }
+            if let Some(p) = self.layout.participant(i) {
+                if p.is_alive() {
+                    holders_alive = true;
+                }
+            }
+        }
+        if holders_alive {
+            return Ok(false);
+        }
+        // Acquire re-check of the whole condition: still stuck at pos?
+        if repair::blocked_at(&self.ring, pos) != repair::Blocked::Unpublished(pos) {
+            return Ok(true);
+        }
+        repair::repair_unpublished(&self.ring, pos);
+        self.peer_died = true;
+        self.wake_everyone();
+        Ok(true)
+    }
+
+    /// MPMC: takes over a message a dead consumer claimed and never freed: its position and
+    /// length, now held by us (read it, then release it), or `None`.
+    pub(super) fn adopt_dead_consumer(&mut self) -> Result<Option<(u64, usize)>> {
+        let me = self.reg().index();
+        for i in self.records(Side::Consumer) {
+            if i == me {
+                continue;
+            }
+            let intent = self.layout.intent(i);
+            if intent == 0 || !repair::intent_pins_slot(&self.ring, intent, false) {
+                continue;
+            }
+            let Some(p) = self.layout.participant(i) else {
+                continue;
+            };
+            if p.role != Role::CONSUMER || p.is_alive() {
+                continue;
+            }
+            // Our intent first (SeqCst, like a claim's), so that if we die now our record pins
+            // the slot in turn; then the CAS on the dead record's intent decides which of
+            // several adopters gets it (AcqRel: pairs with the dead consumer's intent store).
+            self.intent().store(intent, Ordering::SeqCst);
+            if self
+                .layout
+                .intent_word(i)?
+                .compare_exchange(intent, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                // Release: like the clear after a release_recv (ring/mpmc.rs), pairs with a
+                // repairer's Acquire read of our intent.
+                self.intent().store(0, Ordering::Release);
+                continue;
+            }
+            let pos = intent - 1;
+            match ring::content(&self.ring, pos) {
+                Ok(Content::Message(len)) => {
+                    self.peer_died = false;
+                    return Ok(Some((pos, len)));
+                }
+                Ok(Content::Abandoned | Content::Discarded) => {
+                    ring::mpmc::release_recv(&self.ring, pos, self.intent());
+                }
+                Err(e) => {
+                    ring::mpmc::release_recv(&self.ring, pos, self.intent());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The side(s) whose deaths a parked handle of ours must notice.
+    pub(super) fn watched_sides(&self) -> &'static [Side] {
+        match (self.kind == crate::layout::Kind::MPMC, self.side) {
+            (true, Side::Consumer) => &[Side::Producer, Side::Consumer],
+            (_, Side::Consumer) => &[Side::Producer],
+            (_, Side::Producer) => &[Side::Consumer],
+        }
+    }
+
+    /// Makes the next liveness check and repair look run at once.
+    pub(super) fn force_checks(&mut self) {
+        let past = Instant::now()
+            .checked_sub(self.liveness_interval + Duration::from_millis(1))
+            .unwrap_or_else(Instant::now);
+        self.last_check = past;
+        self.last_repair = past;
+        self.idle_polls = u32::MAX; // the next attempt reads the clock
+    }
+}

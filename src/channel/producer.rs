@@ -1,0 +1,337 @@
+//! [`Producer`]: the sending side of a channel, in try, blocking and timed forms (async ones
+//! are in `asynch.rs`, zero-copy guards in `zero_copy.rs`).
+//!
+//! May call `core`/`peers` (attach, liveness, close), `wait::blocking`, and the flavour's
+//! [`SendSide`](crate::ring::SendSide) in `ring`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use zerocopy::{Immutable, IntoBytes};
+
+use super::core::{self, Core, Side};
+use super::options::Options;
+use super::zero_copy::{WriteChunk, WriteSlot};
+use super::{Flavour, SendError, Spsc, TxOf};
+use crate::error::{Error, Result, SendTimeoutError, TrySendError};
+use crate::loom::Ordering;
+use crate::ring::SendSide;
+use crate::segment::Segment;
+use crate::wait::blocking;
+
+/// The sending side of a channel. See the [module docs](self) and the flavour facades
+/// ([`crate::spsc`], [`crate::mpsc`], [`crate::mpmc`]).
+pub struct Producer<F: Flavour> {
+    pub(super) core: Core,
+    /// The flavour's producer algorithm state.
+    pub(super) tx: TxOf<F>,
+    /// Slot reserved by `Sink::poll_ready`, filled by `start_send`.
+    pub(super) sink_reserved: Option<u64>,
+    pub(super) sink_started: Option<Instant>,
+}
+
+impl<F: Flavour> fmt::Debug for Producer<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Producer").field(&self.core).finish()
+    }
+}
+
+impl<F: Flavour> Producer<F> {
+    /// Creates the channel `name` and attaches as a producer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a bad name or geometry, [`Error::AlreadyExists`] if the
+    /// name is taken, [`Error::PermissionDenied`], [`Error::Io`].
+    pub fn create(name: &str, opts: Options) -> Result<Self> {
+        Self::from_core(Core::create(name, F::KIND, &opts, Side::Producer)?)
+    }
+
+    /// Attaches as a producer to the existing channel `name`; the geometry comes from its
+    /// header. `opts` supplies the waiting behaviour (its geometry is ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Mismatch`] if the segment is another flavour,
+    /// [`Error::Corrupt`], [`Error::TimedOut`] (creator still initialising),
+    /// [`Error::InUse`] if the channel is SPSC and a live producer is attached.
+    pub fn open(name: &str, opts: Options) -> Result<Self> {
+        Self::from_core(Core::open(name, F::KIND, &opts, Side::Producer)?)
+    }
+
+    /// Opens `name`, or creates it with `opts` if it does not exist. An existing channel must
+    /// have the slot size and capacity `opts` asks for.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open); [`Error::Mismatch`] for another
+    /// geometry.
+    pub fn open_or_create(name: &str, opts: Options) -> Result<Self> {
+        Self::from_core(core::open_or_create(name, F::KIND, &opts, Side::Producer)?)
+    }
+
+    fn from_core(core: Core) -> Result<Self> {
+        Ok(Producer {
+            tx: TxOf::<F>::attach(&core.ring)?,
+            core,
+            sink_reserved: None,
+            sink_started: None,
+        })
+    }
+
+    common_methods!(Side::Producer);
+
+    /// Claims one slot: its position, or `None` when full. Checks for closed consumers then.
+    #[inline]
+    fn claim(&mut self) -> Result<Option<u64>> {
+        claim_with(&mut self.core, &mut self.tx)
+    }
+
+    /// Makes the claimed position `pos` visible with length `len` (at most the slot size),
+    /// and wakes sleepers.
+    #[inline]
+    pub(super) fn commit(&mut self, pos: u64, len: u32) {
+        debug_assert!(len as usize <= self.core.ring.slot_size);
+        let ring = &self.core.ring;
+        // Relaxed: published by the Release store of the flavour's publish (tail or seq).
+        ring.len(ring.index(pos)).store(len, Ordering::Relaxed);
+        self.tx.publish(ring, pos, self.core.intent());
+        self.core.wake_peers();
+    }
+
+    /// Copies `bytes` (checked against the slot size by the caller) into the claimed `pos`
+    /// and commits it.
+    #[inline]
+    pub(super) fn write_commit(&mut self, pos: u64, bytes: &[u8]) {
+        let ring = &self.core.ring;
+        ring.write_payload(ring.index(pos), 0, bytes);
+        self.commit(pos, bytes.len() as u32);
+    }
+
+    /// Gives back the claimed position `pos` unused (a dropped reservation): forgotten
+    /// (SPSC) or published as discarded (Vyukov), and sleepers woken as for a commit.
+    pub(super) fn discard(&mut self, pos: u64) {
+        let ring = &self.core.ring;
+        self.tx.discard(ring, pos, self.core.intent());
+        self.core.wake_peers();
+    }
+
+    #[inline]
+    pub(super) fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.core.ring.slot_size {
+            return Err(Error::InvalidArgument(format!(
+                "message of {len} bytes is longer than the {} bytes of a slot of '{}'",
+                self.core.ring.slot_size, self.core.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<bool> {
+        self.check_len(bytes.len())?;
+        match self.claim()? {
+            None => Ok(false),
+            Some(pos) => {
+                self.write_commit(pos, bytes);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Sends `msg` if a slot is free now.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`TrySendError::Full`] when the ring is full,
+    /// [`TrySendError::Closed`] when the consumers left, and [`TrySendError::Other`] for a
+    /// message longer than a slot ([`Error::InvalidArgument`]), a dead consumer
+    /// ([`Error::PeerGone`]) or corrupt shared memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::{spsc, Options, TrySendError};
+    ///
+    /// # fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-try-send-{}", std::process::id());
+    /// let mut tx = spsc::Producer::create(&name, Options::new().capacity(1))?;
+    /// tx.try_send(b"one").unwrap();
+    /// match tx.try_send(b"two") {
+    ///     Err(TrySendError::Full(msg)) => assert_eq!(msg, b"two"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # drop(tx); shmchan::Segment::unlink(&name)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), TrySendError<M>> {
+        match self.try_send_bytes(msg.as_ref()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TrySendError::Full(msg)),
+            Err(Error::Closed) => Err(TrySendError::Closed(msg)),
+            Err(e) => Err(TrySendError::Other(msg, Box::new(e))),
+        }
+    }
+
+    /// Sends `msg`, waiting (spin, yield, then park) while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in a [`SendError`] with [`Error::Closed`],
+    /// [`Error::PeerGone`], [`Error::InvalidArgument`] or [`Error::Corrupt`].
+    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        match self.send_until(msg.as_ref(), None) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(SendError::new(msg, e)),
+        }
+    }
+
+    /// Sends `msg`, waiting at most `timeout` while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// The message comes back in [`SendTimeoutError::Timeout`] if the ring stayed full,
+    /// [`SendTimeoutError::Closed`], or [`SendTimeoutError::Other`].
+    pub fn send_timeout<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<M>> {
+        match self.send_until(msg.as_ref(), Some(Instant::now() + timeout)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SendTimeoutError::Timeout(msg)),
+            Err(Error::Closed) => Err(SendTimeoutError::Closed(msg)),
+            Err(e) => Err(SendTimeoutError::Other(msg, Box::new(e))),
+        }
+    }
+
+    fn send_until(&mut self, bytes: &[u8], deadline: Option<Instant>) -> Result<bool> {
+        self.check_len(bytes.len())?;
+        if self.try_send_bytes(bytes)? {
+            return Ok(true);
+        }
+        let tx = &mut self.tx;
+        let pos = blocking::block(&mut self.core, deadline, |core| claim_with(core, tx))?;
+        match pos {
+            None => Ok(false),
+            Some(pos) => {
+                self.write_commit(pos, bytes);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Sends a plain-old-data value as its bytes (`size_of::<T>()` must fit a slot).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send), with the value given back.
+    pub fn try_send_value<T: IntoBytes + Immutable>(
+        &mut self,
+        value: T,
+    ) -> Result<(), TrySendError<T>> {
+        match self.try_send_bytes(value.as_bytes()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TrySendError::Full(value)),
+            Err(Error::Closed) => Err(TrySendError::Closed(value)),
+            Err(e) => Err(TrySendError::Other(value, Box::new(e))),
+        }
+    }
+
+    /// Sends a plain-old-data value, waiting while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_blocking`](Self::send_blocking).
+    pub fn send_value_blocking<T: IntoBytes + Immutable>(
+        &mut self,
+        value: T,
+    ) -> Result<(), SendError<T>> {
+        match self.send_until(value.as_bytes(), None) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(SendError::new(value, e)),
+        }
+    }
+
+    /// Reserves a slot to write a message in place (zero-copy); `None` when the ring is full.
+    /// [`WriteSlot::commit`] sends it; dropping the guard uncommitted sends nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::PeerGone`], [`Error::Corrupt`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::{spsc, Options};
+    ///
+    /// # fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-reserve-{}", std::process::id());
+    /// let mut tx = spsc::Producer::create(&name, Options::new())?;
+    /// let mut rx = spsc::Consumer::open(&name, Options::new())?;
+    /// let mut slot = tx.try_reserve()?.expect("a free slot");
+    /// slot.write(0, b"in place")?;
+    /// slot.commit(8)?;
+    /// let msg = rx.try_recv_ref()?.expect("a message");
+    /// assert_eq!(msg.to_vec(), b"in place");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_reserve(&mut self) -> Result<Option<WriteSlot<'_, F>>> {
+        Ok(self.claim()?.map(|pos| WriteSlot::new(self, pos)))
+    }
+
+    /// Reserves a slot, waiting while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve).
+    pub fn reserve_blocking(&mut self) -> Result<WriteSlot<'_, F>> {
+        let pos = match self.claim()? {
+            Some(p) => p,
+            None => {
+                let tx = &mut self.tx;
+                blocking::block(&mut self.core, None, |core| claim_with(core, tx))?
+                    .expect("no deadline")
+            }
+        };
+        Ok(WriteSlot::new(self, pos))
+    }
+}
+
+/// `Producer::claim` on split borrows (the wait loops hold `&mut Core`).
+#[inline]
+pub(super) fn claim_with<T: SendSide>(core: &mut Core, tx: &mut T) -> Result<Option<u64>> {
+    let got = tx.claim(&core.ring, core.intent())?;
+    if got.is_none() {
+        if core.clock_due() {
+            core.check_peers(false)?;
+        }
+        if let Some(e) = core.closed_error() {
+            return Err(e);
+        }
+    }
+    Ok(got)
+}
+
+impl Producer<Spsc> {
+    /// Reserves up to `n` consecutive slots at once (rtrb's write chunk): fill them with
+    /// [`WriteChunk::write`] and send the first `k` with one [`WriteChunk::commit`]. Only SPSC
+    /// rings offer chunks: claiming several slots at once in the multi-producer ring would need
+    /// range intents for crash repair.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`].
+    pub fn try_reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_>> {
+        let (pos, k) = self.tx.claim(&self.core.ring, n as u64)?;
+        Ok(WriteChunk::new(self, pos, k as usize))
+    }
+}
+
+impl<F: Flavour> Drop for Producer<F> {
+    fn drop(&mut self) {
+        self.release_sink_reservation();
+        self.core.leave();
+    }
+}

@@ -1,0 +1,311 @@
+//! Zero-copy guards: a slot reserved to write in place ([`WriteSlot`]), consecutive SPSC slots
+//! reserved at once ([`WriteChunk`]), a message read in place ([`ReadSlot`]), and several
+//! SPSC messages read at once ([`ReadChunk`]). None holds a reference to shared bytes: they
+//! copy, or hand out raw pointers.
+
+use std::fmt;
+
+use super::consumer::Consumer;
+use super::producer::Producer;
+use super::{Flavour, Spsc};
+use crate::error::{Error, Result};
+use crate::loom::Ordering;
+
+/// A slot reserved in place; see [`Producer::try_reserve`]. Holds no reference to the shared
+/// bytes: write with [`write`](Self::write) or through [`as_mut_ptr`](Self::as_mut_ptr).
+pub struct WriteSlot<'a, F: Flavour> {
+    producer: &'a mut Producer<F>,
+    /// The claimed position: ours until `commit` or drop.
+    pos: u64,
+    done: bool,
+}
+
+impl<F: Flavour> fmt::Debug for WriteSlot<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteSlot")
+            .field("position", &self.pos)
+            .finish()
+    }
+}
+
+impl<'a, F: Flavour> WriteSlot<'a, F> {
+    pub(super) fn new(producer: &'a mut Producer<F>, pos: u64) -> Self {
+        WriteSlot {
+            producer,
+            pos,
+            done: false,
+        }
+    }
+
+    /// Bytes the slot can hold.
+    pub fn capacity(&self) -> usize {
+        self.producer.core.ring.slot_size
+    }
+
+    /// Copies `data` into the slot at byte `at`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if it does not fit.
+    pub fn write(&mut self, at: usize, data: &[u8]) -> Result<()> {
+        match at.checked_add(data.len()) {
+            Some(end) if end <= self.capacity() => {}
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} bytes at {at} do not fit a slot of {}",
+                    data.len(),
+                    self.capacity()
+                )));
+            }
+        }
+        let ring = &self.producer.core.ring;
+        ring.write_payload(ring.index(self.pos), at, data);
+        Ok(())
+    }
+
+    /// Pointer to the slot's `capacity()` bytes, for writing in place. A peer may write them
+    /// too if it is buggy or hostile: write through the pointer, never make a `&mut [u8]` of
+    /// it.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        let ring = &self.producer.core.ring;
+        ring.payload(ring.index(self.pos))
+    }
+
+    /// Sends the first `len` bytes of the slot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `len > capacity()` (the slot is then discarded).
+    pub fn commit(mut self, len: usize) -> Result<()> {
+        self.done = true;
+        if len > self.capacity() {
+            self.discard();
+            return Err(Error::InvalidArgument(format!(
+                "commit of {len} bytes in a slot of {}",
+                self.capacity()
+            )));
+        }
+        self.producer.commit(self.pos, len as u32);
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.producer.discard(self.pos);
+    }
+}
+
+impl<F: Flavour> Drop for WriteSlot<'_, F> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.discard();
+        }
+    }
+}
+
+/// Several consecutive slots reserved at once on an SPSC ring; see
+/// [`Producer::try_reserve_many`].
+pub struct WriteChunk<'a> {
+    producer: &'a mut Producer<Spsc>,
+    pos: u64,
+    len: usize,
+    lens: Vec<u32>,
+}
+
+impl fmt::Debug for WriteChunk<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteChunk")
+            .field("position", &self.pos)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'a> WriteChunk<'a> {
+    pub(super) fn new(producer: &'a mut Producer<Spsc>, pos: u64, len: usize) -> Self {
+        WriteChunk {
+            producer,
+            pos,
+            len,
+            lens: vec![0; len],
+        }
+    }
+
+    /// Slots in the chunk (at most the `n` asked for; 0 when the ring was full).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the chunk has no slot.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `msg` into slot `i` of the chunk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `i` is out of the chunk or `msg` longer than a slot.
+    pub fn write(&mut self, i: usize, msg: &[u8]) -> Result<()> {
+        if i >= self.len {
+            return Err(Error::InvalidArgument(format!(
+                "slot {i} of a chunk of {}",
+                self.len
+            )));
+        }
+        self.producer.check_len(msg.len())?;
+        let ring = &self.producer.core.ring;
+        ring.write_payload(ring.index(self.pos.wrapping_add(i as u64)), 0, msg);
+        self.lens[i] = msg.len() as u32;
+        Ok(())
+    }
+
+    /// Sends the first `k` slots with one release store (and at most one wake-up).
+    ///
+    /// # Panics
+    ///
+    /// If `k > len()`.
+    pub fn commit(self, k: usize) {
+        assert!(
+            k <= self.len,
+            "commit of {k} slots in a chunk of {}",
+            self.len
+        );
+        let ring = &self.producer.core.ring;
+        for i in 0..k {
+            ring.len(ring.index(self.pos.wrapping_add(i as u64)))
+                .store(self.lens[i], Ordering::Relaxed);
+        }
+        self.producer.tx.publish(ring, k as u64);
+        self.producer.core.wake_peers();
+    }
+}
+
+/// A message borrowed in place; see [`Consumer::try_recv_ref`]. The slot is freed on drop.
+pub struct ReadSlot<'a, F: Flavour> {
+    consumer: &'a mut Consumer<F>,
+    pos: u64,
+    len: usize,
+}
+
+impl<F: Flavour> fmt::Debug for ReadSlot<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadSlot")
+            .field("position", &self.pos)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'a, F: Flavour> ReadSlot<'a, F> {
+    pub(super) fn new(consumer: &'a mut Consumer<F>, pos: u64, len: usize) -> Self {
+        ReadSlot { consumer, pos, len }
+    }
+
+    /// The message length (validated against the slot size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Copies `buf.len()` bytes from byte `at` of the message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the range is outside the message.
+    pub fn read(&self, at: usize, buf: &mut [u8]) -> Result<()> {
+        match at.checked_add(buf.len()) {
+            Some(end) if end <= self.len => {}
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} bytes at {at} of a {}-byte message",
+                    buf.len(),
+                    self.len
+                )));
+            }
+        }
+        let ring = &self.consumer.core.ring;
+        ring.read_payload(ring.index(self.pos), at, buf);
+        Ok(())
+    }
+    /// Copies the message out.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        let ring = &self.consumer.core.ring;
+        ring.read_payload(ring.index(self.pos), 0, &mut v);
+        v
+    }
+    /// Pointer to the message's `len()` bytes. Read through it (e.g. with
+    /// `ptr::copy_nonoverlapping` or `read_unaligned`), never as a `&[u8]`: a buggy or hostile
+    /// peer could write the bytes meanwhile.
+    pub fn as_ptr(&self) -> *const u8 {
+        let ring = &self.consumer.core.ring;
+        ring.payload(ring.index(self.pos))
+    }
+}
+
+impl<F: Flavour> Drop for ReadSlot<'_, F> {
+    fn drop(&mut self) {
+        let c = &mut *self.consumer;
+        Consumer::<F>::release_pos(&mut c.core, &mut c.rx, self.pos);
+    }
+}
+
+/// Several messages read at once from an SPSC ring; see [`Consumer::try_recv_many`].
+pub struct ReadChunk<'a> {
+    consumer: &'a mut Consumer<Spsc>,
+    pos: u64,
+    lens: Vec<usize>,
+}
+
+impl fmt::Debug for ReadChunk<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadChunk")
+            .field("position", &self.pos)
+            .field("len", &self.lens.len())
+            .finish()
+    }
+}
+
+impl<'a> ReadChunk<'a> {
+    pub(super) fn new(consumer: &'a mut Consumer<Spsc>, pos: u64, lens: Vec<usize>) -> Self {
+        ReadChunk {
+            consumer,
+            pos,
+            lens,
+        }
+    }
+
+    /// Messages in the chunk.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+    /// Whether the chunk is empty.
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+    /// Copies message `i` out.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> Vec<u8> {
+        let mut v = vec![0; self.lens[i]];
+        let ring = &self.consumer.core.ring;
+        ring.read_payload(ring.index(self.pos.wrapping_add(i as u64)), 0, &mut v);
+        v
+    }
+}
+
+impl Drop for ReadChunk<'_> {
+    fn drop(&mut self) {
+        let n = self.lens.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let c = &mut *self.consumer;
+        c.rx.release(&c.core.ring, n);
+        c.core.wake_peers();
+    }
+}

@@ -1,0 +1,231 @@
+//! Duplex endpoints (side A / side B) and a listener/connect model for request/response
+//! services.
+//!
+//! An [`Endpoint`] is two SPSC rings, one each way. Two ways to get one:
+//!
+//! - **By name**: [`Endpoint::create`]`(name, Side::A, ..)` makes the rings `<name>-a2b` and
+//!   `<name>-b2a` in `/dev/shm`; [`Endpoint::open`]`(name, Side::B, ..)` attaches to them.
+//! - **Listener / connect** (feature `tokio`): [`Listener::bind`]`(name, ..)` listens on a Unix
+//!   socket in the abstract namespace; each [`Endpoint::connect`]`(name)` gets its own pair of
+//!   rings in two memfd segments that the listener passes over the socket with `SCM_RIGHTS`,
+//!   so nothing is ever left in `/dev/shm`, even after SIGKILL.
+//!
+//! # The connection handshake
+//!
+//! 1. The client sends 16 bytes: `b"SHMCHAN-EP\0\0"` and the protocol version (u32 LE).
+//! 2. The listener checks them, and the client's uid (`SO_PEERCRED`) against its own: another
+//!    uid is refused unless [`Listener::allow_any_uid`] was set. It creates the two rings and
+//!    replies with 20 bytes (status u32 LE, 0 = ok; slot size and capacity as u64 LE) and the
+//!    two memfds; a refusal replies with a non-zero status and a UTF-8 reason instead.
+//! 3. The client maps the rings, attaches as side B, and sends one byte; the listener then
+//!    returns the endpoint from [`Listener::accept`].
+//!
+//! Each step is bounded by the handshake timeout (default 2 s); handshakes run concurrently
+//! inside `accept`, so a client that stalls or sends garbage never delays the others, and its
+//! failure is the `Err` of one `accept` call (the listener stays usable). After the handshake
+//! the socket stays open as the connection's liveness line; peer death is also seen through
+//! the rings' participant tables and pidfds, as for every channel.
+//!
+//! Endpoints by name are here; the listener and its handshake are in `listener.rs`. This module
+//! may call `channel`, `segment` and `sys`.
+
+use std::time::Duration;
+
+use crate::channel::{Consumer, Message, Options, RecvFuture, SendError, SendFuture, Spsc};
+use crate::error::{Error, Result, SendTimeoutError, TryRecvError, TrySendError};
+
+/// Which end of an endpoint: A sends on `a2b` and receives on `b2a`, B the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The side that usually creates the endpoint (a server, a listener).
+    A,
+    /// The other side (a client).
+    B,
+}
+
+/// A duplex connection: send to the peer, receive from the peer.
+#[derive(Debug)]
+pub struct Endpoint {
+    tx: crate::channel::Producer<Spsc>,
+    rx: Consumer<Spsc>,
+    side: Side,
+    /// For connected endpoints, the Unix socket kept open as the liveness line.
+    _line: Option<std::os::unix::net::UnixStream>,
+}
+
+fn ring_names(name: &str) -> Result<(String, String)> {
+    crate::segment::validate_name(name)?;
+    if name.len() + 4 > 255 {
+        return Err(Error::InvalidArgument(format!(
+            "endpoint name {name:?} is {} bytes; with the '-a2b' suffix at most 251 are allowed",
+            name.len()
+        )));
+    }
+    Ok((format!("{name}-a2b"), format!("{name}-b2a")))
+}
+
+impl Endpoint {
+    /// Creates both rings of the endpoint `name` and attaches as `side`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::create`](crate::channel::Producer::create); if the second ring cannot be
+    /// created the first is removed again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::{Options, endpoint::{Endpoint, Side}};
+    ///
+    /// # fn main() -> shmchan::Result<()> {
+    /// let name = format!("/shmchan-doc-ep-{}", std::process::id());
+    /// let mut a = Endpoint::create(&name, Side::A, Options::new())?;
+    /// let mut b = Endpoint::open(&name, Side::B, Options::new())?; // usually another process
+    /// a.try_send(b"ping").unwrap();
+    /// assert_eq!(&*b.recv_blocking()?, b"ping");
+    /// b.try_send(b"pong").unwrap();
+    /// assert_eq!(&*a.recv_blocking()?, b"pong");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create(name: &str, side: Side, opts: Options) -> Result<Endpoint> {
+        let (a2b, b2a) = ring_names(name)?;
+        let (out_name, in_name) = match side {
+            Side::A => (&a2b, &b2a),
+            Side::B => (&b2a, &a2b),
+        };
+        let tx = crate::channel::Producer::<Spsc>::create(out_name, opts.clone())?;
+        let rx = Consumer::<Spsc>::create(in_name, opts).inspect_err(|_| {
+            let _ = crate::Segment::unlink(out_name);
+        })?;
+        Ok(Endpoint {
+            tx,
+            rx,
+            side,
+            _line: None,
+        })
+    }
+
+    /// Attaches as `side` to the existing endpoint `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::open`](crate::channel::Producer::open); [`Error::InUse`] if that side is
+    /// held by a live process.
+    pub fn open(name: &str, side: Side, opts: Options) -> Result<Endpoint> {
+        let (a2b, b2a) = ring_names(name)?;
+        let (out_name, in_name) = match side {
+            Side::A => (&a2b, &b2a),
+            Side::B => (&b2a, &a2b),
+        };
+        let tx = crate::channel::Producer::<Spsc>::open(out_name, opts.clone())?;
+        let rx = Consumer::<Spsc>::open(in_name, opts)?;
+        Ok(Endpoint {
+            tx,
+            rx,
+            side,
+            _line: None,
+        })
+    }
+
+    /// This endpoint's side.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Whether the peer is attached now (a snapshot).
+    pub fn opened(&self) -> bool {
+        self.rx.has_producer()
+    }
+
+    /// Free slots for sending now.
+    pub fn available(&self) -> usize {
+        self.tx.available()
+    }
+
+    /// Messages waiting to be received now.
+    pub fn pending(&self) -> usize {
+        self.rx.pending()
+    }
+
+    /// Sends to the peer, waiting asynchronously while its ring is full. Cancel safe.
+    pub fn send<M: AsRef<[u8]> + Unpin>(&mut self, msg: M) -> SendFuture<'_, Spsc, M> {
+        self.tx.send(msg)
+    }
+
+    /// Receives from the peer, waiting asynchronously. Cancel safe.
+    pub fn recv(&mut self) -> RecvFuture<'_, Spsc> {
+        self.rx.recv()
+    }
+
+    /// Sends if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::try_send`](crate::channel::Producer::try_send).
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), TrySendError<M>> {
+        self.tx.try_send(msg)
+    }
+
+    /// Receives if a message is waiting now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_recv`].
+    pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Sends, parking the thread while the peer's ring is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send_blocking`](crate::channel::Producer::send_blocking).
+    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.tx.send_blocking(msg)
+    }
+
+    /// Receives, parking the thread while nothing is waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::recv_blocking`].
+    pub fn recv_blocking(&mut self) -> Result<Message> {
+        self.rx.recv_blocking()
+    }
+
+    /// Sends, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send_timeout`](crate::channel::Producer::send_timeout).
+    pub fn send_timeout<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<M>> {
+        self.tx.send_timeout(msg, timeout)
+    }
+
+    /// Receives, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::recv_timeout`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// Splits into the sending half (a `Sink`) and the receiving half (a `Stream`), for
+    /// separate tasks. Dropping the sending half closes this direction: the peer drains, then
+    /// its stream ends.
+    pub fn split(self) -> (crate::channel::Producer<Spsc>, Consumer<Spsc>) {
+        (self.tx, self.rx)
+    }
+}
+
+#[cfg(feature = "tokio")]
+pub use listener::Listener;
+
+#[cfg(feature = "tokio")]
+mod listener;

@@ -1,0 +1,195 @@
+//! The wait of futures, `Sink`s and `Stream`s: spin inside `poll`, yield to the executor, then
+//! park on a doorbell registered in the runtime's reactor, with the peers' pidfds registered
+//! beside it so that a death wakes the task at once.
+//!
+//! A pending operation first spins inside `poll` for the [`WaitStrategy`]'s spin budget,
+//! then yields to the executor (it wakes itself and returns `Pending`) until the yield budget
+//! is spent, which keeps a busy stream on the fast path; then it *parks*: it publishes its
+//! doorbell token in its participant record, announces itself (`protocol.rs`), re-checks, and
+//! returns `Pending` with the doorbell and the other participants' pidfds registered in the
+//! reactor. A peer that publishes rings the doorbell (one `sendto`, only because we
+//! announced); a peer that dies makes its pidfd readable. No timer and no thread is involved.
+//!
+//! May call `protocol`, `blocking` (the [`Park`] trait), `runtime` and `sys`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use super::blocking::Park;
+use super::protocol::PARK_DOORBELL;
+use crate::error::{Error, Result};
+use crate::runtime::Registered;
+use crate::sys::doorbell::Doorbell;
+use crate::sys::process::ProcessId;
+
+/// A handle's async wait machinery, made on its first park.
+#[derive(Debug)]
+struct Machinery {
+    bell: Doorbell,
+    reg: Registered,
+    /// Pidfds of the participants whose death concerns us.
+    watches: Vec<(ProcessId, Registered)>,
+}
+
+/// The async wait state of one handle.
+#[derive(Debug, Default)]
+pub(crate) struct AsyncState {
+    machinery: Option<Machinery>,
+    /// Whether an async announcement may be standing in our record.
+    parked: bool,
+}
+
+/// What a handle adds to [`Park`] for async waits.
+pub(crate) trait AsyncPark: Park {
+    /// The handle's async wait state.
+    fn async_state(&mut self) -> &mut AsyncState;
+    /// The record word where peers read our doorbell token.
+    fn token_word(&self) -> Result<&AtomicU64>;
+    /// Calls `f` for every participant process whose death must wake a parked task of ours.
+    fn for_each_watched(&self, f: &mut dyn FnMut(ProcessId));
+    /// Makes the next liveness check and repair look run at once (a watched process exited).
+    fn force_checks(&mut self);
+}
+
+/// Withdraws a standing async announcement (protocol step 5), if any.
+pub(crate) fn retract<P: AsyncPark>(p: &mut P) {
+    if std::mem::take(&mut p.async_state().parked) {
+        let (sl, parked) = p.parking();
+        sl.retract(parked);
+    }
+}
+
+/// Makes the doorbell on first use and registers pidfds of participants that joined since the
+/// last park.
+fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
+    if p.async_state().machinery.is_none() {
+        let bell = Doorbell::bind()
+            .map_err(|e| Error::from_errno(e, || "binding a doorbell socket".into()))?;
+        let fd = bell
+            .try_clone_fd()
+            .map_err(|e| Error::from_errno(e, || "duplicating the doorbell".into()))?;
+        let reg = Registered::new(fd)?;
+        // Release: pairs with the waker's Acquire load of the token (protocol.rs).
+        p.token_word()?.store(bell.token(), Ordering::Release);
+        p.async_state().machinery = Some(Machinery {
+            bell,
+            reg,
+            watches: Vec::new(),
+        });
+    }
+    let mut joined = Vec::new();
+    p.for_each_watched(&mut |id| {
+        if id.pid != 0 {
+            joined.push(id);
+        }
+    });
+    let mut gone = false;
+    let m = p.async_state().machinery.as_mut().expect("made above");
+    for id in joined {
+        if m.watches.iter().any(|(w, _)| *w == id) {
+            continue;
+        }
+        match id.pidfd() {
+            Some(fd) => m.watches.push((id, Registered::new(fd)?)),
+            // Already gone: let the liveness check see it now.
+            None => gone = true,
+        }
+    }
+    if gone {
+        p.force_checks();
+    }
+    Ok(())
+}
+
+/// The async wait behind every future, stream and sink: `attempt` is tried; then spun on
+/// inline, then the task yields to the executor within the budget; then it parks in the
+/// reactor. `started` is the caller's wait start (kept across polls; reset when done).
+pub(crate) fn poll_op<P: AsyncPark, R>(
+    p: &mut P,
+    cx: &mut Context<'_>,
+    started: &mut Option<Instant>,
+    mut attempt: impl FnMut(&mut P) -> Result<Option<R>>,
+) -> Poll<Result<R>> {
+    let strategy = p.strategy();
+    loop {
+        retract(p);
+        match attempt(p) {
+            Ok(None) => {}
+            done => {
+                *started = None;
+                return Poll::Ready(done.map(|r| r.expect("matched Some")));
+            }
+        }
+        let t0 = *started.get_or_insert_with(Instant::now);
+        // Spin phase, inline: a peer that answers within the spin budget is met without a
+        // trip through the executor (whose scheduler polls its I/O driver every few dozen
+        // ticks: a syscall we would otherwise cause while waiting).
+        if t0.elapsed() < strategy.spin_duration() {
+            let mut n = 0u32;
+            loop {
+                std::hint::spin_loop();
+                match attempt(p) {
+                    Ok(None) => {}
+                    done => {
+                        *started = None;
+                        return Poll::Ready(done.map(|r| r.expect("matched Some")));
+                    }
+                }
+                n = n.wrapping_add(1);
+                if n % 64 == 0 && t0.elapsed() >= strategy.spin_duration() {
+                    break;
+                }
+            }
+        }
+        // Yield phase: let the executor run other tasks, then look again.
+        if t0.elapsed() < strategy.yield_duration() {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if let Err(e) = ensure_machinery(p) {
+            *started = None;
+            return Poll::Ready(Err(e));
+        }
+        {
+            let (sl, parked) = p.parking();
+            sl.announce(parked, PARK_DOORBELL);
+        }
+        p.async_state().parked = true;
+        // Re-check after announcing (protocol step 3).
+        match attempt(p) {
+            Ok(None) => {}
+            done => {
+                retract(p);
+                *started = None;
+                return Poll::Ready(done.map(|r| r.expect("matched Some")));
+            }
+        }
+        let m = p
+            .async_state()
+            .machinery
+            .as_mut()
+            .expect("made by ensure_machinery");
+        match m.reg.poll_readable(cx) {
+            Poll::Ready(Ok(())) => {
+                m.bell.drain();
+                continue;
+            }
+            Poll::Ready(Err(e)) => {
+                retract(p);
+                *started = None;
+                return Poll::Ready(Err(Error::Io(e)));
+            }
+            Poll::Pending => {}
+        }
+        let before = m.watches.len();
+        m.watches
+            .retain(|(_, reg)| reg.poll_readable(cx).is_pending());
+        if m.watches.len() != before {
+            // A participant exited: look at the table now.
+            p.force_checks();
+            continue;
+        }
+        return Poll::Pending;
+    }
+}
