@@ -2,7 +2,108 @@
 //!
 //! shmchan moves messages between processes on one host through lock-free rings in POSIX
 //! shared memory, for services that talk over Unix sockets or TCP loopback today and want the
-//! latency and throughput of shared memory without giving up async Rust.
+//! latency and throughput of shared memory without giving up async Rust. A busy stream makes
+//! no system call per message; a clean close, a dead peer and garbage in shared memory each
+//! come back as a value you can match on.
+//!
+//! # Quick start: a channel
+//!
+//! Process A creates a channel by name and sends; process B opens the same name and receives.
+//! Both halves are in one program here so that the example runs as a test. As two programs,
+//! start A first: until the channel exists, [`spsc::Consumer::open`] fails with
+//! [`Error::NotFound`].
+//!
+//! ```
+//! use futures::StreamExt;
+//! use shmchan::{Options, spsc};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> shmchan::Result<()> {
+//! // Process A: create the channel (a file in /dev/shm, mode 0600) and send.
+//! let mut tx = spsc::Producer::create("/doc-quickstart-orders", Options::new())?;
+//!
+//! // Process B: attach by name; slot size and capacity come from the channel itself.
+//! let mut rx = spsc::Consumer::open("/doc-quickstart-orders", Options::new())?;
+//!
+//! tx.send(b"hello").await?;   // waits while the ring is full
+//! tx.try_send(b"now").unwrap(); // or fails at once with TrySendError::Full(msg)
+//! drop(tx);                   // a clean close: B drains what is queued, then the stream ends
+//!
+//! let mut got = Vec::new();
+//! while let Some(msg) = rx.next().await {  // a Stream of Result<Message>
+//!     got.push(msg?.into_vec());           // a Message derefs to [u8]
+//! }
+//! assert_eq!(got, [&b"hello"[..], b"now"]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`mpsc`] and [`mpmc`] channels have the same methods, for several producers (and
+//! consumers), in one process or many. Every operation comes in try, blocking, timed and async
+//! forms; producers are `Sink`s and consumers `Stream`s.
+//!
+//! # Quick start: an endpoint
+//!
+//! An [`Endpoint`](endpoint::Endpoint) is a duplex connection: two rings, one each way. Side A
+//! creates it by name, side B opens it, and each sends to and receives from the other.
+//!
+//! ```
+//! use shmchan::Options;
+//! use shmchan::endpoint::{Endpoint, Side};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> shmchan::Result<()> {
+//! // Process A, a server: create both rings.
+//! let mut server = Endpoint::create("/doc-quickstart-echo", Side::A, Options::new())?;
+//! // Process B, a client: open them by the same name.
+//! let mut client = Endpoint::open("/doc-quickstart-echo", Side::B, Options::new())?;
+//!
+//! client.send(b"ping").await?;
+//! let request = server.recv().await?;
+//! server.send(request).await?; // echo it back
+//! assert_eq!(&*client.recv().await?, b"ping");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A service with many clients uses `Listener::bind` and `listener.accept().await` on the
+//! server and `Endpoint::connect(name).await` on each client (feature `tokio`): every client
+//! gets its own pair of rings, handed over a Unix socket, so nothing is left in `/dev/shm`.
+//!
+//! ```
+//! # #[cfg(feature = "tokio")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> shmchan::Result<()> {
+//! use shmchan::Options;
+//! use shmchan::endpoint::{Endpoint, Listener};
+//!
+//! let mut listener = Listener::bind("/doc-quickstart-service", Options::new())?; // server
+//! let (server, client) = tokio::join!(
+//!     listener.accept(),
+//!     Endpoint::connect("/doc-quickstart-service"), // a client, usually another process
+//! );
+//! let (mut server, mut client) = (server?, client?);
+//! client.send(b"2").await?;
+//! let request = server.recv().await?;
+//! server.send(request).await?;
+//! assert_eq!(&*client.recv().await?, b"2");
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tokio"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Features
+//!
+//! - `tokio` (on by default): async operations that have to wait park in tokio's reactor;
+//!   adds `endpoint::Listener` and `Endpoint::connect`.
+//! - `async-io`: async operations park in async-io's reactor (smol, async-std) when the task
+//!   does not run inside a tokio runtime.
+//!
+//! With neither, the try, blocking and timed operations work as usual, and an async operation
+//! that would have to park fails with an error that names the missing feature.
+//!
+//! # The layers
 //!
 //! The crate is built in layers, each importing only the ones below it:
 //!
@@ -23,7 +124,10 @@
 //! - [`Error`]: one error type whose variants say what went wrong and whose messages name the
 //!   segment and the numbers involved.
 //!
-//! # Example: two handles on one segment
+//! # Using a segment directly
+//!
+//! For a layout of your own, a [`Segment`] gives raw access: bounds-checked copies and atomics
+//! over aligned words, never a reference over bytes another process may write.
 //!
 //! ```
 //! use shmchan::{Mode, Segment};
