@@ -156,6 +156,8 @@
 //! Linux is the tested platform (futex, memfd, `/proc` liveness checks).
 
 #![warn(clippy::undocumented_unsafe_blocks, clippy::unnecessary_safety_comment)]
+// docs.rs (see Cargo.toml metadata) marks feature-gated items.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Under loom only the algorithms are built; what the channels use of the rest goes unused.
 #![cfg_attr(loom, allow(dead_code))]
 

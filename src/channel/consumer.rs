@@ -14,6 +14,8 @@ use super::message::{INLINE_MESSAGE, Message};
 use super::options::Options;
 use super::zero_copy::{ReadChunk, ReadSlot};
 use super::{Flavour, RxOf, Spsc};
+#[allow(unused_imports)] // for doc links
+use crate::channel::Producer;
 use crate::error::{Error, Result, TryRecvError};
 use crate::layout::{Kind, Role};
 use crate::loom::Ordering;

@@ -9,13 +9,13 @@
 //! # Close and death
 //!
 //! - Dropping a producer releases its participant record. When no producer is left (and one
-//!   had attached), consumers drain what is queued and then get [`Error::Closed`]
-//!   ([`TryRecvError::Closed`]). The same holds the other way round for producers sending to a
-//!   channel whose consumers all left: [`TrySendError::Closed`].
+//!   had attached), consumers drain what is queued and then get [`Error::Closed`](crate::Error::Closed)
+//!   ([`TryRecvError::Closed`](crate::TryRecvError::Closed)). The same holds the other way round for producers sending to a
+//!   channel whose consumers all left: [`TrySendError::Closed`](crate::TrySendError::Closed).
 //! - A participant killed at any instruction never hangs the others: blocked calls wake at
 //!   least every [`Options::liveness_interval`] and check the processes behind the participant
 //!   table (pid and start time). When every peer is gone and at least one died, the call
-//!   returns [`Error::PeerGone`] once the ring is drained.
+//!   returns [`Error::PeerGone`](crate::Error::PeerGone) once the ring is drained.
 //! - What a dead producer can lose: only the message it had claimed but not yet committed. In
 //!   an MPSC or MPMC ring its claimed slot is released as *abandoned* (consumers skip it and
 //!   count it in [`Consumer::abandoned`]) once the producer is proven dead; a live producer's
@@ -39,7 +39,7 @@
 //! | `zero_copy.rs` | [`WriteSlot`], [`WriteChunk`], [`ReadSlot`], [`ReadChunk`] |
 //! | `asynch.rs` | futures, `Sink`, `Stream` |
 //!
-//! A send runs `producer.rs` (claim) -> `ring` (the flavour's [`SendSide`](crate::ring)) ->
+//! A send runs `producer.rs` (claim) -> `ring` (the flavour's `SendSide`) ->
 //! `producer.rs` (copy, commit) -> `wait` (wake a sleeper, if announced); when full it waits in
 //! `wait::blocking` or `wait::reactor`, which call back only the attempt and the liveness check
 //! (`peers.rs`). A receive is the mirror image through `consumer.rs`. This module may call

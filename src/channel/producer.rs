@@ -19,7 +19,7 @@ use crate::ring::SendSide;
 use crate::segment::Segment;
 use crate::wait::blocking;
 
-/// The sending side of a channel. See the [module docs](self) and the flavour facades
+/// The sending side of a channel. See the [module docs](crate::channel) and the flavour facades
 /// ([`crate::spsc`], [`crate::mpsc`], [`crate::mpmc`]).
 pub struct Producer<F: Flavour> {
     pub(super) core: Core,

@@ -5,8 +5,8 @@
 //!
 //! - **By name**: [`Endpoint::create`]`(name, Side::A, ..)` makes the rings `<name>-a2b` and
 //!   `<name>-b2a` in `/dev/shm`; [`Endpoint::open`]`(name, Side::B, ..)` attaches to them.
-//! - **Listener / connect** (feature `tokio`): [`Listener::bind`]`(name, ..)` listens on a Unix
-//!   socket in the abstract namespace; each [`Endpoint::connect`]`(name)` gets its own pair of
+//! - **Listener / connect** (feature `tokio`): `Listener::bind``(name, ..)` listens on a Unix
+//!   socket in the abstract namespace; each `Endpoint::connect``(name)` gets its own pair of
 //!   rings in two memfd segments that the listener passes over the socket with `SCM_RIGHTS`,
 //!   so nothing is ever left in `/dev/shm`, even after SIGKILL.
 //!
@@ -14,11 +14,11 @@
 //!
 //! 1. The client sends 16 bytes: `b"SHMCHAN-EP\0\0"` and the protocol version (u32 LE).
 //! 2. The listener checks them, and the client's uid (`SO_PEERCRED`) against its own: another
-//!    uid is refused unless [`Listener::allow_any_uid`] was set. It creates the two rings and
+//!    uid is refused unless `Listener::allow_any_uid` was set. It creates the two rings and
 //!    replies with 20 bytes (status u32 LE, 0 = ok; slot size and capacity as u64 LE) and the
 //!    two memfds; a refusal replies with a non-zero status and a UTF-8 reason instead.
 //! 3. The client maps the rings, attaches as side B, and sends one byte; the listener then
-//!    returns the endpoint from [`Listener::accept`].
+//!    returns the endpoint from `Listener::accept`.
 //!
 //! Each step is bounded by the handshake timeout (default 2 s); handshakes run concurrently
 //! inside `accept`, so a client that stalls or sends garbage never delays the others, and its
