@@ -51,58 +51,57 @@ async fn serve(mut ep: Endpoint) -> Result<u64, Error> {
 
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    let name = &args[0];
-    match role.as_str() {
-        // Connects and makes `count` requests, checking every reply.
-        "client" => {
-            let c: u64 = args[1].parse().unwrap();
-            let count: u64 = args[2].parse().unwrap();
-            rt().block_on(async {
-                let mut ep = Endpoint::connect(name).await.unwrap();
-                for i in 0..count {
-                    let req = request(c, i);
-                    ep.send(&req[..]).await.unwrap();
-                    let rep = ep.recv().await.unwrap();
-                    assert_eq!(&*rep, &reply_to(&req)[..], "client {c} request {i}");
-                }
-            });
-            report("done");
-        }
-        // Connects, sends one request and hangs before reading the reply.
-        "hanging-client" => {
-            rt().block_on(async {
-                let mut ep = Endpoint::connect(name).await.unwrap();
-                ep.send(request(99, 0)).await.unwrap();
-                report("sent");
-                std::thread::sleep(Duration::from_secs(60));
-            });
-        }
-        // A server that serves every connection until killed.
-        "server" => {
-            rt().block_on(async {
-                let mut l = Listener::bind(name, Options::new()).unwrap();
-                report("listening");
-                loop {
-                    if let Ok(ep) = l.accept().await {
-                        tokio::spawn(serve(ep));
+    common::dispatch(|role, args| {
+        let name = &args[0];
+        match role {
+            // Connects and makes `count` requests, checking every reply.
+            "client" => {
+                let c: u64 = args[1].parse().unwrap();
+                let count: u64 = args[2].parse().unwrap();
+                rt().block_on(async {
+                    let mut ep = Endpoint::connect(name).await.unwrap();
+                    for i in 0..count {
+                        let req = request(c, i);
+                        ep.send(&req[..]).await.unwrap();
+                        let rep = ep.recv().await.unwrap();
+                        assert_eq!(&*rep, &reply_to(&req)[..], "client {c} request {i}");
                     }
-                }
-            });
+                });
+                report("done");
+            }
+            // Connects, sends one request and hangs before reading the reply.
+            "hanging-client" => {
+                rt().block_on(async {
+                    let mut ep = Endpoint::connect(name).await.unwrap();
+                    ep.send(request(99, 0)).await.unwrap();
+                    report("sent");
+                    std::thread::sleep(Duration::from_secs(60));
+                });
+            }
+            // A server that serves every connection until killed.
+            "server" => {
+                rt().block_on(async {
+                    let mut l = Listener::bind(name, Options::new()).unwrap();
+                    report("listening");
+                    loop {
+                        if let Ok(ep) = l.accept().await {
+                            tokio::spawn(serve(ep));
+                        }
+                    }
+                });
+            }
+            // Runs under another uid and tries to connect.
+            "other-uid" => {
+                let r = rt().block_on(Endpoint::connect(name));
+                report(match r {
+                    Err(Error::PermissionDenied(m)) => format!("refused: {m}"),
+                    Err(e) => format!("error: {e}"),
+                    Ok(_) => "connected".into(),
+                });
+            }
+            other => panic!("unknown role {other}"),
         }
-        // Runs under another uid and tries to connect.
-        "other-uid" => {
-            let r = rt().block_on(Endpoint::connect(name));
-            report(match r {
-                Err(Error::PermissionDenied(m)) => format!("refused: {m}"),
-                Err(e) => format!("error: {e}"),
-                Ok(_) => "connected".into(),
-            });
-        }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! Helpers for cross-process tests: unique segment names that are unlinked even when a test
 //! fails, and child processes made by re-executing the test binary with a role.
 //!
-//! A test file that spawns children has a test named `child_entry` that does nothing unless
-//! `SHMCHAN_TEST_ROLE` is set; [`spawn`] runs the binary with `child_entry --exact` and that
-//! variable, so the child runs the role's code. Children report with lines starting `@@ `.
+//! A test file that spawns children has a test named `child_entry` (see [`ENTRY`]) whose body
+//! is [`dispatch`]: it does nothing unless `SHMCHAN_TEST_ROLE` is set. [`command`] and
+//! [`spawn`] run the binary with `child_entry --exact` and that variable, so the child runs the
+//! role's code. Children report with lines starting `@@ `.
 
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -54,21 +56,32 @@ pub fn role() -> Option<(String, Vec<String>)> {
     Some((role, args))
 }
 
+/// The name of the test, in every file with child roles, whose body is [`dispatch`].
+pub const ENTRY: &str = "child_entry";
+
+/// The body of a file's `child_entry` test: if this process was started as a child (by
+/// [`command`]), runs `run` with the role and its arguments; otherwise does nothing, so the
+/// test passes in an ordinary run. `run` should panic on a role it does not know.
+pub fn dispatch(run: impl FnOnce(&str, &[String])) {
+    if let Some((role, args)) = role() {
+        run(&role, &args);
+    }
+}
+
 /// A command that re-runs this test binary as `role` with `args`.
 pub fn command(role: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env(ROLE_VAR, role)
-    .env("SHMCHAN_TEST_ARGS", args.join("\x1f"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    command_for(&std::env::current_exe().unwrap(), role, args)
+}
+
+/// A command that runs the test binary at `exe` (this one or a copy) as `role` with `args`.
+fn command_for(exe: &Path, role: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args([ENTRY, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(ROLE_VAR, role)
+        .env("SHMCHAN_TEST_ARGS", args.join("\x1f"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
