@@ -20,32 +20,31 @@ fn opts() -> Options {
 
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    let name = &args[0];
-    match role.as_str() {
-        // async-io producer with idle gaps (async_io::Timer), blocking in between.
-        "produce" => {
-            let count: u64 = args[1].parse().unwrap();
-            async_io::block_on(async {
-                let mut tx = mpmc::Producer::open(name, opts()).unwrap();
-                for i in 0..count {
-                    tx.send(message(0, i, MAX)).await.unwrap();
-                    if i % 97 == 0 {
-                        async_io::Timer::after(Duration::from_micros(800)).await;
+    common::dispatch(|role, args| {
+        let name = &args[0];
+        match role {
+            // async-io producer with idle gaps (async_io::Timer), blocking in between.
+            "produce" => {
+                let count: u64 = args[1].parse().unwrap();
+                async_io::block_on(async {
+                    let mut tx = mpmc::Producer::open(name, opts()).unwrap();
+                    for i in 0..count {
+                        tx.send(message(0, i, MAX)).await.unwrap();
+                        if i % 97 == 0 {
+                            async_io::Timer::after(Duration::from_micros(800)).await;
+                        }
                     }
-                }
-            });
-            report("sent");
+                });
+                report("sent");
+            }
+            "idle-producer" => {
+                let _tx = spsc::Producer::open(name, opts()).unwrap();
+                report("ready");
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            other => panic!("unknown role {other}"),
         }
-        "idle-producer" => {
-            let _tx = spsc::Producer::open(name, opts()).unwrap();
-            report("ready");
-            std::thread::sleep(Duration::from_secs(60));
-        }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]

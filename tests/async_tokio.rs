@@ -31,74 +31,73 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    let name = &args[0];
-    match role.as_str() {
-        // Async producer: bursts of 1..64 messages separated by idle gaps of 0..2 ms.
-        "async-bursts" => {
-            let count: u64 = args[1].parse().unwrap();
-            rt().block_on(async {
-                let mut tx = spsc::Producer::open(name, opts()).unwrap();
-                let mut rng = Rng(0x5eed);
-                let mut i = 0;
-                while i < count {
-                    let burst = 1 + rng.below(64);
-                    for _ in 0..burst.min(count - i) {
-                        tx.send(message(0, i, MAX)).await.unwrap();
-                        i += 1;
+    common::dispatch(|role, args| {
+        let name = &args[0];
+        match role {
+            // Async producer: bursts of 1..64 messages separated by idle gaps of 0..2 ms.
+            "async-bursts" => {
+                let count: u64 = args[1].parse().unwrap();
+                rt().block_on(async {
+                    let mut tx = spsc::Producer::open(name, opts()).unwrap();
+                    let mut rng = Rng(0x5eed);
+                    let mut i = 0;
+                    while i < count {
+                        let burst = 1 + rng.below(64);
+                        for _ in 0..burst.min(count - i) {
+                            tx.send(message(0, i, MAX)).await.unwrap();
+                            i += 1;
+                        }
+                        let gap = rng.below(2_000);
+                        tokio::time::sleep(Duration::from_micros(gap)).await;
                     }
-                    let gap = rng.below(2_000);
-                    tokio::time::sleep(Duration::from_micros(gap)).await;
-                }
-            });
-            report("sent");
-        }
-        // Blocking producer with idle gaps, for an async consumer.
-        "blocking-bursts" => {
-            let count: u64 = args[1].parse().unwrap();
-            let mut tx = spsc::Producer::open(name, opts()).unwrap();
-            let mut rng = Rng(0xb10c);
-            for i in 0..count {
-                tx.send_blocking(message(0, i, MAX)).unwrap();
-                if rng.below(50) == 0 {
-                    std::thread::sleep(Duration::from_micros(rng.below(1_500)));
-                }
+                });
+                report("sent");
             }
-            report("sent");
-        }
-        // Blocking consumer, for an async producer.
-        "blocking-consumer" => {
-            let count: u64 = args[1].parse().unwrap();
-            let mut rx = spsc::Consumer::open(name, opts()).unwrap();
-            for i in 0..count {
-                assert_eq!(check_message(&rx.recv_blocking().unwrap(), MAX), (0, i));
-            }
-            assert!(matches!(rx.recv_blocking(), Err(Error::Closed)));
-            report("received");
-        }
-        // Slow async producer for the select! test: one message every ~0..3 ms.
-        "slow" => {
-            let count: u64 = args[1].parse().unwrap();
-            rt().block_on(async {
-                let mut tx = mpsc::Producer::open(name, opts()).unwrap();
-                let mut rng = Rng(7);
+            // Blocking producer with idle gaps, for an async consumer.
+            "blocking-bursts" => {
+                let count: u64 = args[1].parse().unwrap();
+                let mut tx = spsc::Producer::open(name, opts()).unwrap();
+                let mut rng = Rng(0xb10c);
                 for i in 0..count {
-                    tx.send(message(0, i, MAX)).await.unwrap();
-                    tokio::time::sleep(Duration::from_micros(rng.below(3_000))).await;
+                    tx.send_blocking(message(0, i, MAX)).unwrap();
+                    if rng.below(50) == 0 {
+                        std::thread::sleep(Duration::from_micros(rng.below(1_500)));
+                    }
                 }
-            });
-            report("sent");
+                report("sent");
+            }
+            // Blocking consumer, for an async producer.
+            "blocking-consumer" => {
+                let count: u64 = args[1].parse().unwrap();
+                let mut rx = spsc::Consumer::open(name, opts()).unwrap();
+                for i in 0..count {
+                    assert_eq!(check_message(&rx.recv_blocking().unwrap(), MAX), (0, i));
+                }
+                assert!(matches!(rx.recv_blocking(), Err(Error::Closed)));
+                report("received");
+            }
+            // Slow async producer for the select! test: one message every ~0..3 ms.
+            "slow" => {
+                let count: u64 = args[1].parse().unwrap();
+                rt().block_on(async {
+                    let mut tx = mpsc::Producer::open(name, opts()).unwrap();
+                    let mut rng = Rng(7);
+                    for i in 0..count {
+                        tx.send(message(0, i, MAX)).await.unwrap();
+                        tokio::time::sleep(Duration::from_micros(rng.below(3_000))).await;
+                    }
+                });
+                report("sent");
+            }
+            // Attaches as producer and never sends; the parent kills it.
+            "idle-producer" => {
+                let _tx = spsc::Producer::open(name, opts()).unwrap();
+                report("ready");
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            other => panic!("unknown role {other}"),
         }
-        // Attaches as producer and never sends; the parent kills it.
-        "idle-producer" => {
-            let _tx = spsc::Producer::open(name, opts()).unwrap();
-            report("ready");
-            std::thread::sleep(Duration::from_secs(60));
-        }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]

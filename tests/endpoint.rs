@@ -51,58 +51,57 @@ async fn serve(mut ep: Endpoint) -> Result<u64, Error> {
 
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    let name = &args[0];
-    match role.as_str() {
-        // Connects and makes `count` requests, checking every reply.
-        "client" => {
-            let c: u64 = args[1].parse().unwrap();
-            let count: u64 = args[2].parse().unwrap();
-            rt().block_on(async {
-                let mut ep = Endpoint::connect(name).await.unwrap();
-                for i in 0..count {
-                    let req = request(c, i);
-                    ep.send(&req[..]).await.unwrap();
-                    let rep = ep.recv().await.unwrap();
-                    assert_eq!(&*rep, &reply_to(&req)[..], "client {c} request {i}");
-                }
-            });
-            report("done");
-        }
-        // Connects, sends one request and hangs before reading the reply.
-        "hanging-client" => {
-            rt().block_on(async {
-                let mut ep = Endpoint::connect(name).await.unwrap();
-                ep.send(request(99, 0)).await.unwrap();
-                report("sent");
-                std::thread::sleep(Duration::from_secs(60));
-            });
-        }
-        // A server that serves every connection until killed.
-        "server" => {
-            rt().block_on(async {
-                let mut l = Listener::bind(name, Options::new()).unwrap();
-                report("listening");
-                loop {
-                    if let Ok(ep) = l.accept().await {
-                        tokio::spawn(serve(ep));
+    common::dispatch(|role, args| {
+        let name = &args[0];
+        match role {
+            // Connects and makes `count` requests, checking every reply.
+            "client" => {
+                let c: u64 = args[1].parse().unwrap();
+                let count: u64 = args[2].parse().unwrap();
+                rt().block_on(async {
+                    let mut ep = Endpoint::connect(name).await.unwrap();
+                    for i in 0..count {
+                        let req = request(c, i);
+                        ep.send(&req[..]).await.unwrap();
+                        let rep = ep.recv().await.unwrap();
+                        assert_eq!(&*rep, &reply_to(&req)[..], "client {c} request {i}");
                     }
-                }
-            });
+                });
+                report("done");
+            }
+            // Connects, sends one request and hangs before reading the reply.
+            "hanging-client" => {
+                rt().block_on(async {
+                    let mut ep = Endpoint::connect(name).await.unwrap();
+                    ep.send(request(99, 0)).await.unwrap();
+                    report("sent");
+                    std::thread::sleep(Duration::from_secs(60));
+                });
+            }
+            // A server that serves every connection until killed.
+            "server" => {
+                rt().block_on(async {
+                    let mut l = Listener::bind(name, Options::new()).unwrap();
+                    report("listening");
+                    loop {
+                        if let Ok(ep) = l.accept().await {
+                            tokio::spawn(serve(ep));
+                        }
+                    }
+                });
+            }
+            // Runs under another uid and tries to connect.
+            "other-uid" => {
+                let r = rt().block_on(Endpoint::connect(name));
+                report(match r {
+                    Err(Error::PermissionDenied(m)) => format!("refused: {m}"),
+                    Err(e) => format!("error: {e}"),
+                    Ok(_) => "connected".into(),
+                });
+            }
+            other => panic!("unknown role {other}"),
         }
-        // Runs under another uid and tries to connect.
-        "other-uid" => {
-            let r = rt().block_on(Endpoint::connect(name));
-            report(match r {
-                Err(Error::PermissionDenied(m)) => format!("refused: {m}"),
-                Err(e) => format!("error: {e}"),
-                Ok(_) => "connected".into(),
-            });
-        }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]
@@ -252,7 +251,6 @@ fn garbage_and_stalled_clients_fail_alone_within_the_timeout() {
 
 #[test]
 fn a_client_of_another_uid_is_refused() {
-    use std::os::unix::process::CommandExt;
     if !rustix::process::geteuid().is_root() {
         println!("SKIPPED: not root, so the test cannot run a client under another uid");
         return;
@@ -260,9 +258,9 @@ fn a_client_of_another_uid_is_refused() {
     let name = ShmName::new("uidep");
     rt().block_on(async {
         let mut listener = Listener::bind(name.as_str(), Options::new()).unwrap();
-        let mut cmd = common::command("other-uid", &[name.as_str()]);
-        cmd.uid(65534).gid(65534);
-        let child = common::ChildGuard::spawn(cmd);
+        // A copy the other uid can execute even if the checkout is in a private directory.
+        let exe = common::ExeCopy::new();
+        let child = common::ChildGuard::spawn(exe.command_as(65534, "other-uid", &[name.as_str()]));
         let e = listener.accept().await.unwrap_err();
         assert!(
             matches!(&e, Error::PermissionDenied(m) if m.contains("65534")),
@@ -272,16 +270,15 @@ fn a_client_of_another_uid_is_refused() {
             .await
             .unwrap();
         let lines = reports(&out);
-        if lines.is_empty() {
-            println!(
-                "the child under uid 65534 could not report: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        } else {
-            assert!(
-                lines[0].starts_with("refused") && lines[0].contains("65534"),
-                "{lines:?}"
-            );
-        }
+        assert!(
+            !lines.is_empty(),
+            "the child under uid 65534 did not report ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            lines[0].starts_with("refused") && lines[0].contains("65534"),
+            "{lines:?}"
+        );
     });
 }

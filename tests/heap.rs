@@ -40,102 +40,101 @@ const SIZES: [usize; 8] = [1, 40, 64, 1000, 4096, 20_000, 70_000, 200_000];
 /// The child side of every cross-process test in this file.
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    match role.as_str() {
-        // Allocates, fills, checks and frees blocks of mixed sizes; up to 12 live at once.
-        "stress" => {
-            let heap = Heap::open(&args[0]).unwrap();
-            let seed: u64 = args[1].parse().unwrap();
-            let rounds: u64 = args[2].parse().unwrap();
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let mut live: Vec<(shmchan::ShmBuf, u8)> = Vec::new();
-            let mut full = 0;
-            for i in 0..rounds {
-                if live.len() >= 12 || (!live.is_empty() && rng.below(3) == 0) {
-                    let at = rng.below(live.len() as u64) as usize;
-                    let (buf, tag) = live.swap_remove(at);
+    common::dispatch(|role, args| {
+        match role {
+            // Allocates, fills, checks and frees blocks of mixed sizes; up to 12 live at once.
+            "stress" => {
+                let heap = Heap::open(&args[0]).unwrap();
+                let seed: u64 = args[1].parse().unwrap();
+                let rounds: u64 = args[2].parse().unwrap();
+                let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                let mut live: Vec<(shmchan::ShmBuf, u8)> = Vec::new();
+                let mut full = 0;
+                for i in 0..rounds {
+                    if live.len() >= 12 || (!live.is_empty() && rng.below(3) == 0) {
+                        let at = rng.below(live.len() as u64) as usize;
+                        let (buf, tag) = live.swap_remove(at);
+                        assert_eq!(buf.to_vec(), vec![tag; buf.len()], "block overwritten");
+                        continue;
+                    }
+                    let len = SIZES[rng.below(SIZES.len() as u64) as usize];
+                    match heap.alloc(len) {
+                        Ok(mut buf) => {
+                            let tag = (seed as u8).wrapping_mul(61).wrapping_add(i as u8);
+                            buf.write_at(0, &vec![tag; len]).unwrap();
+                            live.push((buf, tag));
+                        }
+                        Err(Error::OutOfMemory(_)) => full += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                for (buf, tag) in live {
                     assert_eq!(buf.to_vec(), vec![tag; buf.len()], "block overwritten");
-                    continue;
                 }
-                let len = SIZES[rng.below(SIZES.len() as u64) as usize];
-                match heap.alloc(len) {
-                    Ok(mut buf) => {
-                        let tag = (seed as u8).wrapping_mul(61).wrapping_add(i as u8);
-                        buf.write_at(0, &vec![tag; len]).unwrap();
-                        live.push((buf, tag));
+                report(format!("done full={full}"));
+            }
+            // Holds small and large blocks, reports, and waits to be killed.
+            "hold" => {
+                let heap = Heap::open(&args[0]).unwrap();
+                let held: Vec<_> = [64, 64, 5000, 300_000]
+                    .iter()
+                    .map(|&n| heap.alloc(n).unwrap())
+                    .collect();
+                report(format!("held {}", held.len()));
+                loop {
+                    std::thread::park();
+                }
+            }
+            // Writes a 16 MiB buffer and hands out its handle, then exits.
+            "writer16" => {
+                let heap = Heap::open(&args[0]).unwrap();
+                let mut buf = heap.alloc(16 << 20).unwrap();
+                buf.write_at(0, &pattern(42, 16 << 20)).unwrap();
+                report(to_hex(&buf.into_handle()));
+            }
+            // Makes a small in-flight block for the parent to forge handles from.
+            "handle" => {
+                let heap = Heap::open(&args[0]).unwrap();
+                let mut buf = heap.alloc(100).unwrap();
+                buf.write_at(0, &pattern(7, 100)).unwrap();
+                report(to_hex(&buf.into_handle()));
+            }
+            // Takes a handle and drops the buffer: frees memory for a waiting parent.
+            "take-free" => {
+                let heap = Heap::open(&args[0]).unwrap();
+                drop(heap.take(from_hex(&args[1])).unwrap());
+                report("freed");
+            }
+            // Allocates and frees forever (small and large, some handed out as handles), reporting
+            // once it is under way, to be killed at an arbitrary instruction.
+            "churn" => {
+                let heap = Heap::open(&args[0]).unwrap();
+                let mut rng = Rng(u64::from(std::process::id()) | 1);
+                let mut live = Vec::new();
+                for i in 0u64.. {
+                    if i == 2000 {
+                        report("churning");
                     }
-                    Err(Error::OutOfMemory(_)) => full += 1,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            for (buf, tag) in live {
-                assert_eq!(buf.to_vec(), vec![tag; buf.len()], "block overwritten");
-            }
-            report(format!("done full={full}"));
-        }
-        // Holds small and large blocks, reports, and waits to be killed.
-        "hold" => {
-            let heap = Heap::open(&args[0]).unwrap();
-            let held: Vec<_> = [64, 64, 5000, 300_000]
-                .iter()
-                .map(|&n| heap.alloc(n).unwrap())
-                .collect();
-            report(format!("held {}", held.len()));
-            loop {
-                std::thread::park();
-            }
-        }
-        // Writes a 16 MiB buffer and hands out its handle, then exits.
-        "writer16" => {
-            let heap = Heap::open(&args[0]).unwrap();
-            let mut buf = heap.alloc(16 << 20).unwrap();
-            buf.write_at(0, &pattern(42, 16 << 20)).unwrap();
-            report(to_hex(&buf.into_handle()));
-        }
-        // Makes a small in-flight block for the parent to forge handles from.
-        "handle" => {
-            let heap = Heap::open(&args[0]).unwrap();
-            let mut buf = heap.alloc(100).unwrap();
-            buf.write_at(0, &pattern(7, 100)).unwrap();
-            report(to_hex(&buf.into_handle()));
-        }
-        // Takes a handle and drops the buffer: frees memory for a waiting parent.
-        "take-free" => {
-            let heap = Heap::open(&args[0]).unwrap();
-            drop(heap.take(from_hex(&args[1])).unwrap());
-            report("freed");
-        }
-        // Allocates and frees forever (small and large, some handed out as handles), reporting
-        // once it is under way, to be killed at an arbitrary instruction.
-        "churn" => {
-            let heap = Heap::open(&args[0]).unwrap();
-            let mut rng = Rng(u64::from(std::process::id()) | 1);
-            let mut live = Vec::new();
-            for i in 0u64.. {
-                if i == 2000 {
-                    report("churning");
-                }
-                if live.len() >= 6 || (!live.is_empty() && rng.below(2) == 0) {
-                    let at = rng.below(live.len() as u64) as usize;
-                    drop(live.swap_remove(at));
-                    continue;
-                }
-                let len = SIZES[rng.below(SIZES.len() as u64) as usize];
-                if let Ok(buf) = heap.alloc(len) {
-                    if rng.below(8) == 0 {
-                        // Into flight and back: exercises both transitions.
-                        let h = buf.into_handle();
-                        live.push(heap.take(h).unwrap());
-                    } else {
-                        live.push(buf);
+                    if live.len() >= 6 || (!live.is_empty() && rng.below(2) == 0) {
+                        let at = rng.below(live.len() as u64) as usize;
+                        drop(live.swap_remove(at));
+                        continue;
+                    }
+                    let len = SIZES[rng.below(SIZES.len() as u64) as usize];
+                    if let Ok(buf) = heap.alloc(len) {
+                        if rng.below(8) == 0 {
+                            // Into flight and back: exercises both transitions.
+                            let h = buf.into_handle();
+                            live.push(heap.take(h).unwrap());
+                        } else {
+                            live.push(buf);
+                        }
                     }
                 }
             }
+            other => panic!("unknown role {other}"),
         }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]

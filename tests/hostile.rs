@@ -18,32 +18,31 @@ const SLOT0_LEN: usize = SPSC_RING + 640 + 8;
 
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    match role.as_str() {
-        // Writes random words at random offsets of the segment until the deadline.
-        "scribble" => {
-            let seg = Segment::open(&args[0], Mode::ReadWrite).unwrap();
-            let millis: u64 = args[1].parse().unwrap();
-            let mut rng = Rng(u64::from(std::process::id()) | 1);
-            let end = Instant::now() + Duration::from_millis(millis);
-            let mut n = 0u64;
-            while Instant::now() < end {
-                let off = (rng.below(seg.len() as u64 / 8) * 8) as usize;
-                let v = match rng.below(4) {
-                    0 => rng.next(),
-                    1 => rng.below(300),
-                    2 => u64::MAX - rng.below(3),
-                    _ => 0,
-                };
-                seg.atomic_u64(off).unwrap().store(v, Ordering::Relaxed);
-                n += 1;
+    common::dispatch(|role, args| {
+        match role {
+            // Writes random words at random offsets of the segment until the deadline.
+            "scribble" => {
+                let seg = Segment::open(&args[0], Mode::ReadWrite).unwrap();
+                let millis: u64 = args[1].parse().unwrap();
+                let mut rng = Rng(u64::from(std::process::id()) | 1);
+                let end = Instant::now() + Duration::from_millis(millis);
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let off = (rng.below(seg.len() as u64 / 8) * 8) as usize;
+                    let v = match rng.below(4) {
+                        0 => rng.next(),
+                        1 => rng.below(300),
+                        2 => u64::MAX - rng.below(3),
+                        _ => 0,
+                    };
+                    seg.atomic_u64(off).unwrap().store(v, Ordering::Relaxed);
+                    n += 1;
+                }
+                report(format!("scribbled {n}"));
             }
-            report(format!("scribbled {n}"));
+            other => panic!("unknown role {other}"),
         }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 fn opts() -> Options {

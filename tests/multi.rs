@@ -22,115 +22,115 @@ fn opts() -> Options {
 
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    let name = &args[0];
-    match role.as_str() {
-        // Sends `count` messages of stream `stream`, on an MPSC or MPMC channel.
-        "produce" => {
-            let stream: u64 = args[1].parse().unwrap();
-            let count: u64 = args[2].parse().unwrap();
-            if args[3] == "mpsc" {
-                let mut tx = mpsc::Producer::open(name, opts()).unwrap();
-                for i in 0..count {
-                    tx.send_blocking(message(stream, i, MAX)).unwrap();
-                }
-            } else {
-                let mut tx = mpmc::Producer::open(name, opts()).unwrap();
-                for i in 0..count {
-                    tx.send_blocking(message(stream, i, MAX)).unwrap();
-                }
-            }
-            report("sent");
-        }
-        // MPMC consumer: marks each message in a shared bitmap (args: bitmap segment, count
-        // per stream), checks per-stream order, reports how many it took and duplicates seen.
-        "consume" => {
-            let bitmap = Segment::open(&args[1], Mode::ReadWrite).unwrap();
-            let per: u64 = args[2].parse().unwrap();
-            let mut rx = mpmc::Consumer::open(name, opts()).unwrap();
-            report("ready");
-            let mut last = [None::<u64>; 8];
-            let (mut n, mut dups) = (0u64, 0u64);
-            loop {
-                match rx.recv_blocking() {
-                    Ok(m) => {
-                        let (s, i) = check_message(&m, MAX);
-                        if let Some(prev) = last[s as usize] {
-                            assert!(i > prev, "stream {s}: {i} after {prev}");
-                        }
-                        last[s as usize] = Some(i);
-                        let bit = s * per + i;
-                        let word = bitmap.atomic_u64((bit / 64 * 8) as usize).unwrap();
-                        if word.fetch_or(1 << (bit % 64), Ordering::AcqRel) & (1 << (bit % 64)) != 0
-                        {
-                            dups += 1;
-                        }
-                        n += 1;
+    common::dispatch(|role, args| {
+        let name = &args[0];
+        match role {
+            // Sends `count` messages of stream `stream`, on an MPSC or MPMC channel.
+            "produce" => {
+                let stream: u64 = args[1].parse().unwrap();
+                let count: u64 = args[2].parse().unwrap();
+                if args[3] == "mpsc" {
+                    let mut tx = mpsc::Producer::open(name, opts()).unwrap();
+                    for i in 0..count {
+                        tx.send_blocking(message(stream, i, MAX)).unwrap();
                     }
-                    Err(Error::Closed) => break,
-                    Err(e) => panic!("{e}"),
+                } else {
+                    let mut tx = mpmc::Producer::open(name, opts()).unwrap();
+                    for i in 0..count {
+                        tx.send_blocking(message(stream, i, MAX)).unwrap();
+                    }
+                }
+                report("sent");
+            }
+            // MPMC consumer: marks each message in a shared bitmap (args: bitmap segment, count
+            // per stream), checks per-stream order, reports how many it took and duplicates seen.
+            "consume" => {
+                let bitmap = Segment::open(&args[1], Mode::ReadWrite).unwrap();
+                let per: u64 = args[2].parse().unwrap();
+                let mut rx = mpmc::Consumer::open(name, opts()).unwrap();
+                report("ready");
+                let mut last = [None::<u64>; 8];
+                let (mut n, mut dups) = (0u64, 0u64);
+                loop {
+                    match rx.recv_blocking() {
+                        Ok(m) => {
+                            let (s, i) = check_message(&m, MAX);
+                            if let Some(prev) = last[s as usize] {
+                                assert!(i > prev, "stream {s}: {i} after {prev}");
+                            }
+                            last[s as usize] = Some(i);
+                            let bit = s * per + i;
+                            let word = bitmap.atomic_u64((bit / 64 * 8) as usize).unwrap();
+                            if word.fetch_or(1 << (bit % 64), Ordering::AcqRel) & (1 << (bit % 64))
+                                != 0
+                            {
+                                dups += 1;
+                            }
+                            n += 1;
+                        }
+                        Err(Error::Closed) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                report(format!("took {n} dups {dups}"));
+            }
+            // Sends message (9, 0), reserves a slot and holds it until told on stdin: "commit" sends
+            // (9, 1); the parent may kill us instead.
+            "reserve-and-hold" => {
+                let flavour = &args[1];
+                let mut line = String::new();
+                macro_rules! run {
+                    ($m:ident) => {{
+                        let mut tx = $m::Producer::open(name, opts()).unwrap();
+                        tx.send_blocking(message(9, 0, MAX)).unwrap();
+                        let mut slot = tx.try_reserve().unwrap().unwrap();
+                        let m = message(9, 1, MAX);
+                        slot.write(0, &m).unwrap();
+                        report("holding");
+                        std::io::stdin().lock().read_line(&mut line).unwrap();
+                        if line.trim() == "commit" {
+                            slot.commit(m.len()).unwrap();
+                        }
+                        report("done");
+                    }};
+                }
+                if flavour == "mpsc" {
+                    run!(mpsc)
+                } else {
+                    run!(mpmc)
                 }
             }
-            report(format!("took {n} dups {dups}"));
-        }
-        // Sends message (9, 0), reserves a slot and holds it until told on stdin: "commit" sends
-        // (9, 1); the parent may kill us instead.
-        "reserve-and-hold" => {
-            let flavour = &args[1];
-            let mut line = String::new();
-            macro_rules! run {
-                ($m:ident) => {{
-                    let mut tx = $m::Producer::open(name, opts()).unwrap();
-                    tx.send_blocking(message(9, 0, MAX)).unwrap();
-                    let mut slot = tx.try_reserve().unwrap().unwrap();
-                    let m = message(9, 1, MAX);
-                    slot.write(0, &m).unwrap();
-                    report("holding");
-                    std::io::stdin().lock().read_line(&mut line).unwrap();
-                    if line.trim() == "commit" {
-                        slot.commit(m.len()).unwrap();
-                    }
-                    report("done");
-                }};
+            // MPMC consumer that borrows one message in place and holds it until killed.
+            "take-and-hold" => {
+                let mut rx = mpmc::Consumer::open(name, opts()).unwrap();
+                let slot = rx.recv_ref_blocking().unwrap();
+                let (_, i) = check_message(&slot.to_vec(), MAX);
+                report(format!("holding {i}"));
+                let _ = std::io::stdin().read(&mut [0u8; 1]);
+                drop(slot);
             }
-            if flavour == "mpsc" {
-                run!(mpsc)
-            } else {
-                run!(mpmc)
+            // Parked-only MPMC consumer that takes messages until Closed, then reports the count.
+            "park-consume" => {
+                let mut rx =
+                    mpmc::Consumer::open(name, opts().wait_strategy(WaitStrategy::park_only()))
+                        .unwrap();
+                report("ready");
+                let mut n = 0;
+                while rx.recv_blocking().is_ok() {
+                    n += 1;
+                }
+                report(format!("took {n}"));
             }
-        }
-        // MPMC consumer that borrows one message in place and holds it until killed.
-        "take-and-hold" => {
-            let mut rx = mpmc::Consumer::open(name, opts()).unwrap();
-            let slot = rx.recv_ref_blocking().unwrap();
-            let (_, i) = check_message(&slot.to_vec(), MAX);
-            report(format!("holding {i}"));
-            let _ = std::io::stdin().read(&mut [0u8; 1]);
-            drop(slot);
-        }
-        // Parked-only MPMC consumer that takes messages until Closed, then reports the count.
-        "park-consume" => {
-            let mut rx =
-                mpmc::Consumer::open(name, opts().wait_strategy(WaitStrategy::park_only()))
-                    .unwrap();
-            report("ready");
-            let mut n = 0;
-            while rx.recv_blocking().is_ok() {
-                n += 1;
+            "second-consumer" => {
+                report(match mpsc::Consumer::open(name, opts()) {
+                    Err(Error::InUse(m)) => format!("in use: {m}"),
+                    Err(e) => format!("error: {e}"),
+                    Ok(_) => "opened".to_owned(),
+                });
             }
-            report(format!("took {n}"));
+            other => panic!("unknown role {other}"),
         }
-        "second-consumer" => {
-            report(match mpsc::Consumer::open(name, opts()) {
-                Err(Error::InUse(m)) => format!("in use: {m}"),
-                Err(e) => format!("error: {e}"),
-                Ok(_) => "opened".to_owned(),
-            });
-        }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]

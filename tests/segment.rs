@@ -29,113 +29,112 @@ fn spec(round: u64) -> LayoutSpec {
 /// The child side of every cross-process test in this file.
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    match role.as_str() {
-        // Opens read-write, checks the parent's pattern, writes a reply after it.
-        "rw-peer" => {
-            let seg = Segment::open(&args[0], Mode::ReadWrite).unwrap();
-            let mut buf = vec![0; PATTERN_LEN];
-            seg.read(0, &mut buf).unwrap();
-            assert_eq!(
-                buf,
-                pattern(1),
-                "child saw other bytes than the parent wrote"
-            );
-            seg.write(PATTERN_LEN, &pattern(2)).unwrap();
-            seg.atomic_u64(2 * PATTERN_LEN)
-                .unwrap()
-                .store(u64::from(std::process::id()), Ordering::Release);
-            report(format!("len {}", seg.len()));
-        }
-        // Opens read-only, checks the pattern, and that it cannot write.
-        "ro-peer" => {
-            let seg = Segment::open(&args[0], Mode::ReadOnly).unwrap();
-            let mut buf = vec![0; PATTERN_LEN];
-            seg.read(0, &mut buf).unwrap();
-            assert_eq!(buf, pattern(1));
-            assert!(matches!(seg.as_mut_ptr(), Err(Error::PermissionDenied(_))));
-            assert!(matches!(
-                seg.write(0, b"x"),
-                Err(Error::PermissionDenied(_))
-            ));
-            assert!(matches!(seg.atomic_u32(0), Err(Error::PermissionDenied(_))));
-            report("ro ok");
-        }
-        // Runs under another uid: opening a 0600 segment must be refused.
-        "other-uid" => {
-            let r = Segment::open(&args[0], Mode::ReadOnly);
-            report(match r {
-                Err(Error::PermissionDenied(m)) => format!("denied {m}"),
-                Err(e) => format!("other error {e}"),
-                Ok(_) => "opened".to_string(),
-            });
-        }
-        // Attaches to `count` layouts named `base-<i>` as soon as each appears, racing their
-        // creation; reports the geometry seen.
-        "attach-racer" => {
-            let base = &args[0];
-            let count: u64 = args[1].parse().unwrap();
-            for i in 0..count {
-                let name = format!("{base}-{i}");
-                let deadline = Instant::now() + Duration::from_secs(20);
-                let layout = loop {
-                    match Layout::open(
-                        &name,
-                        Kind::USER_FIRST,
-                        Mode::ReadWrite,
-                        Duration::from_secs(5),
-                    ) {
-                        Ok(l) => break l,
-                        Err(Error::NotFound(_)) if Instant::now() < deadline => {
-                            std::thread::yield_now()
-                        }
-                        Err(e) => panic!("round {i}: {e}"),
-                    }
-                };
-                assert_eq!(layout.geometry(), spec(i).geometry, "round {i}");
-                assert_eq!(layout.data_len(), 4096);
+    common::dispatch(|role, args| {
+        match role {
+            // Opens read-write, checks the parent's pattern, writes a reply after it.
+            "rw-peer" => {
+                let seg = Segment::open(&args[0], Mode::ReadWrite).unwrap();
+                let mut buf = vec![0; PATTERN_LEN];
+                seg.read(0, &mut buf).unwrap();
+                assert_eq!(
+                    buf,
+                    pattern(1),
+                    "child saw other bytes than the parent wrote"
+                );
+                seg.write(PATTERN_LEN, &pattern(2)).unwrap();
+                seg.atomic_u64(2 * PATTERN_LEN)
+                    .unwrap()
+                    .store(u64::from(std::process::id()), Ordering::Release);
+                report(format!("len {}", seg.len()));
             }
-            report(format!("attached {count}"));
-        }
-        // Creates a raw segment, marks it initialising as its creator, and exits.
-        "die-mid-init" => {
-            let seg = Segment::create(&args[0], 4096).unwrap();
-            seg.atomic_u32(32)
-                .unwrap()
-                .store(std::process::id(), Ordering::Relaxed);
-            seg.atomic_u32(8).unwrap().store(1, Ordering::Release);
-            report("left initialising");
-        }
-        // Maps a memfd of the parent through /proc and writes into it.
-        "memfd-peer" => {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(format!("/proc/{}/fd/{}", args[0], args[1]))
+            // Opens read-only, checks the pattern, and that it cannot write.
+            "ro-peer" => {
+                let seg = Segment::open(&args[0], Mode::ReadOnly).unwrap();
+                let mut buf = vec![0; PATTERN_LEN];
+                seg.read(0, &mut buf).unwrap();
+                assert_eq!(buf, pattern(1));
+                assert!(matches!(seg.as_mut_ptr(), Err(Error::PermissionDenied(_))));
+                assert!(matches!(
+                    seg.write(0, b"x"),
+                    Err(Error::PermissionDenied(_))
+                ));
+                assert!(matches!(seg.atomic_u32(0), Err(Error::PermissionDenied(_))));
+                report("ro ok");
+            }
+            // Runs under another uid: opening a 0600 segment must be refused.
+            "other-uid" => {
+                let r = Segment::open(&args[0], Mode::ReadOnly);
+                report(match r {
+                    Err(Error::PermissionDenied(m)) => format!("denied {m}"),
+                    Err(e) => format!("other error {e}"),
+                    Ok(_) => "opened".to_string(),
+                });
+            }
+            // Attaches to `count` layouts named `base-<i>` as soon as each appears, racing their
+            // creation; reports the geometry seen.
+            "attach-racer" => {
+                let base = &args[0];
+                let count: u64 = args[1].parse().unwrap();
+                for i in 0..count {
+                    let name = format!("{base}-{i}");
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    let layout = loop {
+                        match Layout::open(
+                            &name,
+                            Kind::USER_FIRST,
+                            Mode::ReadWrite,
+                            Duration::from_secs(5),
+                        ) {
+                            Ok(l) => break l,
+                            Err(Error::NotFound(_)) if Instant::now() < deadline => {
+                                std::thread::yield_now()
+                            }
+                            Err(e) => panic!("round {i}: {e}"),
+                        }
+                    };
+                    assert_eq!(layout.geometry(), spec(i).geometry, "round {i}");
+                    assert_eq!(layout.data_len(), 4096);
+                }
+                report(format!("attached {count}"));
+            }
+            // Creates a raw segment, marks it initialising as its creator, and exits.
+            "die-mid-init" => {
+                let seg = Segment::create(&args[0], 4096).unwrap();
+                seg.atomic_u32(32)
+                    .unwrap()
+                    .store(std::process::id(), Ordering::Relaxed);
+                seg.atomic_u32(8).unwrap().store(1, Ordering::Release);
+                report("left initialising");
+            }
+            // Maps a memfd of the parent through /proc and writes into it.
+            "memfd-peer" => {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(format!("/proc/{}/fd/{}", args[0], args[1]))
+                    .unwrap();
+                let seg = Segment::from_fd(f.into(), Mode::ReadWrite).unwrap();
+                let mut buf = vec![0; PATTERN_LEN];
+                seg.read(0, &mut buf).unwrap();
+                assert_eq!(buf, pattern(1));
+                seg.write(PATTERN_LEN, &pattern(3)).unwrap();
+                report("memfd ok");
+            }
+            // Claims participant record 3 and exits without releasing it.
+            "claim-and-exit" => {
+                let l = Layout::open(
+                    &args[0],
+                    Kind::USER_FIRST,
+                    Mode::ReadWrite,
+                    Duration::from_secs(5),
+                )
                 .unwrap();
-            let seg = Segment::from_fd(f.into(), Mode::ReadWrite).unwrap();
-            let mut buf = vec![0; PATTERN_LEN];
-            seg.read(0, &mut buf).unwrap();
-            assert_eq!(buf, pattern(1));
-            seg.write(PATTERN_LEN, &pattern(3)).unwrap();
-            report("memfd ok");
+                let r = l.claim(3, Role::CONSUMER).unwrap();
+                report(format!("claimed {}", r.index()));
+            }
+            other => panic!("unknown role {other}"),
         }
-        // Claims participant record 3 and exits without releasing it.
-        "claim-and-exit" => {
-            let l = Layout::open(
-                &args[0],
-                Kind::USER_FIRST,
-                Mode::ReadWrite,
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            let r = l.claim(3, Role::CONSUMER).unwrap();
-            report(format!("claimed {}", r.index()));
-        }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]
@@ -231,31 +230,23 @@ fn default_permissions_are_0600_and_configurable() {
 
 #[test]
 fn another_uid_cannot_open_a_0600_segment() {
-    use std::os::unix::process::CommandExt;
     if !rustix::process::geteuid().is_root() {
         println!("SKIPPED: not root, so the test cannot run a child under another uid");
         return;
     }
     let name = ShmName::new("uid");
     let _seg = Segment::create(name.as_str(), 4096).unwrap();
-    let mut cmd = common::command("other-uid", &[name.as_str()]);
-    cmd.uid(65534).gid(65534);
-    let child = match cmd.spawn() {
-        Ok(c) => common::ChildGuard(Some(c)),
-        Err(e) => {
-            println!("SKIPPED: cannot start the test binary as uid 65534: {e}");
-            return;
-        }
-    };
-    let out = child.wait();
+    // A copy the other uid can execute even if the checkout is in a private directory.
+    let exe = common::ExeCopy::new();
+    let out =
+        common::ChildGuard::spawn(exe.command_as(65534, "other-uid", &[name.as_str()])).wait();
     let lines = reports(&out);
-    if lines.is_empty() {
-        println!(
-            "SKIPPED: the child under uid 65534 could not run the test binary: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return;
-    }
+    assert!(
+        !lines.is_empty(),
+        "the child under uid 65534 did not report ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(lines[0].starts_with("denied"), "{lines:?}");
     assert!(lines[0].contains(name.as_str()), "{lines:?}");
 }

@@ -24,51 +24,50 @@ fn hold() {
 
 #[test]
 fn child_entry() {
-    let Some((role, args)) = common::role() else {
-        return;
-    };
-    let name = &args[0];
-    match role.as_str() {
-        "produce" => {
-            let count: u64 = args[1].parse().unwrap();
-            let mut tx = spsc::Producer::open(name, opts()).unwrap();
-            for i in 0..count {
-                tx.send_blocking(message(0, i, MAX)).unwrap();
+    common::dispatch(|role, args| {
+        let name = &args[0];
+        match role {
+            "produce" => {
+                let count: u64 = args[1].parse().unwrap();
+                let mut tx = spsc::Producer::open(name, opts()).unwrap();
+                for i in 0..count {
+                    tx.send_blocking(message(0, i, MAX)).unwrap();
+                }
+                report("sent");
             }
-            report("sent");
-        }
-        "produce-forever" => {
-            let mut tx = spsc::Producer::open(name, opts()).unwrap();
-            report("ready");
-            let mut i = 0;
-            while tx.send_blocking(message(0, i, MAX)).is_ok() {
-                i += 1;
+            "produce-forever" => {
+                let mut tx = spsc::Producer::open(name, opts()).unwrap();
+                report("ready");
+                let mut i = 0;
+                while tx.send_blocking(message(0, i, MAX)).is_ok() {
+                    i += 1;
+                }
             }
-        }
-        "consume-forever" => {
-            let mut rx = spsc::Consumer::open(name, opts()).unwrap();
-            report("ready");
-            let mut next = 0;
-            loop {
-                let m = rx.recv_blocking().unwrap();
-                assert_eq!(check_message(&m, MAX), (0, next));
-                next += 1;
+            "consume-forever" => {
+                let mut rx = spsc::Consumer::open(name, opts()).unwrap();
+                report("ready");
+                let mut next = 0;
+                loop {
+                    let m = rx.recv_blocking().unwrap();
+                    assert_eq!(check_message(&m, MAX), (0, next));
+                    next += 1;
+                }
             }
+            "hold-producer" => {
+                let _tx = spsc::Producer::open(name, opts()).unwrap();
+                report("ready");
+                hold();
+            }
+            "second-producer" => {
+                report(match spsc::Producer::open(name, opts()) {
+                    Err(Error::InUse(m)) => format!("in use: {m}"),
+                    Err(e) => format!("error: {e}"),
+                    Ok(_) => "opened".to_owned(),
+                });
+            }
+            other => panic!("unknown role {other}"),
         }
-        "hold-producer" => {
-            let _tx = spsc::Producer::open(name, opts()).unwrap();
-            report("ready");
-            hold();
-        }
-        "second-producer" => {
-            report(match spsc::Producer::open(name, opts()) {
-                Err(Error::InUse(m)) => format!("in use: {m}"),
-                Err(e) => format!("error: {e}"),
-                Ok(_) => "opened".to_owned(),
-            });
-        }
-        other => panic!("unknown role {other}"),
-    }
+    });
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! Helpers for cross-process tests: unique segment names that are unlinked even when a test
 //! fails, and child processes made by re-executing the test binary with a role.
 //!
-//! A test file that spawns children has a test named `child_entry` that does nothing unless
-//! `SHMCHAN_TEST_ROLE` is set; [`spawn`] runs the binary with `child_entry --exact` and that
-//! variable, so the child runs the role's code. Children report with lines starting `@@ `.
+//! A test file that spawns children has a test named `child_entry` (see [`ENTRY`]) whose body
+//! is [`dispatch`]: it does nothing unless `SHMCHAN_TEST_ROLE` is set. [`command`] and
+//! [`spawn`] run the binary with `child_entry --exact` and that variable, so the child runs the
+//! role's code. Children report with lines starting `@@ `. A child that must run under another
+//! uid runs a copy of the binary made by [`ExeCopy`], which that uid can reach.
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -54,21 +57,32 @@ pub fn role() -> Option<(String, Vec<String>)> {
     Some((role, args))
 }
 
+/// The name of the test, in every file with child roles, whose body is [`dispatch`].
+pub const ENTRY: &str = "child_entry";
+
+/// The body of a file's `child_entry` test: if this process was started as a child (by
+/// [`command`]), runs `run` with the role and its arguments; otherwise does nothing, so the
+/// test passes in an ordinary run. `run` should panic on a role it does not know.
+pub fn dispatch(run: impl FnOnce(&str, &[String])) {
+    if let Some((role, args)) = role() {
+        run(&role, &args);
+    }
+}
+
 /// A command that re-runs this test binary as `role` with `args`.
 pub fn command(role: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "child_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env(ROLE_VAR, role)
-    .env("SHMCHAN_TEST_ARGS", args.join("\x1f"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    command_for(&std::env::current_exe().unwrap(), role, args)
+}
+
+/// A command that runs the test binary at `exe` (this one or a copy) as `role` with `args`.
+fn command_for(exe: &Path, role: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args([ENTRY, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(ROLE_VAR, role)
+        .env("SHMCHAN_TEST_ARGS", args.join("\x1f"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
@@ -212,4 +226,77 @@ pub fn spawn_holding(role: &str, args: &[&str]) -> ChildGuard {
     let mut cmd = command(role, args);
     cmd.stdin(Stdio::piped());
     ChildGuard::spawn(cmd)
+}
+
+/// A copy of this test binary in a fresh directory of its own that every uid can reach (0755
+/// directory, 0755 file), so that a child can run under another uid even when the checkout
+/// lies in a private (0700) directory. Removed on drop, also when the test fails.
+#[derive(Debug)]
+pub struct ExeCopy {
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl ExeCopy {
+    pub fn new() -> ExeCopy {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let src = std::env::current_exe().unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = world_traversable_temp_dir().join(format!(
+            "shmchan-t-exe-{}-{}-{nanos:x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        // `create` fails if the name exists: the directory is ours alone.
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        // From here on the guard removes the directory, whatever fails next.
+        let copy = ExeCopy {
+            exe: dir.join(src.file_name().unwrap()),
+            dir,
+        };
+        // The mode given to `create` is reduced by the umask: set it exactly.
+        std::fs::set_permissions(&copy.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy(&src, &copy.exe)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", src.display(), copy.exe.display()));
+        std::fs::set_permissions(&copy.exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    }
+
+    /// The copied binary.
+    pub fn path(&self) -> &Path {
+        &self.exe
+    }
+
+    /// A command that runs the copy as `role` with `args` under `uid` (and the group of the same
+    /// number, without supplementary groups), from the copy's directory.
+    pub fn command_as(&self, uid: u32, role: &str, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = command_for(&self.exe, role, args);
+        cmd.uid(uid).gid(uid).current_dir(&self.dir);
+        cmd
+    }
+}
+
+impl Drop for ExeCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The temporary directory if every uid can traverse it and all its ancestors, else `/tmp` (a
+/// `TMPDIR` under a private home would hide the copy again).
+fn world_traversable_temp_dir() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = std::env::temp_dir();
+    let open = tmp.ancestors().all(|d| {
+        std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+    });
+    if open { tmp } else { PathBuf::from("/tmp") }
 }
