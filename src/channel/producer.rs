@@ -56,7 +56,7 @@ impl<F: Flavour> Producer<F> {
     /// [`Error::Corrupt`], [`Error::TimedOut`] (creator still initialising),
     /// [`Error::InUse`] if the channel is SPSC and a live producer is attached.
     pub fn open(name: &str, opts: Options) -> Result<Self> {
-        Self::from_core(Core::open(name, F::KIND, &opts, Side::Producer)?)
+        Self::from_core(Core::open(name, F::KIND, &opts, Side::Producer, false)?)
     }
 
     /// Opens `name`, or creates it with `opts` if it does not exist. An existing channel must
@@ -70,9 +70,12 @@ impl<F: Flavour> Producer<F> {
         Self::from_core(core::open_or_create(name, F::KIND, &opts, Side::Producer)?)
     }
 
-    fn from_core(core: Core) -> Result<Self> {
+    fn from_core(mut core: Core) -> Result<Self> {
+        // The algorithm checks the shared positions (Corrupt) before the handle counts in.
+        let tx = TxOf::<F>::attach(&core.ring)?;
+        core.count_in();
         Ok(Producer {
-            tx: TxOf::<F>::attach(&core.ring)?,
+            tx,
             core,
             sink_reserved: None,
             sink_started: None,
