@@ -422,7 +422,13 @@ impl Core {
             self.uncount(self.side);
         }
         self.layout.release(reg);
+        // Every wake path fences first (wait/protocol.rs): a waiter that announced while we
+        // left either sees our counter update in its re-check or is rung here.
         self.wake_everyone();
+        // SeqCst fence: pairs with the same fence in a peer's leave: of two participants
+        // leaving at once, at least one sees the other's record released (store-buffering
+        // again), so the last one out does unlink the name.
+        crate::loom::fence(Ordering::SeqCst);
         let unlink = match self.unlink {
             Unlink::Never => false,
             Unlink::Creator => self.created,
