@@ -304,7 +304,7 @@ impl Layout {
     /// not fit the mapped size, or a creator that died mid-initialisation,
     /// [`Error::Mismatch`] for another version or kind.
     pub fn open(name: &str, kind: Kind, mode: Mode, timeout: Duration) -> Result<Layout> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline_after(timeout);
         let mut pause = Duration::from_micros(50);
         // Phase 1: the object exists but its creator may not have sized it yet (shm_open and
         // ftruncate are two calls). No mapping exists to wait on, so back off briefly.
@@ -334,7 +334,7 @@ impl Layout {
     ///
     /// As [`open`](Self::open).
     pub fn attach(segment: Segment, kind: Kind, timeout: Duration) -> Result<Layout> {
-        Layout::attach_until(segment, kind, Instant::now() + timeout)
+        Layout::attach_until(segment, kind, crate::deadline_after(timeout))
     }
 
     fn attach_until(seg: Segment, kind: Kind, deadline: Instant) -> Result<Layout> {

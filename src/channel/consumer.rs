@@ -219,7 +219,7 @@ impl<F: Flavour> Consumer<F> {
     ///
     /// [`Error::TimedOut`] if nothing came, else as [`recv_blocking`](Self::recv_blocking).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
-        match self.take_until(Some(Instant::now() + timeout))? {
+        match self.take_until(Some(crate::deadline_after(timeout)))? {
             Some((pos, len)) => Ok(self.read_message(pos, len)),
             None => Err(Error::TimedOut(format!(
                 "no message on '{}' within {timeout:?}",

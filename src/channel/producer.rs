@@ -218,7 +218,7 @@ impl<F: Flavour> Producer<F> {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<M>> {
-        match self.send_until(msg.as_ref(), Some(Instant::now() + timeout)) {
+        match self.send_until(msg.as_ref(), Some(crate::deadline_after(timeout))) {
             Ok(true) => Ok(()),
             Ok(false) => Err(SendTimeoutError::Timeout(msg)),
             Err(Error::Closed) => Err(SendTimeoutError::Closed(msg)),
