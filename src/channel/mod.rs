@@ -111,6 +111,9 @@ mod peers;
 mod producer;
 mod zero_copy;
 
+#[cfg(all(test, feature = "tokio"))]
+mod fault_tests;
+
 pub use asynch::{RecvFuture, SendFuture};
 pub use consumer::Consumer;
 pub use error::SendError;

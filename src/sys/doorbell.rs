@@ -141,7 +141,12 @@ pub(crate) struct Ringer {
 }
 
 impl Ringer {
+    /// `socket(AF_UNIX, SOCK_DGRAM)`. Fails when the process is out of descriptors (`EMFILE`).
     pub(crate) fn new() -> Result<Ringer, Errno> {
+        #[cfg(test)]
+        if faults::RINGER.with(|f| f.get()) {
+            return Err(Errno::MFILE);
+        }
         Ok(Ringer {
             fd: dgram_socket()?,
         })
@@ -157,6 +162,16 @@ impl Ringer {
         if let Ok(addr) = address(token) {
             let _ = net::sendto(&self.fd, &[1], SendFlags::DONTWAIT, &addr);
         }
+    }
+}
+
+/// Fault injection for unit tests: failures of this thread's system calls, on request.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::Cell;
+    thread_local! {
+        /// `Ringer::new` fails with `EMFILE`.
+        pub(crate) static RINGER: Cell<bool> = const { Cell::new(false) };
     }
 }
 

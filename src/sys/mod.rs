@@ -8,6 +8,7 @@
 //! | [`shm`] | `shm_open`, `shm_unlink`, `memfd_create`, `fcntl(F_ADD_SEALS / F_GET_SEALS)`, `ftruncate`, `fstat`, `open` | segments |
 //! | [`process`] | `getpid`, `/proc/<pid>/stat`, `pidfd_open` | liveness of participants (pid + start time) |
 //! | [`doorbell`] | `socket(AF_UNIX, SOCK_DGRAM)`, `bind` (abstract names), `sendto`, `recv` | waking tasks parked in a reactor |
+//! | [`timer`] | `timerfd_create`, `timerfd_settime`, `read` | a fallback liveness re-check for async waits that could not watch a pidfd |
 //! | [`futex`] | `futex(FUTEX_WAIT / FUTEX_WAKE)` without `FUTEX_PRIVATE_FLAG` | parking blocked threads across processes |
 //!
 //! Mappings themselves are made by memmap2's `MmapRaw`, which hands out raw pointers only.
@@ -18,3 +19,4 @@ pub(crate) mod fdpass;
 pub(crate) mod futex;
 pub(crate) mod process;
 pub(crate) mod shm;
+pub(crate) mod timer;

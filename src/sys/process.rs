@@ -67,12 +67,23 @@ impl ProcessId {
     }
 
     /// `pidfd_open(pid, 0)`: a descriptor that becomes readable when the process exits, for
-    /// reactors to watch. Fails if the process is already gone (or not ours to see); the
-    /// start time is re-checked after opening so a recycled pid is not watched by mistake.
-    pub(crate) fn pidfd(&self) -> Option<std::os::fd::OwnedFd> {
-        let pid = self.raw_pid()?;
-        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
-        self.is_alive().then_some(fd)
+    /// reactors to watch. `Ok(None)` if the process is already gone (the start time is
+    /// re-checked after opening, so a recycled pid is not watched by mistake); `Err` if it
+    /// could not be opened for another reason (out of descriptors, a kernel without pidfds):
+    /// the caller must then re-check liveness some other way.
+    pub(crate) fn pidfd(&self) -> Result<Option<std::os::fd::OwnedFd>, rustix::io::Errno> {
+        let Some(pid) = self.raw_pid() else {
+            return Ok(None);
+        };
+        #[cfg(test)]
+        if faults::PIDFD.with(|f| f.get()) {
+            return Err(rustix::io::Errno::MFILE);
+        }
+        match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => Ok(self.is_alive().then_some(fd)),
+            Err(rustix::io::Errno::SRCH) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The pid as the kernel takes it, if it can name a process at all: `1..=PID_MAX_LIMIT`
@@ -91,6 +102,16 @@ impl ProcessId {
     /// `liveness() == Alive`.
     pub(crate) fn is_alive(&self) -> bool {
         self.liveness() == Liveness::Alive
+    }
+}
+
+/// Fault injection for unit tests: failures of this thread's system calls, on request.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::Cell;
+    thread_local! {
+        /// `pidfd_open` fails with `EMFILE`.
+        pub(crate) static PIDFD: Cell<bool> = const { Cell::new(false) };
     }
 }
 
@@ -130,7 +151,7 @@ mod tests {
         for pid in [0, (1 << 22) + 1, 1 << 31, u32::MAX - 1, u32::MAX] {
             let id = ProcessId { pid, start_time: 7 };
             assert_eq!(id.liveness(), Liveness::Dead, "pid {pid}");
-            assert!(id.pidfd().is_none(), "pid {pid}");
+            assert!(matches!(id.pidfd(), Ok(None)), "pid {pid}");
         }
     }
 

@@ -469,7 +469,7 @@ fn pidfd_becomes_readable_when_the_peer_is_sigkilled() {
         pid: kid.id(),
         start_time: 0,
     };
-    let pidfd = id.pidfd().expect("pidfd of a live child");
+    let pidfd = id.pidfd().unwrap().expect("pidfd of a live child");
     let bell = Doorbell::bind().unwrap();
     assert_eq!(
         poll_readable(&[bell.as_fd(), pidfd.as_fd()], Duration::ZERO),

@@ -14,7 +14,8 @@
 //!
 //! Waker (after the release store that made work visible):
 //! 1. a SeqCst fence; if `count == 0`, done: no syscall;
-//! 2. for each record of the waiting side: `if parked.swap(0) != 0 { count -= 1; ring it }`.
+//! 2. for each record of the waiting side: `mode = parked.load()`; if non-zero and the waker
+//!    can ring that mode, `if parked.cas(mode, 0) { count -= 1; ring it }`.
 //!
 //! The two fences forbid the store-buffering outcome in which the waiter's re-check misses the
 //! work *and* the waker's load misses the parked word; so either the waiter sees the work or
@@ -82,17 +83,26 @@ impl Sleepers<'_> {
     /// Waker, step 2: takes the announcement in `parked`, if any: the mode to wake it with.
     #[inline]
     pub(crate) fn take(&self, parked: &AtomicU64) -> Option<u64> {
-        if parked.load(Ordering::Relaxed) == 0 {
-            return None;
+        let mode = parked.load(Ordering::Relaxed);
+        (mode != 0 && self.take_mode(parked, mode)).then_some(mode)
+    }
+
+    /// Waker, step 2 for an announcement seen as `mode`: takes it only if it still is. If the
+    /// word changed after the waker's fenced look, the waiter retracted and possibly announced
+    /// again; a new announcement's re-check then sees what the waker published (the
+    /// store-buffering argument above: the waker's load missed the new word, so the waiter's
+    /// load cannot miss the work), so leaving it is safe.
+    #[inline]
+    pub(crate) fn take_mode(&self, parked: &AtomicU64, mode: u64) -> bool {
+        // AcqRel: exactly one of the waker and the waiter's `retract` (a swap) gets the
+        // non-zero value; Acquire pairs with the waiter's SeqCst store in `announce`.
+        let taken = parked
+            .compare_exchange(mode, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if taken {
+            self.count.fetch_sub(1, Ordering::AcqRel);
         }
-        // AcqRel: exactly one of the waker and the waiter's `retract` gets the non-zero value.
-        match parked.swap(0, Ordering::AcqRel) {
-            0 => None,
-            mode => {
-                self.count.fetch_sub(1, Ordering::AcqRel);
-                Some(mode)
-            }
-        }
+        taken
     }
 
     /// Wakes every thread parked on the futex word (after taking a futex announcement, or on
@@ -135,19 +145,23 @@ impl Sleepers<'_> {
     }
 }
 
-/// The doorbell ringer of one handle: a datagram socket made on the first ring.
+/// The doorbell ringer of one handle: a datagram socket made on the first ring. A failure
+/// to make it (out of descriptors) is not remembered: the next ring tries again.
 #[cfg(not(loom))]
 #[derive(Debug, Default)]
 pub(crate) struct Bells {
-    ringer: std::sync::OnceLock<Option<Ringer>>,
+    ringer: std::sync::OnceLock<Ringer>,
 }
 
 #[cfg(not(loom))]
 impl Bells {
-    fn ring(&self, token: u64) {
-        if let Some(r) = self.ringer.get_or_init(|| Ringer::new().ok()) {
-            r.ring(token);
+    /// The ringer, made now if need be; `None` if it cannot be made now.
+    fn ringer(&self) -> Option<&Ringer> {
+        if let Some(r) = self.ringer.get() {
+            return Some(r);
         }
+        let made = Ringer::new().ok()?;
+        Some(self.ringer.get_or_init(|| made))
     }
 }
 
@@ -184,7 +198,8 @@ impl WaitSet<'_> {
             let Ok(word) = self.layout.aux_word(i, AUX_PARKED) else {
                 return;
             };
-            if word.load(Ordering::Relaxed) == 0 {
+            let mode = word.load(Ordering::Relaxed);
+            if mode == 0 {
                 continue;
             }
             if let Some(role) = self.only_role {
@@ -192,8 +207,15 @@ impl WaitSet<'_> {
                     continue;
                 }
             }
-            match self.sleepers.take(word) {
-                Some(PARK_DOORBELL) => {
+            if mode == PARK_DOORBELL {
+                // Taken only if we can ring it: without a ringer (out of descriptors) the
+                // announcement stays standing, the count stays up, and the next waker (our
+                // next publish, or a peer's) tries again. Taking it and failing to ring
+                // would leave the waiter asleep with nobody left to wake it.
+                let Some(ringer) = bells.ringer() else {
+                    continue;
+                };
+                if self.sleepers.take_mode(word, PARK_DOORBELL) {
                     // Acquire: pairs with the Release store of the token in the waiter's
                     // first async park, made before its first announcement.
                     let token = self
@@ -201,10 +223,10 @@ impl WaitSet<'_> {
                         .aux_word(i, AUX_TOKEN)
                         .map(|t| t.load(Ordering::Acquire))
                         .unwrap_or(0);
-                    bells.ring(token);
+                    ringer.ring(token);
                 }
-                Some(_) => futex = true,
-                None => {}
+            } else if self.sleepers.take_mode(word, mode) {
+                futex = true;
             }
         }
         if futex {

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::runtime::Registered;
 use crate::sys::doorbell::Doorbell;
 use crate::sys::process::ProcessId;
+use crate::sys::timer::Timer;
 
 /// A handle's async wait machinery, made on its first park.
 #[derive(Debug)]
@@ -30,6 +31,12 @@ struct Machinery {
     reg: Registered,
     /// Pidfds of the participants whose death concerns us.
     watches: Vec<(ProcessId, Registered)>,
+    /// Armed while some live participant could not be watched (its `pidfd_open` failed): a
+    /// timer that makes the parked task re-check liveness every interval, so that a death
+    /// is still seen in bounded time. Made on first need.
+    fallback: Option<(Timer, Registered)>,
+    /// Whether the last park left a participant unwatched.
+    unwatched: bool,
 }
 
 /// The async wait state of one handle.
@@ -76,6 +83,8 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
             bell,
             reg,
             watches: Vec::new(),
+            fallback: None,
+            unwatched: false,
         });
     }
     let mut joined = Vec::new();
@@ -84,17 +93,40 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
             joined.push(id);
         }
     });
+    let interval = p.liveness_interval();
     let mut gone = false;
     let m = p.async_state().machinery.as_mut().expect("made above");
+    m.unwatched = false;
     for id in joined {
         if m.watches.iter().any(|(w, _)| *w == id) {
             continue;
         }
         match id.pidfd() {
-            Some(fd) => m.watches.push((id, Registered::new(fd)?)),
+            Ok(Some(fd)) => m.watches.push((id, Registered::new(fd)?)),
             // Already gone: let the liveness check see it now.
-            None => gone = true,
+            Ok(None) => gone = true,
+            // Cannot be watched (retried at the next park): re-check on a timer meanwhile.
+            Err(_) => m.unwatched = true,
         }
+    }
+    if m.unwatched {
+        if m.fallback.is_none() {
+            let no_timer = |e| {
+                Error::from_errno(e, || {
+                    "a peer's pidfd could not be opened and no fallback timer could be made \
+                     for the liveness check (out of file descriptors?)"
+                        .into()
+                })
+            };
+            let timer = Timer::new().map_err(no_timer)?;
+            let reg = Registered::new(timer.try_clone_fd().map_err(no_timer)?)?;
+            m.fallback = Some((timer, reg));
+        }
+        let (timer, _) = m.fallback.as_ref().expect("made above");
+        timer.drain();
+        timer
+            .arm(interval)
+            .map_err(|e| Error::from_errno(e, || "arming the fallback liveness timer".into()))?;
     }
     if gone {
         p.force_checks();
@@ -185,8 +217,17 @@ pub(crate) fn poll_op<P: AsyncPark, R>(
         let before = m.watches.len();
         m.watches
             .retain(|(_, reg)| reg.poll_readable(cx).is_pending());
-        if m.watches.len() != before {
-            // A participant exited: look at the table now.
+        let mut recheck = m.watches.len() != before; // a participant exited
+        if m.unwatched {
+            if let Some((timer, reg)) = &m.fallback {
+                if reg.poll_readable(cx).is_ready() {
+                    timer.drain();
+                    recheck = true; // the fallback interval passed
+                }
+            }
+        }
+        if recheck {
+            // Look at the table now.
             p.force_checks();
             continue;
         }
