@@ -202,19 +202,78 @@ impl fmt::Debug for Layout {
     }
 }
 
-/// Reads the header word at `off` of a segment of at least `HEADER_LEN` bytes.
+/// The header word at `off` of a writable segment of at least `HEADER_LEN` bytes, as an
+/// atomic (for the creator's stores and the futex).
+///
+/// # Panics
+///
+/// In debug builds, if the segment is read-only: `AtomicU32::from_ptr` requires memory valid
+/// for writes, which a `PROT_READ` mapping is not; readers of read-only mappings go through
+/// [`load32`] / [`load64`].
 fn word32(seg: &Segment, off: usize) -> &AtomicU32 {
     debug_assert!(off + 4 <= HEADER_LEN && off % 4 == 0);
+    debug_assert!(seg.mode() == Mode::ReadWrite);
     // SAFETY: off is a constant inside the header (checked above), 4-aligned, and every caller
-    // has checked seg.len() >= HEADER_LEN; the mapping is page-aligned and lives as long as seg.
-    // Read-only mappings are only loaded from (no store goes through these for them).
+    // has checked seg.len() >= HEADER_LEN; the mapping is page-aligned, writable (callers only
+    // use this on read-write segments) and lives as long as seg.
     unsafe { AtomicU32::from_ptr(seg.as_ptr().add(off) as *mut u32) }
 }
 
 fn word64(seg: &Segment, off: usize) -> &AtomicU64 {
     debug_assert!(off + 8 <= HEADER_LEN && off % 8 == 0);
+    debug_assert!(seg.mode() == Mode::ReadWrite);
     // SAFETY: as in word32, with 8-byte alignment.
     unsafe { AtomicU64::from_ptr(seg.as_ptr().add(off) as *mut u64) }
+}
+
+/// Loads the aligned word at `ptr` of `seg` with `order`: atomically on a writable mapping; on
+/// a read-only one (where the atomic types' contract, memory valid for writes, cannot hold) as
+/// one volatile load of the aligned word, which every supported target performs as a single
+/// access, followed by an Acquire fence when `order` asks for more than Relaxed. Another
+/// process's writes are outside the Rust memory model either way; what this relies on is that
+/// the hardware makes an aligned word load single-copy atomic, as the atomic load would.
+macro_rules! shared_load {
+    ($seg:expr, $ptr:expr, $atomic:ty, $order:expr) => {{
+        let ptr = $ptr;
+        let order: Ordering = $order;
+        if $seg.mode() == Mode::ReadWrite {
+            // SAFETY: the caller's pointer is aligned, inside the mapping, and the mapping is
+            // writable and alive as long as the segment.
+            unsafe { <$atomic>::from_ptr(ptr) }.load(order)
+        } else {
+            // SAFETY: as above, but read-only: a volatile read of an aligned, mapped word.
+            let v = unsafe { std::ptr::read_volatile(ptr) };
+            if order != Ordering::Relaxed {
+                // Acquire: pairs, as the atomic load would, with the writer's Release store.
+                std::sync::atomic::fence(Ordering::Acquire);
+            }
+            v
+        }
+    }};
+}
+
+/// Loads the header word at `off` (see [`shared_load!`]).
+fn load32(seg: &Segment, off: usize, order: Ordering) -> u32 {
+    debug_assert!(off + 4 <= HEADER_LEN && off % 4 == 0);
+    // Every caller has checked seg.len() >= HEADER_LEN; off is 4-aligned in the page-aligned
+    // mapping.
+    shared_load!(
+        seg,
+        seg.as_ptr().wrapping_add(off) as *mut u32,
+        AtomicU32,
+        order
+    )
+}
+
+/// Loads the header word at `off` (see [`shared_load!`]).
+fn load64(seg: &Segment, off: usize, order: Ordering) -> u64 {
+    debug_assert!(off + 8 <= HEADER_LEN && off % 8 == 0);
+    shared_load!(
+        seg,
+        seg.as_ptr().wrapping_add(off) as *mut u64,
+        AtomicU64,
+        order
+    )
 }
 
 impl Layout {
@@ -351,13 +410,13 @@ impl Layout {
 
     fn validate(seg: Segment, kind: Kind) -> Result<Layout> {
         let d = seg.describe();
-        let magic = word64(&seg, OFF_MAGIC).load(Ordering::Relaxed);
+        let magic = load64(&seg, OFF_MAGIC, Ordering::Relaxed);
         if magic != MAGIC {
             return Err(Error::Corrupt(format!(
                 "{d} is not a shmchan segment: magic {magic:#018x}, expected {MAGIC:#018x}"
             )));
         }
-        let version = word32(&seg, OFF_VERSION).load(Ordering::Relaxed);
+        let version = load32(&seg, OFF_VERSION, Ordering::Relaxed);
         if version != LAYOUT_VERSION {
             return Err(Error::Mismatch {
                 segment: d,
@@ -366,7 +425,7 @@ impl Layout {
                 found: version.into(),
             });
         }
-        let found = word32(&seg, OFF_KIND).load(Ordering::Relaxed);
+        let found = load32(&seg, OFF_KIND, Ordering::Relaxed);
         if found != kind.0 {
             return Err(Error::Mismatch {
                 segment: d,
@@ -375,13 +434,13 @@ impl Layout {
                 found: found.into(),
             });
         }
-        let cap = word32(&seg, OFF_PCAP).load(Ordering::Relaxed);
-        let total = word64(&seg, OFF_TOTAL).load(Ordering::Relaxed);
-        let poff = word64(&seg, OFF_POFF).load(Ordering::Relaxed);
-        let doff = word64(&seg, OFF_DOFF).load(Ordering::Relaxed);
+        let cap = load32(&seg, OFF_PCAP, Ordering::Relaxed);
+        let total = load64(&seg, OFF_TOTAL, Ordering::Relaxed);
+        let poff = load64(&seg, OFF_POFF, Ordering::Relaxed);
+        let doff = load64(&seg, OFF_DOFF, Ordering::Relaxed);
         let mut geometry = [0u64; 8];
         for (i, g) in geometry.iter_mut().enumerate() {
-            *g = word64(&seg, OFF_GEOM + 8 * i).load(Ordering::Relaxed);
+            *g = load64(&seg, OFF_GEOM + 8 * i, Ordering::Relaxed);
         }
         let corrupt = |why: String| Err(Error::Corrupt(format!("{d}: {why}")));
         if total > seg.len() as u64 {
@@ -459,15 +518,28 @@ impl Layout {
         unsafe { self.segment.as_ptr().add(self.data_off) }
     }
 
-    /// A word of record `index`, at byte offset `off` of the record.
-    fn rec_word(&self, index: u32, off: usize) -> &AtomicU64 {
+    /// Pointer to the word of record `index` at byte offset `off` of the record.
+    fn rec_ptr(&self, index: u32, off: usize) -> *mut u64 {
         assert!(index < self.participant_cap && off + 8 <= RECORD_LEN && off % 8 == 0);
         let at = self.participants_off + index as usize * RECORD_LEN + off;
-        // SAFETY: index < cap (asserted), so `at + 8 <= data_off <= len` (validated on attach or
+        // index < cap (asserted), so `at + 8 <= data_off <= len` (validated on attach or
         // computed on create); participants_off is 128-aligned and the mapping page-aligned, so
-        // the word is 8-aligned. Loads are fine on read-only mappings; callers that store
-        // (claim, release) first check the segment is writable via `writable()`.
-        unsafe { AtomicU64::from_ptr(self.segment.as_ptr().add(at) as *mut u64) }
+        // the word is 8-aligned.
+        self.segment.as_ptr().wrapping_add(at) as *mut u64
+    }
+
+    /// A word of record `index` as an atomic, on a writable mapping only (callers check with
+    /// `writable()` first; readers use [`rec_load`](Self::rec_load)).
+    fn rec_word(&self, index: u32, off: usize) -> &AtomicU64 {
+        debug_assert!(self.segment.mode() == Mode::ReadWrite);
+        // SAFETY: rec_ptr is aligned and inside the mapping, which is writable (callers check)
+        // and lives as long as `self`.
+        unsafe { AtomicU64::from_ptr(self.rec_ptr(index, off)) }
+    }
+
+    /// Loads a word of record `index`, on any mapping (see `shared_load!`).
+    fn rec_load(&self, index: u32, off: usize, order: Ordering) -> u64 {
+        shared_load!(self.segment, self.rec_ptr(index, off), AtomicU64, order)
     }
 
     fn writable(&self) -> Result<()> {
@@ -482,7 +554,7 @@ impl Layout {
     pub fn participant(&self, index: u32) -> Option<Participant> {
         // Acquire: pairs with the Release store that published the record live in `claim`, so
         // the start time read next belongs to this owner.
-        let owner = self.rec_word(index, REC_OWNER).load(Ordering::Acquire);
+        let owner = self.rec_load(index, REC_OWNER, Ordering::Acquire);
         if owner == 0 {
             return None;
         }
@@ -492,7 +564,7 @@ impl Layout {
             process: ProcessId {
                 pid: owner as u32,
                 start_time: if (owner >> 40) & 0xff == OWNER_LIVE {
-                    self.rec_word(index, REC_START).load(Ordering::Relaxed)
+                    self.rec_load(index, REC_START, Ordering::Relaxed)
                 } else {
                     0
                 },
@@ -678,7 +750,7 @@ impl Layout {
     pub fn intent(&self, index: u32) -> u64 {
         // SeqCst: pairs with the SeqCst intent store before a claim CAS (ring/mpmc.rs): a
         // repairer that saw the counter move past a position sees the claimer's intent.
-        self.rec_word(index, REC_INTENT).load(Ordering::SeqCst)
+        self.rec_load(index, REC_INTENT, Ordering::SeqCst)
     }
 
     /// The `intent` word of record `index`, as an atomic, for upper layers.
@@ -713,10 +785,9 @@ impl Layout {
 
 /// Waits until the header's state is READY, or fails.
 fn wait_ready(seg: &Segment, deadline: Instant) -> Result<()> {
-    let state = word32(seg, OFF_STATE);
     loop {
         // Acquire: pairs with the creator's Release store of READY in `Layout::init`.
-        let s = state.load(Ordering::Acquire);
+        let s = load32(seg, OFF_STATE, Ordering::Acquire);
         match s {
             STATE_READY => return Ok(()),
             STATE_FRESH | STATE_INIT => {}
@@ -728,12 +799,15 @@ fn wait_ready(seg: &Segment, deadline: Instant) -> Result<()> {
             }
         }
         let creator = ProcessId {
-            pid: word32(seg, OFF_CPID).load(Ordering::Relaxed),
-            start_time: word64(seg, OFF_CSTART).load(Ordering::Relaxed),
+            pid: load32(seg, OFF_CPID, Ordering::Relaxed),
+            start_time: load64(seg, OFF_CSTART, Ordering::Relaxed),
         };
         // Acquire: as above, pairs with the creator's Release store of READY (it may have
         // published just before dying).
-        if creator.pid != 0 && !creator.is_alive() && state.load(Ordering::Acquire) != STATE_READY {
+        if creator.pid != 0
+            && !creator.is_alive()
+            && load32(seg, OFF_STATE, Ordering::Acquire) != STATE_READY
+        {
             return Err(Error::Corrupt(format!(
                 "{} was left half-initialised: its creator (pid {}) died before publishing the \
                  header; unlink it",
@@ -749,13 +823,19 @@ fn wait_ready(seg: &Segment, deadline: Instant) -> Result<()> {
                 creator.pid
             )));
         }
-        // Sleep on the state word; wake at the latest every 10 ms to re-check the creator.
-        // A read-only mapping can still be waited on (FUTEX_WAIT only reads).
-        futex::wait(
-            state,
-            s,
-            Some((deadline - now).min(Duration::from_millis(10))),
-        );
+        // Sleep on the state word; wake at the latest every 10 ms to re-check the creator. A
+        // read-only mapping cannot lend the futex call an atomic (see `word32`): it polls at
+        // 1 ms instead (an init wait is short and rare).
+        let nap = deadline - now;
+        if seg.mode() == Mode::ReadWrite {
+            futex::wait(
+                word32(seg, OFF_STATE),
+                s,
+                Some(nap.min(Duration::from_millis(10))),
+            );
+        } else {
+            std::thread::sleep(nap.min(Duration::from_millis(1)));
+        }
     }
 }
 

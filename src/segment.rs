@@ -483,7 +483,9 @@ impl Segment {
 
     /// Copies `buf.len()` bytes at `offset` out of the segment. The bytes are a snapshot: a
     /// concurrent writer can leave a mix of old and new bytes, which is why readers validate
-    /// what they copied rather than what is in shared memory.
+    /// what they copied rather than what is in shared memory. The copy is a plain
+    /// `memcpy` into private memory (see the ring's `read_payload` for why not volatile
+    /// word loads: measured 1.7-2.2x slower, for no protection validation does not give).
     ///
     /// # Errors
     ///

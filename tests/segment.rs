@@ -564,3 +564,31 @@ fn participants_are_seen_across_processes_and_dead_ones_recycled() {
     assert_eq!(layout.participant(3).unwrap().pid(), std::process::id());
     layout.release(r);
 }
+
+/// A read-only attach reads the header and the participant table without forming atomics
+/// over the `PROT_READ` mapping (whose contract, memory valid for writes, it cannot meet):
+/// debug builds assert that no atomic is made of a read-only mapping.
+#[test]
+fn a_read_only_layout_reads_header_and_participants() {
+    let name = ShmName::new("ro-layout");
+    let layout = Layout::create(name.as_str(), &spec(1), &Default::default()).unwrap();
+    let reg = layout.claim(2, Role::PRODUCER).unwrap();
+    let ro = Layout::open(
+        name.as_str(),
+        spec(1).kind,
+        Mode::ReadOnly,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let p = ro.participant(2).expect("the record claimed above");
+    assert_eq!(p.pid(), std::process::id());
+    assert!(p.is_alive());
+    assert_eq!(ro.live_participants(None).len(), 1);
+    assert_eq!(ro.intent(2), 0);
+    assert!(matches!(
+        ro.claim(3, Role::CONSUMER),
+        Err(Error::PermissionDenied(_))
+    ));
+    layout.release(reg);
+    assert!(ro.participant(2).is_none());
+}

@@ -9,8 +9,26 @@ use crate::channel::Options;
 use crate::error::Error;
 use crate::{WaitStrategy, mpsc, spsc};
 
-fn name(tag: &str) -> String {
-    format!("/shmchan-t-fault-{tag}-{}", std::process::id())
+/// A unique segment name, unlinked when the guard drops (also when a test fails).
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Name {
+        Name(format!("/shmchan-t-fault-{tag}-{}", std::process::id()))
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = crate::Segment::unlink(&self.0);
+    }
 }
 
 /// Waits (bounded) until `cond` holds; a failure detector, not a synchronisation delay.
@@ -34,7 +52,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// good while the announcement was taken: the async consumer slept forever.)
 #[test]
 fn a_ringer_that_cannot_be_made_leaves_the_waiter_announced() {
-    let n = name("ringer");
+    let n = Name::new("ringer");
     let opts = Options::new().wait_strategy(WaitStrategy::park_only());
     let mut tx = spsc::Producer::create(&n, opts.clone()).unwrap();
     let mut rx = spsc::Consumer::open(&n, opts).unwrap();
@@ -71,7 +89,6 @@ fn a_ringer_that_cannot_be_made_leaves_the_waiter_announced() {
     assert_eq!(got.recv_timeout(t).unwrap(), b"2");
     consumer.join().unwrap();
     drop(tx);
-    let _ = crate::Segment::unlink(&n);
 }
 
 /// A parked async consumer that cannot open its producer's pidfd still sees that producer die
@@ -81,7 +98,7 @@ fn a_ringer_that_cannot_be_made_leaves_the_waiter_announced() {
 fn a_pidfd_that_cannot_be_opened_falls_back_to_a_timed_recheck() {
     use crate::layout::{HEADER_LEN, RECORD_LEN};
     use std::sync::atomic::Ordering;
-    let n = name("pidfd");
+    let n = Name::new("pidfd");
     let opts = Options::new()
         .wait_strategy(WaitStrategy::park_only())
         .liveness_interval(Duration::from_millis(20));
@@ -128,5 +145,4 @@ fn a_pidfd_that_cannot_be_opened_falls_back_to_a_timed_recheck() {
         Err(_) => panic!("the parked consumer never noticed its producer's death"),
     }
     consumer.join().unwrap();
-    let _ = crate::Segment::unlink(&n);
 }
