@@ -437,6 +437,15 @@ impl Segment {
         self.mode
     }
 
+    /// The size of the object behind the mapping now (`fstat`), which a peer with write
+    /// access to a named segment or a file can change under us; the mapped size
+    /// ([`len`](Self::len)) stays as it was mapped.
+    pub(crate) fn object_len(&self) -> Result<u64> {
+        shm::stat(&self.fd)
+            .map(|(size, _, _)| size)
+            .map_err(|e| Error::from_errno(e, || self.describe()))
+    }
+
     /// Whether this handle created the segment (rather than opening an existing one).
     pub fn is_creator(&self) -> bool {
         self.created
