@@ -223,6 +223,17 @@ impl SegmentOptions {
 
 /// A mapped shared-memory segment.
 ///
+/// # Trust
+///
+/// Whoever can open a named segment (or a file) for writing can write any byte of it at any
+/// time, and can also `ftruncate` the object: an access past the new end then raises `SIGBUS`,
+/// which kills this process. That cannot be prevented for named segments (POSIX shared memory
+/// cannot be sealed); [`Segment::len`] is the size at mapping time, and shmchan's own layouts
+/// re-check the object's size when they attach, so only a truncation after that is fatal. The
+/// default mode `0600` limits writers to your own uid (and root). Memfd segments are immune:
+/// [`Segment::memfd`] seals them against shrinking (`F_SEAL_SHRINK`) and
+/// [`Segment::from_fd`] refuses a descriptor without that seal. Growing an object is harmless.
+///
 /// Dropping it unmaps it (and removes the name if it was created with
 /// [`SegmentOptions::unlink_on_drop`]); [`detach`](Segment::detach) does the same and can force
 /// the removal. `Segment` is `Send` and `Sync`: it only hands out raw pointers, copies and
