@@ -289,7 +289,9 @@ impl Endpoint {
     ///
     /// [`Error::NotFound`] if nobody listens; [`Error::PermissionDenied`] if the listener runs
     /// under another uid than ours (see [`ConnectOptions::allow_any_uid`]), or if it refused
-    /// us; [`Error::Mismatch`] if it refused our protocol version (the message says why);
+    /// us; [`Error::Mismatch`] if it refused our protocol version (the message says why), or
+    /// if it runs in another pid namespace (`what: "pid namespace"`: liveness checks by pid
+    /// cannot work across it);
     /// [`Error::Corrupt`] for a malformed reply; [`Error::TimedOut`] after 2 s per step.
     ///
     /// # Security
