@@ -14,7 +14,9 @@
 //!     48     8  participants_off 128-aligned, >= HEADER_LEN
 //!     56     8  data_off         128-aligned, after the table: the kind's own area
 //!     64    64  geometry         8 words whose meaning the kind defines
-//!    128   128  reserved (zero)
+//!    128     8  creator_pidns    inode of the creator's /proc/self/ns/pid (0: not recorded)
+//!    136     8  creator_netns    inode of the creator's /proc/self/ns/net (0: not recorded)
+//!    144   112  reserved (zero)
 //!    256        participant table: participant_cap records of 128 bytes
 //! ```
 //!
@@ -44,8 +46,17 @@
 //! only while their `intent` word is 0; upper layers use `intent` to mark a ring position a
 //! participant is about to claim, and clear or repair it before the record may be reused.
 //!
-//! All participants must live in one pid namespace: pids are compared as the kernel reports
-//! them in `/proc`.
+//! # Namespaces
+//!
+//! All participants must live in one pid namespace and one network namespace: pids are
+//! compared as the kernel reports them in `/proc` (a live peer in another pid namespace would
+//! look dead and get its slots "repaired"), and doorbells are abstract Unix socket names,
+//! which are per network namespace (its wake-ups would be lost). Containers that share
+//! `/dev/shm` can break both, so the creator records the inodes of its `/proc/self/ns/pid`
+//! and `/proc/self/ns/net`, and an attacher in another namespace is refused with
+//! [`Error::Mismatch`] (`what: "pid namespace"` or `"network namespace"`) before it touches the
+//! participant table. The words were reserved zero in layout 1, so they need no new version:
+//! a segment made before they existed (0) is accepted unchecked, as before.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -54,7 +65,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::segment::{Mode, Segment, SegmentOptions};
 use crate::sys::futex;
-use crate::sys::process::ProcessId;
+use crate::sys::process::{Namespaces, ProcessId};
 
 /// `b"SHMCHAN\x01"` read as a little-endian word.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCHAN\x01");
@@ -80,6 +91,8 @@ const OFF_CSTART: usize = 40;
 const OFF_POFF: usize = 48;
 const OFF_DOFF: usize = 56;
 const OFF_GEOM: usize = 64;
+const OFF_PIDNS: usize = 128;
+const OFF_NETNS: usize = 136;
 
 const STATE_FRESH: u32 = 0;
 const STATE_INIT: u32 = 1;
@@ -338,6 +351,9 @@ impl Layout {
         for (i, g) in spec.geometry.iter().enumerate() {
             word64(&segment, OFF_GEOM + 8 * i).store(*g, Ordering::Relaxed);
         }
+        let ns = Namespaces::current();
+        word64(&segment, OFF_PIDNS).store(ns.pid, Ordering::Relaxed);
+        word64(&segment, OFF_NETNS).store(ns.net, Ordering::Relaxed);
         // Release: pairs with the Acquire load of the state in `wait_ready`; everything written
         // above (header and the zero-filled body) is visible to whoever sees READY.
         state.store(STATE_READY, Ordering::Release);
@@ -360,8 +376,9 @@ impl Layout {
     ///
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::TimedOut`] if the header was
     /// not published in time, [`Error::Corrupt`] for a bad magic number, a geometry that does
-    /// not fit the mapped size, or a creator that died mid-initialisation,
-    /// [`Error::Mismatch`] for another version or kind.
+    /// not fit the mapped size or the object's current (`fstat`) size, or a creator that died
+    /// mid-initialisation, [`Error::Mismatch`] for another version or kind, or a creator in
+    /// another pid or network namespace (see [Namespaces](self#namespaces)).
     pub fn open(name: &str, kind: Kind, mode: Mode, timeout: Duration) -> Result<Layout> {
         let deadline = crate::deadline_after(timeout);
         let mut pause = Duration::from_micros(50);
@@ -434,6 +451,26 @@ impl Layout {
                 found: found.into(),
             });
         }
+        // 0 on either side: not recorded (a layout-1 segment from before these words, or no
+        // /proc to ask); liveness checks then work as well as they can.
+        let ours = Namespaces::current();
+        for (what, off, mine) in [
+            ("pid namespace", OFF_PIDNS, ours.pid),
+            ("network namespace", OFF_NETNS, ours.net),
+        ] {
+            let theirs = load64(&seg, off, Ordering::Relaxed);
+            if theirs != 0 && mine != 0 && theirs != mine {
+                return Err(Error::Mismatch {
+                    segment: format!(
+                        "{d} (created in another {what}; its participants' liveness cannot be \
+                         checked from here)"
+                    ),
+                    what,
+                    expected: mine,
+                    found: theirs,
+                });
+            }
+        }
         let cap = load32(&seg, OFF_PCAP, Ordering::Relaxed);
         let total = load64(&seg, OFF_TOTAL, Ordering::Relaxed);
         let poff = load64(&seg, OFF_POFF, Ordering::Relaxed);
@@ -447,6 +484,15 @@ impl Layout {
             return corrupt(format!(
                 "header says the layout is {total} bytes, only {} are mapped",
                 seg.len()
+            ));
+        }
+        // The object may have been truncated since it was mapped (a peer with write access to
+        // a named segment can): touching a page past its end would be SIGBUS, not an error.
+        let size = seg.object_len()?;
+        if total > size {
+            return corrupt(format!(
+                "header says the layout is {total} bytes, but the object is only {size} bytes \
+                 (truncated after it was mapped?)"
             ));
         }
         if cap > MAX_PARTICIPANTS {

@@ -151,6 +151,33 @@
 //! index, length and header field read from it is validated before it sizes a copy or forms a
 //! pointer; bad data gives [`Error::Corrupt`], never undefined behaviour or a panic.
 //!
+//! Who can write: a named segment is created with mode `0600`, so only processes of the
+//! creator's uid (and root) can open it for writing, unless you ask for wider permissions. A
+//! peer with write access **can**:
+//!
+//! - send you any bytes as messages (shmchan does not authenticate content), or corrupt the
+//!   header, indices and participant records: your calls then fail with [`Error::Corrupt`] or
+//!   misjudge who is alive (a forged live record stops a repair, a forged dead one invites it);
+//! - stop making progress, fill the ring and never drain it, or unlink the name: a denial of
+//!   service, which timeouts and [`Error::PeerGone`] bound but cannot prevent;
+//! - `ftruncate` a **named** segment (or a file) after you attached: an access past the new end
+//!   is `SIGBUS`, which kills your process. Attaching checks the object's current size against
+//!   the header (a shrunk segment is [`Error::Corrupt`] naming both sizes), but POSIX shared
+//!   memory cannot be sealed, so nothing stops a later truncation. Share named segments only
+//!   with processes you trust not to do this.
+//!
+//! It **cannot** make shmchan read or write outside its mappings, hold a reference over shared
+//! bytes, or reach any memory of yours outside the segment.
+//!
+//! The rings of a `Listener` / `Endpoint::connect` connection are memfds sealed against
+//! shrinking (`F_SEAL_SHRINK`) before they are passed, and [`Segment::from_fd`] refuses an
+//! unsealed descriptor, so they are immune to truncation (they have no name; only a process
+//! that may already ptrace yours could reach them through `/proc/<pid>/fd`). Both
+//! sides of the handshake check the other's uid (`SO_PEERCRED`), each refusing another uid
+//! unless told otherwise. A segment made in another pid or network namespace (containers that
+//! share `/dev/shm`) is refused on attach with [`Error::Mismatch`]: liveness checks by pid, and
+//! doorbells on abstract sockets, would not work across it.
+//!
 //! # Platform
 //!
 //! Linux is the tested platform (futex, memfd, `/proc` liveness checks).

@@ -223,6 +223,17 @@ impl SegmentOptions {
 
 /// A mapped shared-memory segment.
 ///
+/// # Trust
+///
+/// Whoever can open a named segment (or a file) for writing can write any byte of it at any
+/// time, and can also `ftruncate` the object: an access past the new end then raises `SIGBUS`,
+/// which kills this process. That cannot be prevented for named segments (POSIX shared memory
+/// cannot be sealed); [`Segment::len`] is the size at mapping time, and shmchan's own layouts
+/// re-check the object's size when they attach, so only a truncation after that is fatal. The
+/// default mode `0600` limits writers to your own uid (and root). Memfd segments are immune:
+/// [`Segment::memfd`] seals them against shrinking (`F_SEAL_SHRINK`) and
+/// [`Segment::from_fd`] refuses a descriptor without that seal. Growing an object is harmless.
+///
 /// Dropping it unmaps it (and removes the name if it was created with
 /// [`SegmentOptions::unlink_on_drop`]); [`detach`](Segment::detach) does the same and can force
 /// the removal. `Segment` is `Send` and `Sync`: it only hands out raw pointers, copies and
@@ -435,6 +446,15 @@ impl Segment {
     /// How the segment is mapped.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The size of the object behind the mapping now (`fstat`), which a peer with write
+    /// access to a named segment or a file can change under us; the mapped size
+    /// ([`len`](Self::len)) stays as it was mapped.
+    pub(crate) fn object_len(&self) -> Result<u64> {
+        shm::stat(&self.fd)
+            .map(|(size, _, _)| size)
+            .map_err(|e| Error::from_errno(e, || self.describe()))
     }
 
     /// Whether this handle created the segment (rather than opening an existing one).

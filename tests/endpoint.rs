@@ -10,7 +10,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::time::{Duration, Instant};
 
 use common::{ShmName, kill9, read_report, report, reports};
-use shmchan::endpoint::{Endpoint, Listener, Side};
+use shmchan::endpoint::{ConnectOptions, Endpoint, Listener, Side};
 use shmchan::{Error, Options};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -90,13 +90,30 @@ fn child_entry() {
                     }
                 });
             }
-            // Runs under another uid and tries to connect.
+            // Runs under another uid and tries to connect (trusting the listener's uid, so
+            // that it is the listener's check that refuses).
             "other-uid" => {
-                let r = rt().block_on(Endpoint::connect(name));
+                let opts = ConnectOptions::new().allow_any_uid(true);
+                let r = rt().block_on(Endpoint::connect_with(name, opts));
                 report(match r {
                     Err(Error::PermissionDenied(m)) => format!("refused: {m}"),
                     Err(e) => format!("error: {e}"),
                     Ok(_) => "connected".into(),
+                });
+            }
+            // Runs under another uid: a listener that accepts any uid and serves every
+            // connection until killed.
+            "any-uid-server" => {
+                rt().block_on(async {
+                    let mut l = Listener::bind(name, Options::new())
+                        .unwrap()
+                        .allow_any_uid(true);
+                    report("listening");
+                    loop {
+                        if let Ok(ep) = l.accept().await {
+                            tokio::spawn(serve(ep));
+                        }
+                    }
                 });
             }
             other => panic!("unknown role {other}"),
@@ -280,5 +297,32 @@ fn a_client_of_another_uid_is_refused() {
             lines[0].starts_with("refused") && lines[0].contains("65534"),
             "{lines:?}"
         );
+    });
+}
+
+#[test]
+fn connect_refuses_a_listener_of_another_uid() {
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIPPED: not root, so the test cannot run a listener under another uid");
+        return;
+    }
+    let name = ShmName::new("uidlisten");
+    let exe = common::ExeCopy::new();
+    let mut server =
+        common::ChildGuard::spawn(exe.command_as(65534, "any-uid-server", &[name.as_str()]));
+    assert_eq!(read_report(&mut server), "listening");
+    rt().block_on(async {
+        // The listener (uid 65534) would accept us, but we must not talk to it.
+        let e = Endpoint::connect(name.as_str()).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::PermissionDenied(m)
+                if m.contains(name.as_str()) && m.contains("65534") && m.contains("uid 0")),
+            "{e}"
+        );
+        // Opting in, the same listener serves us.
+        let opts = ConnectOptions::new().allow_any_uid(true);
+        let mut ep = Endpoint::connect_with(name.as_str(), opts).await.unwrap();
+        ep.send(request(7, 1)).await.unwrap();
+        assert_eq!(&*ep.recv().await.unwrap(), &reply_to(&request(7, 1))[..]);
     });
 }

@@ -245,14 +245,61 @@ async fn server_handshake(
     })
 }
 
+/// Options for [`Endpoint::connect_with`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    any_uid: bool,
+    timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnectOptions {
+    /// Defaults: only a listener of our own uid, 2 s per handshake step.
+    pub fn new() -> Self {
+        ConnectOptions {
+            any_uid: false,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Talk to a listener running under any uid (by default only one of our own uid; the
+    /// mirror of [`Listener::allow_any_uid`]). Only opt in if you trust every user on the
+    /// host with your requests: whoever binds the name first receives them.
+    pub fn allow_any_uid(mut self, yes: bool) -> Self {
+        self.any_uid = yes;
+        self
+    }
+
+    /// Bound on each handshake step (default 2 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+}
+
 impl Endpoint {
     /// Connects to the listener `name` and returns side B of a fresh pair of rings.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if nobody listens, [`Error::PermissionDenied`] /
-    /// [`Error::Mismatch`] if the listener refused us (the message says why),
-    /// [`Error::Corrupt`] for a malformed reply, [`Error::TimedOut`] after 2 s per step.
+    /// [`Error::NotFound`] if nobody listens; [`Error::PermissionDenied`] if the listener runs
+    /// under another uid than ours (see [`ConnectOptions::allow_any_uid`]), or if it refused
+    /// us; [`Error::Mismatch`] if it refused our protocol version (the message says why), or
+    /// if it runs in another pid namespace (`what: "pid namespace"`: liveness checks by pid
+    /// cannot work across it);
+    /// [`Error::Corrupt`] for a malformed reply; [`Error::TimedOut`] after 2 s per step.
+    ///
+    /// # Security
+    ///
+    /// Abstract socket names have no permissions: any process may bind the name first and
+    /// receive our requests. So before sending anything, `connect` reads the listener's uid
+    /// from the kernel (`SO_PEERCRED`) and refuses a listener of another uid, the same rule
+    /// the listener applies to its clients. [`connect_with`](Self::connect_with) can opt out.
     ///
     /// # Examples
     ///
@@ -273,7 +320,29 @@ impl Endpoint {
     /// # }
     /// ```
     pub async fn connect(name: &str) -> Result<Endpoint> {
-        let d = Duration::from_secs(2);
+        Endpoint::connect_with(name, ConnectOptions::new()).await
+    }
+
+    /// [`connect`](Self::connect) with options: which listeners to trust, and the handshake
+    /// timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use shmchan::endpoint::{ConnectOptions, Endpoint};
+    ///
+    /// # async fn f() -> shmchan::Result<()> {
+    /// // A service that runs under its own uid, on purpose.
+    /// let ep = Endpoint::connect_with("/svc", ConnectOptions::new().allow_any_uid(true)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with(name: &str, options: ConnectOptions) -> Result<Endpoint> {
+        let d = options.timeout;
         let addr = address(name)?;
         let std =
             std::os::unix::net::UnixStream::connect_addr(&addr).map_err(|e| match e.kind() {
@@ -282,6 +351,17 @@ impl Endpoint {
                 }
                 _ => Error::Io(e),
             })?;
+        // Before a single byte goes out: is the listener one we may talk to?
+        let theirs = fdpass::peer_uid(&std)
+            .map_err(|e| Error::from_errno(e, || format!("endpoint '{name}': SO_PEERCRED")))?;
+        let me = rustix::process::getuid().as_raw();
+        if !options.any_uid && theirs != me {
+            return Err(Error::PermissionDenied(format!(
+                "endpoint '{name}': the listener runs as uid {theirs}, this process as uid {me}; \
+                 refusing to connect (anyone can bind an abstract socket name first); opt in \
+                 with ConnectOptions::allow_any_uid if that uid is trusted"
+            )));
+        }
         std.set_nonblocking(true)?;
         let mut stream = UnixStream::from_std(std)?;
         let mut hello = [0u8; 16];

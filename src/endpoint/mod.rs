@@ -12,6 +12,10 @@
 //!
 //! # The connection handshake
 //!
+//! 0. The client reads the listener's uid (`SO_PEERCRED` on the connected socket) and checks
+//!    it against its own before sending anything: abstract socket names have no permissions,
+//!    so another user could have bound the name first. Another uid is refused unless
+//!    `ConnectOptions::allow_any_uid` was set (`Endpoint::connect_with`).
 //! 1. The client sends 16 bytes: `b"SHMCHAN-EP\0\0"` and the protocol version (u32 LE).
 //! 2. The listener checks them, and the client's uid (`SO_PEERCRED`) against its own: another
 //!    uid is refused unless `Listener::allow_any_uid` was set. It creates the two rings and
@@ -225,7 +229,7 @@ impl Endpoint {
 }
 
 #[cfg(feature = "tokio")]
-pub use listener::Listener;
+pub use listener::{ConnectOptions, Listener};
 
 #[cfg(feature = "tokio")]
 mod listener;

@@ -134,6 +134,30 @@ fn parse_stat(text: &[u8]) -> Option<(u8, u64)> {
     Some((state, start))
 }
 
+/// The namespaces that liveness checks and doorbells depend on, named by the inode of
+/// `/proc/self/ns/<ns>` (namespaces(7): two processes are in the same namespace exactly when
+/// these inodes, all on the one nsfs device, are equal). 0 where `/proc` does not tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Namespaces {
+    /// `stat("/proc/self/ns/pid")`: pids in `/proc` and in participant records are this
+    /// namespace's.
+    pub(crate) pid: u64,
+    /// `stat("/proc/self/ns/net")`: abstract Unix socket names (doorbells, listeners) are
+    /// this namespace's.
+    pub(crate) net: u64,
+}
+
+impl Namespaces {
+    /// This process's namespaces: two `stat` calls, not cached (`setns` can change them).
+    pub(crate) fn current() -> Namespaces {
+        let ino = |path: &str| rustix::fs::stat(path).map_or(0, |st| st.st_ino);
+        Namespaces {
+            pid: ino("/proc/self/ns/pid"),
+            net: ino("/proc/self/ns/net"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +216,20 @@ mod tests {
         assert!(!id.is_alive());
         child.wait().unwrap();
         assert!(!id.is_alive());
+    }
+
+    #[test]
+    fn namespaces_match_proc() {
+        use std::os::unix::fs::MetadataExt;
+        let ns = Namespaces::current();
+        assert_eq!(
+            ns.pid,
+            std::fs::metadata("/proc/self/ns/pid").unwrap().ino()
+        );
+        assert_eq!(
+            ns.net,
+            std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+        );
+        assert!(ns.pid != 0 && ns.net != 0 && ns.pid != ns.net);
     }
 }
