@@ -145,6 +145,23 @@ async fn with_timeout<T>(d: Duration, what: &str, f: impl Future<Output = Result
         .unwrap_or_else(|_| Err(timed_out(what, d)))
 }
 
+/// Reads exactly `buf.len()` bytes within `d`; errors say `what` was being done.
+async fn read_within(
+    stream: &mut UnixStream,
+    buf: &mut [u8],
+    d: Duration,
+    what: &str,
+) -> Result<()> {
+    with_timeout(d, what, async {
+        stream
+            .read_exact(buf)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{what}: {e}"))))
+    })
+    .await
+}
+
 /// Tells the client why it is refused (best effort: it may be gone) and returns the reason.
 async fn refuse(stream: &mut UnixStream, d: Duration, why: String) -> String {
     let mut reply = 1u32.to_le_bytes().to_vec();
@@ -161,15 +178,7 @@ async fn server_handshake(
     d: Duration,
 ) -> Result<Endpoint> {
     let mut hello = [0u8; 16];
-    with_timeout(d, "reading the client's hello", async {
-        stream.read_exact(&mut hello).await.map_err(|e| {
-            Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("reading the client's hello: {e}"),
-            ))
-        })
-    })
-    .await?;
+    read_within(&mut stream, &mut hello, d, "reading the client's hello").await?;
     if &hello[..12] != MAGIC {
         let why = refuse(
             &mut stream,
@@ -228,15 +237,7 @@ async fn server_handshake(
     })
     .await?;
     let mut ack = [0u8; 1];
-    with_timeout(d, "waiting for the client to attach", async {
-        stream.read_exact(&mut ack).await.map_err(|e| {
-            Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("client did not attach: {e}"),
-            ))
-        })
-    })
-    .await?;
+    read_within(&mut stream, &mut ack, d, "waiting for the client to attach").await?;
     Ok(Endpoint {
         tx,
         rx,
