@@ -19,11 +19,50 @@ use futures_sink::Sink;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::consumer::{Consumer, value_from};
+use super::core::Core;
 use super::message::Message;
 use super::producer::{Producer, claim_with, deliver_pending};
 use super::{Flavour, SendError};
 use crate::error::{Error, Result};
 use crate::wait::reactor::{self, poll_op};
+
+/// The future of [`Producer::closed`] and [`Consumer::closed`]: resolves to
+/// [`Error::Closed`] when the other side left cleanly, [`Error::PeerGone`] when it died, or
+/// [`Error::Io`] if no async runtime can be used.
+#[must_use = "futures do nothing unless polled"]
+pub struct ClosedFuture<'a> {
+    core: &'a mut Core,
+    started: Option<Instant>,
+}
+
+impl std::fmt::Debug for ClosedFuture<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClosedFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ClosedFuture<'_> {
+    type Output = Error;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Error> {
+        let this = self.get_mut();
+        let r = poll_op(&mut *this.core, cx, &mut this.started, |core| {
+            if core.clock_due() {
+                core.check_peers(false)?;
+            }
+            Ok(core.closed_error())
+        });
+        match r {
+            Poll::Ready(Ok(e)) | Poll::Ready(Err(e)) => Poll::Ready(e),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for ClosedFuture<'_> {
+    fn drop(&mut self) {
+        reactor::retract(&mut *self.core);
+    }
+}
 
 /// The future of [`Consumer::recv`].
 #[must_use = "futures do nothing unless polled"]
@@ -168,6 +207,39 @@ impl<F: Flavour> Producer<F> {
         }
     }
 
+    /// Waits until every consumer is gone: [`Error::Closed`] once they all left cleanly,
+    /// [`Error::PeerGone`] once the last one died (seen through its pidfd at once, or a
+    /// liveness check). Like tokio's `Sender::closed`, for a task that produces work only
+    /// while someone listens.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes nothing from the channel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::{Error, Options, spsc};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-closed-{}", std::process::id());
+    /// let mut tx = spsc::Producer::create(&name, Options::new())?;
+    /// let rx = spsc::Consumer::open(&name, Options::new())?;
+    /// assert!(!tx.is_closed());
+    /// drop(rx);
+    /// assert!(matches!(tx.closed().await, Error::Closed));
+    /// assert!(tx.is_closed());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn closed(&mut self) -> ClosedFuture<'_> {
+        ClosedFuture {
+            core: &mut self.core,
+            started: None,
+        }
+    }
+
     /// Gives back a slot reserved by `Sink::poll_ready` and not used.
     pub(crate) fn release_sink_reservation(&mut self) {
         self.tx.granted = false;
@@ -290,6 +362,20 @@ impl<F: Flavour> Consumer<F> {
     pub fn recv(&mut self) -> RecvFuture<'_, F> {
         RecvFuture {
             rx: self,
+            started: None,
+        }
+    }
+
+    /// Waits until every producer is gone: [`Error::Closed`] once they all left cleanly,
+    /// [`Error::PeerGone`] once the last one died. Messages may still be queued: `recv` drains
+    /// them before it reports the end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes nothing from the channel.
+    pub fn closed(&mut self) -> ClosedFuture<'_> {
+        ClosedFuture {
+            core: &mut self.core,
             started: None,
         }
     }

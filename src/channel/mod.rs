@@ -98,6 +98,13 @@ macro_rules! common_methods {
         pub fn is_creator(&self) -> bool {
             self.core.created
         }
+        /// Whether the other side is gone now: every peer that attached has left or was found
+        /// dead (a snapshot, read from shared memory without a system call; a death is seen
+        /// once a liveness check noticed it). A peer that attaches later opens the channel
+        /// again.
+        pub fn is_closed(&self) -> bool {
+            self.core.peers_closed()
+        }
     };
 }
 
@@ -114,7 +121,7 @@ mod zero_copy;
 #[cfg(all(test, feature = "tokio"))]
 mod fault_tests;
 
-pub use asynch::{RecvFuture, SendFuture};
+pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
 pub use consumer::Consumer;
 pub use error::SendError;
 pub use message::{INLINE_MESSAGE, Message};

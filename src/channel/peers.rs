@@ -85,6 +85,10 @@ impl Core {
         }
         if found {
             self.peer_died = true;
+        } else if self.peer_died && !self.peers_closed() {
+            // A peer attached since the death (a restarted service): the channel is open
+            // again, and its next close is judged afresh.
+            self.peer_died = false;
         }
         Ok(found)
     }

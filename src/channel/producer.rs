@@ -374,16 +374,18 @@ pub(super) fn claim_with<T: SendSide>(core: &mut Core, tx: &mut Sender<T>) -> Re
 /// The algorithm's claim, and the close / liveness checks when the ring is full.
 #[inline]
 fn raw_claim<T: SendSide>(core: &mut Core, tx: &mut T) -> Result<Option<u64>> {
-    let got = tx.claim(&core.ring, core.intent())?;
-    if got.is_none() {
-        if core.clock_due() {
-            core.check_peers(false)?;
-        }
-        if let Some(e) = core.closed_error() {
-            return Err(e);
-        }
+    // Honest close: a producer learns that every consumer left on its next send, not only
+    // once the ring fills (two loads of read-mostly control words while consumers are
+    // attached; the participant table only once the counter says none is), and that they
+    // died within a liveness interval (the check runs at most once per interval, and reads
+    // the clock once every 64 sends or full attempts).
+    if core.clock_due() {
+        core.check_peers(false)?;
     }
-    Ok(got)
+    if let Some(e) = core.closed_error() {
+        return Err(e);
+    }
+    tx.claim(&core.ring, core.intent())
 }
 
 impl Producer<Spsc> {
