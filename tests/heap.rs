@@ -132,6 +132,44 @@ fn child_entry() {
                     }
                 }
             }
+            // Allocates, fills, checks and frees large blocks (two or three chunks) in a tight
+            // loop, retrying when the heap is full, so that frees of runs race new claims of
+            // the same head chunks and the reclaim sweep of the slow path.
+            "large-churn" => {
+                let heap = Heap::open(&args[0]).unwrap();
+                let seed: u64 = args[1].parse().unwrap();
+                let rounds: u64 = args[2].parse().unwrap();
+                let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                let mut full = 0u64;
+                for i in 0..rounds {
+                    let len = [70_000, 140_000][rng.below(2) as usize];
+                    let mut buf = match heap.alloc(len) {
+                        Ok(buf) => buf,
+                        Err(Error::OutOfMemory(_)) => {
+                            full += 1;
+                            heap.reclaim_dead();
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        Err(e) => panic!("{e}"),
+                    };
+                    let tag = (seed as u8).wrapping_mul(61).wrapping_add(i as u8) | 1;
+                    buf.write_at(0, &vec![tag; len]).unwrap();
+                    if rng.below(4) == 0 {
+                        std::thread::yield_now();
+                    }
+                    let got = buf.to_vec();
+                    if let Some(at) = got.iter().position(|&b| b != tag) {
+                        panic!(
+                            "block overwritten: {len} bytes at heap offset {}, byte {at} is {} \
+                             not {tag} (round {i})",
+                            buf.offset(),
+                            got[at]
+                        );
+                    }
+                }
+                report(format!("done full={full}"));
+            }
             other => panic!("unknown role {other}"),
         }
     });
@@ -161,6 +199,40 @@ fn four_processes_alloc_free_with_content_checks() {
     );
     // Everything was freed: all bytes are free again (chunks still carved count their free
     // blocks), and a heap-sized allocation succeeds once empty chunks are returned.
+    assert_eq!(heap.free_bytes(), heap.capacity());
+    drop(heap.alloc(heap.capacity() as usize).unwrap());
+}
+
+/// Regression: a large free racing the reclaim sweep and a new claim of the same head. The
+/// freer's meta word went free first and the continuations after; a sweep (or the freer
+/// itself, reading the head after its CAS) could then "finish" a run that was already freed
+/// and claimed again by another process, freeing that new run's chunks under its owner.
+#[test]
+fn large_frees_race_sweeps_and_new_claims_of_the_same_head() {
+    let name = ShmName::new("heap-large-race");
+    // Five chunks: at most two runs live at once, so heads are reused all the time.
+    let heap = Heap::create(name.as_str(), 5 << 16).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // A sweeper in this process too, as the slow path of a full heap runs it.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                heap.reclaim_dead();
+            }
+        });
+        let kids: Vec<_> = (0..3)
+            .map(|i| spawn("large-churn", &[name.as_str(), &i.to_string(), "12000"]))
+            .collect();
+        let outs: Vec<_> = kids.into_iter().map(|k| k.wait()).collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for out in outs {
+            assert!(
+                out.status.success(),
+                "child failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
     assert_eq!(heap.free_bytes(), heap.capacity());
     drop(heap.alloc(heap.capacity() as usize).unwrap());
 }

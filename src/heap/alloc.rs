@@ -36,9 +36,14 @@
 //! - claiming a large run: the head `CLAIM(dead)`, some chunks after it already `CONT(head)`:
 //!   `reclaim` frees the claim and the orphaned continuations (a continuation whose head is
 //!   not a `LARGE` run covering it, nor claimed by a live process).
-//! - freeing a large run: the head's meta word is already `FREE`, the head still `LARGE`, some
-//!   continuations freed: `reclaim` (or any concurrent finisher) completes the free; each
-//!   step is a CAS on the exact old value, so two finishers cannot both act.
+//! - freeing a large run: the head's meta word is the run's token and is freed after the
+//!   continuations, the head last (see `free_large`). Killed while freeing continuations:
+//!   the meta word is still `OWNED(dead)`, so `reclaim` takes it over (a CAS to its own id)
+//!   and frees the rest as the owner would; killed after the meta word: only the head is left,
+//!   which `reclaim` frees by a CAS on its exact value. Only the holder of a live token frees
+//!   continuations of a run (besides the rollback of a claim and the orphan rule above, both
+//!   CASes on exact, generation-tagged values), so a finisher with a stale view of a head can
+//!   never free the chunks of a later run claimed at the same head.
 //! - retiring an empty small chunk: some blocks `RETIRED(dead)` in a `SMALL` chunk: `reclaim`
 //!   unlocks them.
 //!
@@ -397,6 +402,9 @@ impl Region {
     pub(crate) fn free(&self, b: &Block, me: u32) -> bool {
         let m = self.meta(b.chunk, b.index);
         let owned = m_make(M_OWNED, b.gn, me);
+        if b.class.is_none() {
+            return self.free_large(b.chunk, owned);
+        }
         // Release (within SeqCst): pairs with the Acquire CAS of the next allocator or the
         // reclaimer; our accesses to the bytes happen-before theirs. SeqCst: a waiter in
         // `alloc_timeout` increments its counter with a SeqCst RMW and then a SeqCst fence;
@@ -413,13 +421,7 @@ impl Region {
         {
             return false;
         }
-        if b.class.is_none() {
-            // Acquire: pairs with the Release in claim_run.
-            let head = self.desc(b.chunk).load(Acquire);
-            if d_state(head) == D_LARGE {
-                self.finish_large_free(b.chunk, head);
-            }
-        } else if let Some(k) = b.class {
+        if let Some(k) = b.class {
             // Relaxed: a hint. Loaded first so the line is not written on every free.
             if self.class_hint(k).load(Relaxed) != b.chunk {
                 self.class_hint(k).store(b.chunk, Relaxed);
@@ -428,15 +430,37 @@ impl Region {
         true
     }
 
-    /// Frees the chunks of the large run headed by `h`, whose descriptor was `head` and whose
-    /// meta word is already free. Safe to run twice at once: each step is a CAS on an exact
-    /// old value.
-    fn finish_large_free(&self, h: u32, head: u64) {
-        let n = d_pay(head);
-        let end = h.saturating_add(n).min(self.n_chunks);
+    /// Frees the large run headed by `h` whose meta word is `owned`, held by the live caller
+    /// (its owner, or a reclaimer that took it over from a dead one). `false`, with nothing
+    /// changed, if the meta word is not `owned` or the head is not a run.
+    ///
+    /// The meta word is the run's ownership token, and it is given up last but one: first the
+    /// continuations, then the meta word, then the head. While the token is held nobody else
+    /// frees anything of the run, and the head cannot be claimed again, so no continuation
+    /// `CONT(h)` of another incarnation of the run can exist; once the token is free, only the
+    /// head is left, and anyone may free it with a CAS on its exact value (a head seen with a
+    /// free meta word is never a later incarnation: the descriptor's generation says so).
+    /// Freeing the token first and the chunks after, by whoever came, let a finisher with a
+    /// stale view of the head free the chunks of the next run claimed there.
+    fn free_large(&self, h: u32, owned: u64) -> bool {
+        let m = self.meta(h, 0);
+        // Relaxed: the word is ours if it holds `owned` (we wrote it, in claim_run, take or a
+        // reclaim takeover); only a scribbling peer changes a live owner's word.
+        if m.load(Relaxed) != owned {
+            return false;
+        }
+        // Acquire: pairs with the Release that published the run (claim_run); while we hold
+        // the token the head stays this run's.
+        let head = self.desc(h).load(Acquire);
+        if d_state(head) != D_LARGE {
+            return false;
+        }
+        let end = h.saturating_add(d_pay(head)).min(self.n_chunks);
         for i in h + 1..end {
             let d = self.desc(i).load(Relaxed);
             if d_state(d) == D_CONT && d_pay(d) == h {
+                // Release: pairs with the Acquire CAS of whoever claims the chunk next; our
+                // accesses to its bytes happen-before theirs.
                 let _ = self.desc(i).compare_exchange(
                     d,
                     d_make(D_FREE, d_gen(d) + 1, 0),
@@ -445,6 +469,28 @@ impl Region {
                 );
             }
         }
+        // Release (within SeqCst): pairs with the Acquire meta loads in reclaim and take
+        // (the freed continuations and our accesses to the head chunk happen-before them).
+        // SeqCst: as in `free`, for the waiters of `alloc_timeout` (notify_freed also fences
+        // for large frees).
+        if m.compare_exchange(
+            owned,
+            m_make(M_FREE, m_gen(owned).wrapping_add(1), 0),
+            crate::loom::Ordering::SeqCst,
+            Relaxed,
+        )
+        .is_err()
+        {
+            return false;
+        }
+        self.free_large_head(h, head);
+        true
+    }
+
+    /// Frees the head of the large run whose descriptor was `head`, once its meta word is free
+    /// (so every continuation is already free). A CAS on the exact old value: a later
+    /// incarnation of the run is never touched, and two finishers cannot both act.
+    fn free_large_head(&self, h: u32, head: u64) {
         // Release: pairs with the Acquire loads of allocators that claim the chunk next.
         let _ = self.desc(h).compare_exchange(
             head,
@@ -580,11 +626,17 @@ impl Region {
     }
 
     /// Reclaims what dead owners left (see the module's crash analysis). `is_dead` answers for
-    /// an owner id. Returns (blocks reclaimed, bytes reclaimed).
+    /// an owner id; `me` is the caller's (it takes dead owners' large runs over to free them).
+    /// Returns (blocks reclaimed, bytes reclaimed).
     // A CAS with side effects reads better in the arm than in a match guard.
     #[allow(clippy::collapsible_match)]
     /// With `flight`, blocks in flight whose sender is dead are freed too.
-    pub(crate) fn reclaim(&self, is_dead: &mut dyn FnMut(u32) -> bool, flight: bool) -> (u64, u64) {
+    pub(crate) fn reclaim(
+        &self,
+        is_dead: &mut dyn FnMut(u32) -> bool,
+        flight: bool,
+        me: u32,
+    ) -> (u64, u64) {
         let held = |w: u64| m_state(w) == M_OWNED || (flight && m_state(w) == M_FLIGHT);
         let (mut blocks, mut bytes) = (0u64, 0u64);
         for c in 0..self.n_chunks {
@@ -623,25 +675,34 @@ impl Region {
                 }
                 D_LARGE => {
                     let m = self.meta(c, 0);
+                    // Acquire: pairs with the Release publishing the run (the meta word it
+                    // set is visible) and with the Release part of a free of the meta word.
                     let w = m.load(Acquire);
                     let n = u64::from(d_pay(d));
                     match m_state(w) {
                         _ if held(w) && is_dead(m_owner(w)) => {
-                            // Acquire: the dead owner's accesses happen-before the reuse.
-                            if m.compare_exchange(
-                                w,
-                                m_make(M_FREE, m_gen(w).wrapping_add(1), 0),
-                                Acquire,
-                                Relaxed,
-                            )
-                            .is_ok()
-                            {
-                                self.finish_large_free(c, d);
+                            // Take the token over, then free the run as its owner would (see
+                            // free_large). Acquire: the dead owner's accesses happen-before
+                            // the reuse.
+                            let mine = m_make(M_OWNED, m_gen(w), me);
+                            if m.compare_exchange(w, mine, Acquire, Relaxed).is_err() {
+                                continue;
+                            }
+                            // Acquire: pairs with the Release publishing the chunk's state.
+                            // Unchanged (generations never repeat), it was this run the whole
+                            // time, so the word we took is its token; otherwise the word is
+                            // something else the dead process held: put it back for a later
+                            // sweep.
+                            if self.desc(c).load(Acquire) != d {
+                                let _ = m.compare_exchange(mine, w, Relaxed, Relaxed);
+                            } else if self.free_large(c, mine) {
                                 blocks += 1;
                                 bytes += n << self.chunk_shift;
                             }
                         }
-                        M_FREE => self.finish_large_free(c, d),
+                        // The token is free, so the continuations are (free_large): only the
+                        // head is left. A dead finisher's free is completed here.
+                        M_FREE => self.free_large_head(c, d),
                         _ => {}
                     }
                 }
@@ -897,7 +958,7 @@ mod tests {
         r.desc(6).store(d_make(D_CLAIM, 0, dead), Relaxed);
         r.desc(7).store(d_make(D_CONT, 0, 6), Relaxed);
         let before = r.free_bytes();
-        let (blocks, _) = r.reclaim(&mut |o| o == dead, false);
+        let (blocks, _) = r.reclaim(&mut |o| o == dead, false, A);
         assert_eq!(blocks, 2);
         assert_eq!(r.free_bytes(), before + 64 + (2 << 16) + (2 << 16));
         assert!(!r.free(&s, dead));
@@ -930,7 +991,7 @@ mod tests {
         // The owner freed the meta word and died before freeing the chunks.
         r.meta(l.chunk, 0)
             .store(m_make(M_FREE, l.gn + 1, 0), Relaxed);
-        r.reclaim(&mut |_| false, false);
+        r.reclaim(&mut |_| false, false, A);
         assert_eq!(r.free_bytes(), 4 << 16);
     }
 }

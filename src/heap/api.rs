@@ -278,7 +278,7 @@ impl Inner {
 
     fn reclaim(&self, flight: bool) -> u64 {
         let mut dead = self.is_dead_fn();
-        let (_, bytes) = self.region.reclaim(&mut dead, flight);
+        let (_, bytes) = self.region.reclaim(&mut dead, flight, self.me);
         if bytes > 0 {
             self.notify_freed(true);
         }

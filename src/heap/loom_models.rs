@@ -162,7 +162,7 @@ fn loom_reclaim_of_a_dead_claim_races_a_live_claim() {
             .store(d_make(D_CONT, 0, 0), loom::sync::atomic::Ordering::Relaxed);
         let m2 = m.clone();
         let reclaimer = thread::spawn(move || {
-            m2.r.reclaim(&mut |o| o == 7, false);
+            m2.r.reclaim(&mut |o| o == 7, false, 5);
         });
         // A live allocator wants both chunks; it may find them taken or free.
         if let Ok(b) = m.r.alloc(256, 1) {
@@ -171,7 +171,53 @@ fn loom_reclaim_of_a_dead_claim_races_a_live_claim() {
             assert!(m.r.free(&b, 1));
         }
         reclaimer.join().unwrap();
-        m.r.reclaim(&mut |o| o == 7, false);
+        m.r.reclaim(&mut |o| o == 7, false, 6);
+        assert_eq!(m.r.free_bytes(), 256);
+        let b = m.r.alloc(256, 1).expect("both chunks free again");
+        assert!(m.r.free(&b, 1));
+    });
+}
+
+/// A large free racing a reclaim sweep and a new claim of the same head chunk: a finisher
+/// must never act on another incarnation of the run. (The freer's meta word used to go free
+/// first and its chunks after, by whoever got there: a sweep could finish the free, another
+/// claimant take the head again, and the freer, reading the head after its CAS, then freed
+/// the new run under its owner; a sweep with a stale view of the head did the same to the
+/// continuations of a claim in progress.)
+#[test]
+fn loom_large_free_races_sweep_and_new_claim() {
+    // The race needs three preemptions as loom counts them (the freer after its first CAS,
+    // the sweeper while it holds the new run, and one at the sweeper's start).
+    let mut builder = loom::model::Builder::new();
+    if let Some(p) = builder.preemption_bound {
+        builder.preemption_bound = Some(p.max(3));
+    }
+    builder.check(|| {
+        let m = model(2);
+        // Owner 9 holds a run of both chunks.
+        let b = m.r.alloc(256, 9).unwrap();
+        let m2 = m.clone();
+        let sweeper = thread::spawn(move || {
+            // Nobody is dead: the sweep may only finish frees already under way.
+            m2.r.reclaim(&mut |_| false, false, 5);
+            // Claims the head again if it is free, and keeps holding it.
+            let b = m2.r.alloc(256, 2).ok();
+            if let Some(b) = &b {
+                m2.hold(b);
+            }
+            b
+        });
+        assert!(m.r.free(&b, 9));
+        if let Ok(b) = m.r.alloc(128, 1) {
+            m.hold(&b);
+            m.unhold(&b);
+            assert!(m.r.free(&b, 1), "a live owner lost its block");
+        }
+        if let Some(b) = sweeper.join().unwrap() {
+            m.unhold(&b);
+            assert!(m.r.free(&b, 2), "a live owner lost its block");
+        }
+        m.r.reclaim(&mut |_| false, false, 6);
         assert_eq!(m.r.free_bytes(), 256);
         let b = m.r.alloc(256, 1).expect("both chunks free again");
         assert!(m.r.free(&b, 1));
