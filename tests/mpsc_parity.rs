@@ -69,8 +69,8 @@
 //! | 43 | `sending_last_permit_wakes_closed_receiver` | `sending_last_permit_wakes_closed_receiver` | MISSING (`Consumer::close`: a reservation taken before the close still delivers) |
 //! | 44 | `sending_last_owned_permit_wakes_closed_receiver` | `sending_last_owned_permit_wakes_closed_receiver` | MISSING (`Consumer::close`; no owned permits, so this is sending_last_permit_wakes_closed_receiver) |
 //! | 45 | `releasing_last_owned_permit_wakes_closed_receiver` | `releasing_last_owned_permit_wakes_closed_receiver` | MISSING (`Consumer::close`; no `OwnedPermit::release`: the `Sink`'s `poll_close` releases its `poll_ready` reservation) |
-//! | 46 | `dropping_rx_closes_channel` | `dropping_rx_closes_channel` | MISSING (`Closed` right after the consumer leaves, not only once the ring is full; no `reserve`/`reserve_many` futures: `send` and the `Sink`) |
-//! | 47 | `dropping_rx_closes_channel_for_try` | `dropping_rx_closes_channel_for_try` | MISSING (`try_send` / `try_reserve` return `Ok` after the consumer left until the ring fills; docs say `Closed`) |
+//! | 46 | `dropping_rx_closes_channel` | `dropping_rx_closes_channel` | SAME (was MISSING: `Closed` right after the consumer leaves, not only once the ring is full; no `reserve`/`reserve_many` futures: `send` and the `Sink`; since honest close, `is_closed`) |
+//! | 47 | `dropping_rx_closes_channel_for_try` | `dropping_rx_closes_channel_for_try` | SAME (was MISSING: `try_send` / `try_reserve` return `Ok` after the consumer left until the ring fills; docs say `Closed`; since honest close, `is_closed`) |
 //! | 48 | `unconsumed_messages_are_dropped` | `unconsumed_messages_are_dropped` | DIFFERS (messages are bytes with no destructor; a message queued when everyone left stays in the segment, which keeps its name, documented `Unlink::LastOut`) |
 //! | 49 | `blocking_recv` | `blocking_recv` | SAME |
 //! | 50 | `blocking_recv_async` | `blocking_recv_async` | MISSING (`recv_blocking` inside a runtime blocks the executor silently; should panic like tokio or return an error) |
@@ -88,12 +88,12 @@
 //! | 62 | `recv_timeout_panic` | `recv_timeout_panic` | DIFFERS (`send_timeout` needs no runtime: outside one it works instead of panicking) |
 //! | 63 | `test_tx_capacity` | `test_tx_capacity` | DIFFERS (tokio's `capacity()` is `available()`, `max_capacity()` is `capacity()`) |
 //! | 64 | `test_rx_is_closed_when_calling_close_with_sender` | `test_rx_is_closed_when_calling_close_with_sender` | MISSING (`Consumer::close`, `Consumer::is_closed`) |
-//! | 65 | `test_rx_is_closed_when_dropping_all_senders` | `test_rx_is_closed_when_dropping_all_senders` | MISSING (`Consumer::is_closed`) |
-//! | 66 | `test_rx_is_not_closed_when_there_are_senders` | `test_rx_is_not_closed_when_there_are_senders` | MISSING (`Consumer::is_closed`) |
-//! | 67 | `test_rx_is_not_closed_when_there_are_senders_and_buffer_filled` | `test_rx_is_not_closed_when_there_are_senders_and_buffer_filled` | MISSING (`Consumer::is_closed`) |
-//! | 68 | `test_rx_is_closed_when_there_are_no_senders_and_there_are_messages` | `test_rx_is_closed_when_there_are_no_senders_and_there_are_messages` | MISSING (`Consumer::is_closed`: true once the producers left, even with messages queued) |
+//! | 65 | `test_rx_is_closed_when_dropping_all_senders` | `test_rx_is_closed_when_dropping_all_senders` | SAME (was MISSING: `Consumer::is_closed`; since honest close, `is_closed`) |
+//! | 66 | `test_rx_is_not_closed_when_there_are_senders` | `test_rx_is_not_closed_when_there_are_senders` | SAME (was MISSING: `Consumer::is_closed`; since honest close, `is_closed`) |
+//! | 67 | `test_rx_is_not_closed_when_there_are_senders_and_buffer_filled` | `test_rx_is_not_closed_when_there_are_senders_and_buffer_filled` | SAME (was MISSING: `Consumer::is_closed`; since honest close, `is_closed`) |
+//! | 68 | `test_rx_is_closed_when_there_are_no_senders_and_there_are_messages` | `test_rx_is_closed_when_there_are_no_senders_and_there_are_messages` | SAME (was MISSING: `Consumer::is_closed`: true once the producers left, even with messages queued; since honest close, `is_closed`) |
 //! | 69 | `test_rx_is_closed_when_there_are_messages_and_close_is_called` | `test_rx_is_closed_when_there_are_messages_and_close_is_called` | MISSING (`Consumer::close`, `Consumer::is_closed`) |
-//! | 70 | `test_rx_is_not_closed_when_there_are_permits_but_not_senders` | `test_rx_is_not_closed_when_there_are_permits_but_not_senders` | MISSING (`Consumer::is_closed`; no owned permits: the `Sink`'s `poll_ready` reservation outlives nothing, so a live producer holds it) |
+//! | 70 | `test_rx_is_not_closed_when_there_are_permits_but_not_senders` | `test_rx_is_not_closed_when_there_are_permits_but_not_senders` | SAME (was MISSING: `Consumer::is_closed`; no owned permits: the `Sink`'s `poll_ready` reservation outlives nothing, so a live producer holds it; since honest close, `is_closed`) |
 //! | 71 | `test_rx_is_empty_when_no_messages_were_sent` | `test_rx_is_empty_when_no_messages_were_sent` | SAME |
 //! | 72 | `test_rx_is_not_empty_when_there_are_messages_in_the_buffer` | `test_rx_is_not_empty_when_there_are_messages_in_the_buffer` | SAME |
 //! | 73 | `test_rx_is_not_empty_when_the_buffer_is_full` | `test_rx_is_not_empty_when_the_buffer_is_full` | SAME |
@@ -109,9 +109,9 @@
 //! | 83 | `test_rx_len_when_close_is_called_before_dropping_sender` | `test_rx_len_when_close_is_called_before_dropping_sender` | MISSING (`Consumer::close` keeps the queued messages) |
 //! | 84 | `test_rx_len_when_close_is_called_after_dropping_sender` | `test_rx_len_when_close_is_called_after_dropping_sender` | MISSING (`Consumer::close` keeps the queued messages) |
 //! | 85 | `test_rx_unbounded_is_closed_when_calling_close_with_sender` | `test_rx_unbounded_is_closed_when_calling_close_with_sender` | MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel) |
-//! | 86 | `test_rx_unbounded_is_closed_when_dropping_all_senders` | `test_rx_unbounded_is_closed_when_dropping_all_senders` | MISSING (`Consumer::is_closed`; no unbounded channel) |
-//! | 87 | `test_rx_unbounded_is_not_closed_when_there_are_senders` | `test_rx_unbounded_is_not_closed_when_there_are_senders` | MISSING (`Consumer::is_closed`; no unbounded channel) |
-//! | 88 | `test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages` | `test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages` | MISSING (`Consumer::is_closed`; no unbounded channel) |
+//! | 86 | `test_rx_unbounded_is_closed_when_dropping_all_senders` | `test_rx_unbounded_is_closed_when_dropping_all_senders` | SAME (was MISSING: `Consumer::is_closed`; no unbounded channel; since honest close, `is_closed`) |
+//! | 87 | `test_rx_unbounded_is_not_closed_when_there_are_senders` | `test_rx_unbounded_is_not_closed_when_there_are_senders` | SAME (was MISSING: `Consumer::is_closed`; no unbounded channel; since honest close, `is_closed`) |
+//! | 88 | `test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages` | `test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages` | SAME (was MISSING: `Consumer::is_closed`; no unbounded channel; since honest close, `is_closed`) |
 //! | 89 | `test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called` | `test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called` | MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel) |
 //! | 90 | `test_rx_unbounded_is_empty_when_no_messages_were_sent` | `test_rx_unbounded_is_empty_when_no_messages_were_sent` | DIFFERS (no unbounded channel) |
 //! | 91 | `test_rx_unbounded_is_not_empty_when_there_are_messages_in_the_buffer` | `test_rx_unbounded_is_not_empty_when_there_are_messages_in_the_buffer` | DIFFERS (no unbounded channel) |
@@ -130,7 +130,8 @@
 //! | 104 | `drop_all_elements_during_panic` | `drop_all_elements_during_panic` | DIFFERS (messages are bytes: no destructors run; a consumer that panics mid-stream leaves, and the producer then sees `Closed` on a full ring) |
 //! | 105 | `release_waker_on_rx_drop` | `release_waker_on_rx_drop` | SAME (dropping the consumer releases the waker its pending `recv` registered) |
 //!
-//! Totals: 105 cases: 22 SAME, 30 DIFFERS-DOCUMENTED, 53 MISSING (ignored).
+//! Totals: 105 cases: 32 SAME, 30 DIFFERS-DOCUMENTED, 43 MISSING (ignored). (When ported:
+//! 22 / 30 / 53; the honest close and `is_closed()` of issue 12 turned 10 MISSING into SAME.)
 
 mod common;
 
@@ -1000,7 +1001,6 @@ async fn releasing_last_owned_permit_wakes_closed_receiver() {
 
 /// parity: MISSING (`Closed` right after the consumer leaves, not only once the ring is full; no `reserve`/`reserve_many` futures: `send` and the `Sink`)
 #[tokio::test]
-#[ignore = "MISSING: Closed right after the consumer leaves, issue 12"]
 async fn dropping_rx_closes_channel() {
     let (_n, mut tx, rx) = chan("p-drcc", 100);
     tx.try_send(b(1)).unwrap();
@@ -1016,7 +1016,6 @@ async fn dropping_rx_closes_channel() {
 
 /// parity: MISSING (`try_send` / `try_reserve` return `Ok` after the consumer left until the ring fills; docs say `Closed`)
 #[test]
-#[ignore = "MISSING: Closed right after the consumer leaves, issue 12"]
 fn dropping_rx_closes_channel_for_try() {
     let (_n, mut tx, rx) = chan("p-drccft", 100);
     tx.try_send(b(1)).unwrap();
@@ -1291,7 +1290,6 @@ async fn test_rx_is_closed_when_calling_close_with_sender() {
 
 /// parity: MISSING (`Consumer::is_closed`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_is_closed_when_dropping_all_senders() {
     let (name, tx, rx) = chan("p-ricwdas", 10);
     let another_tx = clone_tx(&name);
@@ -1303,7 +1301,6 @@ async fn test_rx_is_closed_when_dropping_all_senders() {
 
 /// parity: MISSING (`Consumer::is_closed`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_is_not_closed_when_there_are_senders() {
     let (_n, _tx, rx) = chan("p-rincwts", 10);
     assert!(!rx.is_closed());
@@ -1311,7 +1308,6 @@ async fn test_rx_is_not_closed_when_there_are_senders() {
 
 /// parity: MISSING (`Consumer::is_closed`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_is_not_closed_when_there_are_senders_and_buffer_filled() {
     let (_n, mut tx, rx) = chan("p-rincwtsbf", 10);
     for i in 0..10 {
@@ -1322,7 +1318,6 @@ async fn test_rx_is_not_closed_when_there_are_senders_and_buffer_filled() {
 
 /// parity: MISSING (`Consumer::is_closed`: true once the producers left, even with messages queued)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_is_closed_when_there_are_no_senders_and_there_are_messages() {
     let (_n, mut tx, rx) = chan("p-ricwnsm", 10);
     for i in 0..10 {
@@ -1346,7 +1341,6 @@ async fn test_rx_is_closed_when_there_are_messages_and_close_is_called() {
 
 /// parity: MISSING (`Consumer::is_closed`; no owned permits: the `Sink`'s `poll_ready` reservation outlives nothing, so a live producer holds it)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_is_not_closed_when_there_are_permits_but_not_senders() {
     let (_n, mut tx, rx) = chan("p-rincwpns", 10);
     let _permit = tx.try_reserve().unwrap().expect("a slot");
@@ -1512,7 +1506,6 @@ async fn test_rx_unbounded_is_closed_when_calling_close_with_sender() {
 
 /// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_unbounded_is_closed_when_dropping_all_senders() {
     let (name, tx, rx) = chan("p-ruicwdas", 128);
     let another_tx = clone_tx(&name);
@@ -1524,7 +1517,6 @@ async fn test_rx_unbounded_is_closed_when_dropping_all_senders() {
 
 /// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_unbounded_is_not_closed_when_there_are_senders() {
     let (_n, _tx, rx) = chan("p-ruincwts", 128);
     assert!(!rx.is_closed());
@@ -1532,7 +1524,6 @@ async fn test_rx_unbounded_is_not_closed_when_there_are_senders() {
 
 /// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::is_closed, issue 12"]
 async fn test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages() {
     let (_n, mut tx, rx) = chan("p-ruicwnsm", 128);
     for i in 0..10 {
@@ -1712,10 +1703,8 @@ fn drop_all_elements_during_panic() {
         panic!("the consumer's thread panics");
     }));
     assert!(r.is_err());
-    for i in 0..3 {
-        tx.try_send(b(i)).unwrap();
-    }
-    assert!(matches!(tx.try_send(b(3)), Err(TrySendError::Closed(_))));
+    // The consumer is gone: the very next send is Closed (honest close), message given back.
+    assert!(matches!(tx.try_send(b(0)), Err(TrySendError::Closed(_))));
 }
 
 /// parity: SAME (dropping the consumer releases the waker its pending `recv` registered)
