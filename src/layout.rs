@@ -4,7 +4,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic            b"SHMCHAN\x01"
-//!      8     4  state            0 fresh, 1 initialising, 2 ready          (atomic, futex word)
+//!      8     4  state            0 fresh, 1 initialising, 2 ready, 3 being reclaimed (futex word)
 //!     12     4  version          LAYOUT_VERSION
 //!     16     4  kind             Kind (spsc, mpsc, mpmc, heap, endpoint, user kinds)
 //!     20     4  participant_cap  records in the participant table
@@ -45,6 +45,19 @@
 //! zombie, or a recycled pid with another start time) are recycled by the next claimant, but
 //! only while their `intent` word is 0; upper layers use `intent` to mark a ring position a
 //! participant is about to claim, and clear or repair it before the record may be reused.
+//!
+//! # Stale segments
+//!
+//! A segment whose participants are all dead (pid and start time, the proof the rings use)
+//! and whose creator is dead or finished is *stale*: what a SIGKILLed service leaves behind.
+//! [`Layout::reclaim_stale`] takes one over for a new creator: it checks staleness, moves the
+//! state from ready to *being reclaimed* with a compare-and-swap (so of two racing
+//! reclaimers exactly one wins), checks again that nobody attached meanwhile, and unlinks the
+//! name only while it still names that object; the caller then creates afresh. An attacher
+//! re-checks the state after claiming its record (SeqCst on both sides: either the reclaimer
+//! sees the new participant and backs off, or the attacher sees the reclaim and releases its
+//! record with [`Error::NotFound`]), so no process is ever left attached to a replaced
+//! object.
 //!
 //! # Namespaces
 //!
@@ -97,6 +110,9 @@ const OFF_NETNS: usize = 136;
 const STATE_FRESH: u32 = 0;
 const STATE_INIT: u32 = 1;
 const STATE_READY: u32 = 2;
+/// A process proved every participant dead and is replacing the segment (see
+/// [Stale segments](self#stale-segments)): nobody may attach any more.
+const STATE_RECLAIMING: u32 = 3;
 
 // Record word offsets.
 /// `owner`: 0 (free), or `pid | role << 32 | state << 40 | generation << 48` with state
@@ -707,11 +723,21 @@ impl Layout {
                 | OWNER_FILLING << 40
                 | generation << 48;
             // Acquire on success: we take over the record after the previous owner's last
-            // writes (its intent clear) became visible.
+            // writes (its intent clear) became visible. SeqCst: pairs with the reclaimer's
+            // SeqCst state CAS and record loads (`reclaim_stale`): either it sees us here, or
+            // we see its state below.
             if word
-                .compare_exchange(cur, filling, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(cur, filling, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
+                if load32(&self.segment, OFF_STATE, Ordering::SeqCst) != STATE_READY {
+                    // Being reclaimed: the reclaimer proved everyone dead before we came.
+                    let _ = word.compare_exchange(filling, 0, Ordering::Release, Ordering::Relaxed);
+                    return Err(Error::NotFound(format!(
+                        "{} is being replaced by a new creator (every participant had died)",
+                        self.segment.describe()
+                    )));
+                }
                 self.rec_word(index, REC_START)
                     .store(me.start_time, Ordering::Relaxed);
                 self.rec_word(index, REC_INTENT).store(0, Ordering::Relaxed);
@@ -829,6 +855,156 @@ impl Layout {
     }
 }
 
+/// What is known of an existing segment when a creator finds its name taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Staleness {
+    /// A participant (or an initialising creator) lives: the name is in use.
+    Live { pid: u32 },
+    /// Every participant is dead (or there never was one and the creator is gone); `pid` is
+    /// the last owner or creator seen, if any.
+    Stale { pid: Option<u32> },
+}
+
+impl Layout {
+    /// Judges the shmchan segment `seg` (mapped read-write): live, or stale.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if it is not a shmchan segment (bad magic, unknown state, a
+    /// participant table that does not fit): nothing this crate should take over.
+    pub(crate) fn staleness(seg: &Segment) -> Result<Staleness> {
+        let d = seg.describe();
+        if seg.len() < HEADER_LEN {
+            return Err(Error::Corrupt(format!(
+                "{d} is smaller than a shmchan header"
+            )));
+        }
+        if load64(seg, OFF_MAGIC, Ordering::Relaxed) != MAGIC {
+            // A creator that died before writing the magic leaves zeroes: judge by its pid.
+            if load32(seg, OFF_STATE, Ordering::Acquire) > STATE_INIT {
+                return Err(Error::Corrupt(format!("{d} is not a shmchan segment")));
+            }
+        }
+        let creator = ProcessId {
+            pid: load32(seg, OFF_CPID, Ordering::Relaxed),
+            start_time: load64(seg, OFF_CSTART, Ordering::Relaxed),
+        };
+        let state = load32(seg, OFF_STATE, Ordering::SeqCst);
+        match state {
+            STATE_FRESH | STATE_INIT => {
+                return Ok(if creator.pid != 0 && creator.is_alive() {
+                    Staleness::Live { pid: creator.pid }
+                } else if creator.pid == 0 {
+                    // Not even a pid yet: a creator between shm_open and its first store.
+                    Staleness::Live { pid: 0 }
+                } else {
+                    Staleness::Stale {
+                        pid: Some(creator.pid),
+                    }
+                });
+            }
+            STATE_READY | STATE_RECLAIMING => {}
+            other => return Err(Error::Corrupt(format!("{d}: header state {other}"))),
+        }
+        let cap = u64::from(load32(seg, OFF_PCAP, Ordering::Relaxed));
+        let poff = load64(seg, OFF_POFF, Ordering::Relaxed);
+        let end = cap
+            .checked_mul(RECORD_LEN as u64)
+            .and_then(|n| n.checked_add(poff));
+        if cap > u64::from(MAX_PARTICIPANTS)
+            || poff % 128 != 0
+            || poff < HEADER_LEN as u64
+            || end.is_none_or(|e| e > seg.len() as u64)
+        {
+            return Err(Error::Corrupt(format!(
+                "{d}: participant table out of range"
+            )));
+        }
+        let mut last = (creator.pid != 0).then_some(creator.pid);
+        for i in 0..cap as usize {
+            let at = poff as usize + i * RECORD_LEN;
+            // SeqCst: pairs with the SeqCst owner CAS of a claimer (see the module docs).
+            let owner = shared_load!(
+                seg,
+                seg.as_ptr().wrapping_add(at + REC_OWNER) as *mut u64,
+                AtomicU64,
+                Ordering::SeqCst
+            );
+            if owner == 0 {
+                continue;
+            }
+            let live = (owner >> 40) & 0xff == OWNER_LIVE;
+            let start = shared_load!(
+                seg,
+                seg.as_ptr().wrapping_add(at + REC_START) as *mut u64,
+                AtomicU64,
+                Ordering::Relaxed
+            );
+            let p = ProcessId {
+                pid: owner as u32,
+                start_time: if live { start } else { 0 },
+            };
+            if p.is_alive() {
+                return Ok(Staleness::Live { pid: p.pid });
+            }
+            last = Some(p.pid);
+        }
+        Ok(Staleness::Stale { pid: last })
+    }
+
+    /// Takes over the stale segment `name` for a new creator: proves every participant dead,
+    /// marks the header *being reclaimed* (one winner among racing reclaimers), proves it
+    /// again, and unlinks the name while it still names that object. Returns the pid of the
+    /// last dead owner, if any. The caller then creates the segment afresh.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`] naming the live pid if the segment is in use;
+    /// [`Error::NotFound`] if the name vanished meanwhile (just create);
+    /// [`Error::Corrupt`] if it is not a shmchan segment; [`Error::PermissionDenied`].
+    pub(crate) fn reclaim_stale(name: &str) -> Result<Option<u32>> {
+        let seg = Segment::open(name, Mode::ReadWrite)?;
+        let in_use = |pid: u32| {
+            Error::AlreadyExists(format!(
+                "segment '{name}' already exists and is in use by live process {pid}"
+            ))
+        };
+        let pid = match Layout::staleness(&seg)? {
+            Staleness::Live { pid } => return Err(in_use(pid)),
+            Staleness::Stale { pid } => pid,
+        };
+        let state = word32(&seg, OFF_STATE);
+        let seen = state.load(Ordering::SeqCst);
+        if seen == STATE_READY {
+            // SeqCst: pairs with the claimers' SeqCst owner CAS + state load.
+            if state
+                .compare_exchange(seen, STATE_RECLAIMING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // Another reclaimer won, or a creator state we do not take over: retry.
+                return Err(Error::NotFound(format!(
+                    "segment '{name}' is being replaced by another process"
+                )));
+            }
+            match Layout::staleness(&seg)? {
+                Staleness::Live { pid } => {
+                    // Somebody attached between our two looks: give it back.
+                    state.store(STATE_READY, Ordering::SeqCst);
+                    return Err(in_use(pid));
+                }
+                Staleness::Stale { .. } => {}
+            }
+        } else if seen == STATE_RECLAIMING {
+            // A reclaimer that died before unlinking leaves the state; its own death makes it
+            // stale again: unlink like it would have.
+        }
+        // A half-initialised segment (creator dead before READY) can never become ready: no
+        // state change is needed, nobody can attach to it.
+        seg.unlink_if_ours();
+        Ok(pid)
+    }
+}
+
 /// Waits until the header's state is READY, or fails.
 fn wait_ready(seg: &Segment, deadline: Instant) -> Result<()> {
     loop {
@@ -837,6 +1013,12 @@ fn wait_ready(seg: &Segment, deadline: Instant) -> Result<()> {
         match s {
             STATE_READY => return Ok(()),
             STATE_FRESH | STATE_INIT => {}
+            STATE_RECLAIMING => {
+                return Err(Error::NotFound(format!(
+                    "{} is being replaced by a new creator (every participant had died)",
+                    seg.describe()
+                )));
+            }
             other => {
                 return Err(Error::Corrupt(format!(
                     "{}: header state {other} is none of 0, 1, 2; not a shmchan segment",

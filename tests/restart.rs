@@ -75,9 +75,155 @@ fn child_entry() {
                     other => format!("unexpected {other:?}"),
                 });
             }
+            // Creates the channel, sends `count` messages, reports, and holds until killed
+            // (or stdin closes).
+            "create-send-hold" => {
+                macro_rules! hold {
+                    ($m:ident) => {{
+                        let mut tx = $m::Producer::create(name, opts()).unwrap();
+                        for i in 0..count {
+                            tx.send_blocking(i.to_le_bytes()).unwrap();
+                        }
+                        report("sent");
+                        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+                        tx
+                    }};
+                }
+                by_flavour!(hold)
+            }
+            // Races to create the channel: reports "won" or the error, then holds.
+            "race-create" => {
+                let r = spsc::Producer::create(name, opts());
+                report(match &r {
+                    Ok(_) => "won".to_owned(),
+                    Err(Error::AlreadyExists(m)) => format!("lost: {m}"),
+                    Err(e) => format!("error: {e}"),
+                });
+                let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+                drop(r);
+            }
             other => panic!("unknown role {other}"),
         }
     });
+}
+
+/// Starts a process that creates `name`, sends `n` messages and is then SIGKILLed (and
+/// reaped): the stale segment a crashed service leaves.
+fn leave_a_stale_channel(name: &ShmName, flavour: &str, n: &str) -> u32 {
+    let mut victim = spawn_holding("create-send-hold", &[name.as_str(), flavour, n]);
+    assert_eq!(read_report(&mut victim), "sent");
+    let pid = victim.id();
+    kill9(pid);
+    let _ = victim.0.take().unwrap().wait();
+    assert!(name.exists(), "the killed creator left its segment");
+    pid
+}
+
+/// A service SIGKILLed and restarted gets its name back with `create`, and its new consumer
+/// does not see the dead run's messages. (`create` used to fail with `AlreadyExists`, and
+/// `open_or_create` re-delivered the stale messages.)
+#[test]
+fn a_killed_services_name_is_reclaimed_without_stale_messages() {
+    for flavour in ["spsc", "mpsc", "mpmc"] {
+        let name = ShmName::new(&format!("reclaim-{flavour}"));
+        leave_a_stale_channel(&name, flavour, "3");
+        macro_rules! run {
+            ($m:ident) => {{
+                let mut tx = $m::Producer::create(name.as_str(), opts()).unwrap();
+                let mut rx = $m::Consumer::open(name.as_str(), opts()).unwrap();
+                assert!(
+                    rx.try_recv().is_err(),
+                    "{flavour}: a stale message was delivered"
+                );
+                tx.try_send(b"fresh").unwrap();
+                assert_eq!(&*rx.try_recv().unwrap(), b"fresh");
+            }};
+        }
+        match flavour {
+            "spsc" => run!(spsc),
+            "mpsc" => run!(mpsc),
+            _ => run!(mpmc),
+        }
+    }
+    // open_or_create reclaims too.
+    let name = ShmName::new("reclaim-ooc");
+    leave_a_stale_channel(&name, "mpsc", "5");
+    let mut rx = mpsc::Consumer::open_or_create(name.as_str(), opts()).unwrap();
+    assert!(rx.is_creator());
+    assert!(
+        rx.try_recv().is_err(),
+        "open_or_create re-delivered stale messages"
+    );
+}
+
+/// `Stale::Refuse` says what happened and how to reclaim; `Stale::Keep` delivers what the
+/// dead run left; a live creator's name is never taken, and the error names its pid.
+#[test]
+fn stale_policies_and_live_names() {
+    let name = ShmName::new("stale-refuse");
+    let pid = leave_a_stale_channel(&name, "spsc", "2");
+    match spsc::Producer::create(name.as_str(), opts().stale(shmchan::Stale::Refuse)) {
+        Err(Error::AlreadyExists(m)) => {
+            assert!(m.contains("every participant is dead"), "{m}");
+            assert!(m.contains(&format!("pid {pid}")), "{m}");
+            assert!(m.contains("Stale::Reclaim"), "{m}");
+        }
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    let tx = spsc::Producer::create(name.as_str(), opts().stale(shmchan::Stale::Keep)).unwrap();
+    assert!(!tx.is_creator(), "Keep attaches to the old segment");
+    let mut rx = spsc::Consumer::open(name.as_str(), opts()).unwrap();
+    assert_eq!(
+        drain_now(&mut rx),
+        [0, 1],
+        "Keep delivers what the dead run committed"
+    );
+    drop((tx, rx));
+
+    let live = ShmName::new("stale-live");
+    let mut holder = spawn_holding("create-send-hold", &[live.as_str(), "spsc", "1"]);
+    assert_eq!(read_report(&mut holder), "sent");
+    match spsc::Producer::create(live.as_str(), opts()) {
+        Err(Error::AlreadyExists(m)) => {
+            assert!(
+                m.contains(&holder.id().to_string()),
+                "names the live pid: {m}"
+            )
+        }
+        other => panic!("a live channel was taken over: {other:?}"),
+    }
+}
+
+fn drain_now(rx: &mut spsc::Consumer) -> Vec<u64> {
+    let mut got = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        got.push(u64::from_le_bytes(m[..8].try_into().unwrap()));
+    }
+    got
+}
+
+/// Three processes race to create one stale name, many times: exactly one wins each round,
+/// and the others get `AlreadyExists` naming a live process (never two creators of one name,
+/// never a live segment unlinked).
+#[test]
+fn racing_creators_on_a_stale_name_have_one_winner() {
+    for round in 0..10 {
+        let name = ShmName::new(&format!("race-{round}"));
+        leave_a_stale_channel(&name, "spsc", "1");
+        let mut racers: Vec<_> = (0..3)
+            .map(|_| spawn_holding("race-create", &[name.as_str(), "spsc", "0"]))
+            .collect();
+        let results: Vec<String> = racers.iter_mut().map(read_report).collect();
+        let winners = results.iter().filter(|r| *r == "won").count();
+        assert_eq!(winners, 1, "round {round}: {results:?}");
+        for r in results.iter().filter(|r| *r != "won") {
+            assert!(r.starts_with("lost: ") && r.contains("live process"), "{r}");
+        }
+        for mut r in racers {
+            drop(r.0.as_mut().unwrap().stdin.take());
+            r.wait_ok();
+        }
+    }
 }
 
 /// Receives until the stream ends; every wait is bounded: a hang is a failure, not a stall.

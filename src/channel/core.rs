@@ -8,9 +8,9 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use super::options::{Options, Unlink};
+use super::options::{Options, Stale, Unlink};
 use crate::error::{Error, Result};
-use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role};
+use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role, Staleness};
 use crate::loom::Ordering;
 use crate::ring::{self, Geometry, Ring};
 use crate::segment::{Mode, Segment, SegmentOptions};
@@ -154,14 +154,82 @@ impl Core {
         Ok((g, spec))
     }
 
+    /// Creates the channel `name`. A stale segment of that name (every participant dead) is
+    /// handled per [`Options::stale`]; a live one is `AlreadyExists` naming its pid.
     pub(super) fn create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
         let (_, spec) = Core::spec(kind, opts)?;
-        let seg = SegmentOptions::new()
-            .permissions(opts.permissions)
-            .create(name, spec.total_len()?)?;
-        Core::create_in(seg, name, kind, opts, side).inspect_err(|_| {
-            let _ = Segment::unlink(name);
-        })
+        let what = || format!("{} channel '{name}'", kind_name(kind));
+        for _ in 0..8 {
+            match SegmentOptions::new()
+                .permissions(opts.permissions)
+                .create(name, spec.total_len()?)
+            {
+                Ok(seg) => {
+                    return Core::create_in(seg, name, kind, opts, side).inspect_err(|_| {
+                        let _ = Segment::unlink(name);
+                    });
+                }
+                Err(Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let in_use = |pid| {
+                Error::AlreadyExists(format!(
+                    "{} already exists and is in use by live process {pid}",
+                    what()
+                ))
+            };
+            match opts.stale {
+                Stale::Reclaim => match Layout::reclaim_stale(name) {
+                    Ok(_) | Err(Error::NotFound(_)) => continue, // the name is free again
+                    Err(Error::AlreadyExists(_)) => {
+                        return Err(match Core::live_holder(name) {
+                            Some(pid) => in_use(pid),
+                            None => Error::AlreadyExists(format!("{} already exists", what())),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                },
+                Stale::Refuse | Stale::Keep => {
+                    let seg = match Segment::open(name, Mode::ReadWrite) {
+                        Ok(seg) => seg,
+                        Err(Error::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    match Layout::staleness(&seg)? {
+                        Staleness::Live { pid } => return Err(in_use(pid)),
+                        Staleness::Stale { pid } if opts.stale == Stale::Refuse => {
+                            return Err(Error::AlreadyExists(format!(
+                                "{} exists but every participant is dead{}: create it with \
+                                 Options::stale(Stale::Reclaim) to take it over, or remove it \
+                                 (`shmchan gc`, or Segment::unlink)",
+                                what(),
+                                pid.map(|p| format!(" (last: pid {p})")).unwrap_or_default()
+                            )));
+                        }
+                        Staleness::Stale { .. } => {
+                            drop(seg);
+                            match Core::open(name, kind, opts, side, true) {
+                                Err(Error::NotFound(_)) => continue,
+                                other => return other,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Err(Error::TimedOut(format!(
+            "{} kept appearing and disappearing while creating it",
+            what()
+        )))
+    }
+
+    /// A live process attached to the segment `name`, if any (for error messages).
+    fn live_holder(name: &str) -> Option<u32> {
+        let seg = Segment::open(name, Mode::ReadWrite).ok()?;
+        match Layout::staleness(&seg).ok()? {
+            Staleness::Live { pid } => Some(pid),
+            Staleness::Stale { .. } => None,
+        }
     }
 
     /// Lays out a channel in a segment this process just created (named or memfd) and

@@ -30,6 +30,30 @@ pub struct Options {
     pub(crate) permissions: u32,
     pub(crate) max_participants: u32,
     pub(crate) unlink: Unlink,
+    pub(crate) stale: Stale,
+}
+
+/// What `create` does when the name is taken by a *stale* segment: one whose participants
+/// are all dead (pid and start time), as a SIGKILLed service leaves it. A segment with a live
+/// participant is never touched: `create` then fails with [`Error::AlreadyExists`] naming
+/// the live pid.
+///
+/// [`Error::AlreadyExists`]: crate::Error::AlreadyExists
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stale {
+    /// Take the name over and create the channel afresh (default: what a restarted service
+    /// wants). Messages the dead run left queued are dropped with the old segment. Of two
+    /// creators racing for one stale name, one wins; the other gets `AlreadyExists` naming
+    /// the winner.
+    #[default]
+    Reclaim,
+    /// Fail with `AlreadyExists`, saying that every participant is dead and how to reclaim
+    /// (this option, `shmchan gc`, or `Segment::unlink`).
+    Refuse,
+    /// Keep queued messages across restarts: attach to the stale channel as it is (its slot
+    /// size and capacity must be the ones asked for, else `Mismatch`), so the new run
+    /// receives what the dead one left.
+    Keep,
 }
 
 impl Default for Options {
@@ -43,6 +67,7 @@ impl Default for Options {
             permissions: 0o600,
             max_participants: 64,
             unlink: Unlink::LastOut,
+            stale: Stale::Reclaim,
         }
     }
 }
@@ -89,6 +114,12 @@ impl Options {
     /// attached at once (default 64; SPSC channels always have 2).
     pub fn max_participants(mut self, n: u32) -> Self {
         self.max_participants = n.clamp(2, layout::MAX_PARTICIPANTS);
+        self
+    }
+    /// What `create` does with a stale segment of the same name (default
+    /// [`Stale::Reclaim`]).
+    pub fn stale(mut self, s: Stale) -> Self {
+        self.stale = s;
         self
     }
     /// When the name is removed (default [`Unlink::LastOut`]).
