@@ -369,3 +369,32 @@ fn tail_refuses_an_spsc_channel_with_a_live_consumer_and_exit_codes_are_distinct
     assert_eq!(shmchan(&["inspect", other.as_str()]).status.code(), Some(1));
     assert!(other.exists());
 }
+
+#[test]
+fn a_header_never_published_by_a_dead_creator_is_stale_and_collected() {
+    let pre = prefix("cli-half");
+    let half = ShmName::new("cli-half");
+    // What a creator killed mid-initialisation leaves: magic and state "initialising" (1)
+    // written, the creator's pid one that cannot name a process (above the kernel's pid limit).
+    let seg = shmchan::Segment::create(half.as_str(), 4096).unwrap();
+    seg.write(0, b"SHMCHAN\x01").unwrap();
+    seg.write(8, &1u32.to_le_bytes()).unwrap();
+    seg.write(32, &0x3fff_fff0u32.to_le_bytes()).unwrap();
+    let list = json(&["list", "--prefix", &pre, "--json"]);
+    let e = entry(&list, &half);
+    assert_eq!(e["state"], "initialising");
+    assert_eq!(e["stale"], true);
+    assert!(
+        e["problem"]
+            .as_str()
+            .unwrap()
+            .contains("died before publishing")
+    );
+    let text = ok(&["gc", "--prefix", &pre]);
+    assert!(
+        text.contains(&format!("removed: {}", half.as_str())),
+        "{text}"
+    );
+    assert!(!half.exists());
+    drop(seg);
+}
