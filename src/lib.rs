@@ -194,6 +194,8 @@ pub mod channel;
 pub mod endpoint;
 mod error;
 pub mod heap;
+#[cfg(not(loom))]
+pub mod inspect;
 pub mod layout;
 #[allow(dead_code)]
 mod loom;

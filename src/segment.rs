@@ -457,6 +457,11 @@ impl Segment {
             .map_err(|e| Error::from_errno(e, || self.describe()))
     }
 
+    /// Device and inode of the object behind the mapping, as they were when it was mapped.
+    pub(crate) fn dev_ino(&self) -> (u64, u64) {
+        self.dev_ino
+    }
+
     /// Whether this handle created the segment (rather than opening an existing one).
     pub fn is_creator(&self) -> bool {
         self.created

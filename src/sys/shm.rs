@@ -34,6 +34,12 @@ pub(crate) fn shm_unlink(name: &str) -> Result<(), Errno> {
     shm::unlink(name)
 }
 
+/// `renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE)`: moves whatever `from` names
+/// at that instant, and fails with `EEXIST` rather than replace `to`.
+pub(crate) fn rename_noreplace(from: &str, to: &str) -> Result<(), Errno> {
+    fs::renameat_with(fs::CWD, from, fs::CWD, to, fs::RenameFlags::NOREPLACE)
+}
+
 /// `ftruncate(fd, len)`.
 pub(crate) fn truncate(fd: impl AsFd, len: u64) -> Result<(), Errno> {
     fs::ftruncate(fd, len)
