@@ -28,23 +28,22 @@
 //! [`reclaim`] removes one stale segment and never a live one it can see:
 //!
 //! 1. it checks staleness on its own read-only mapping, and checks again right before it acts;
-//! 2. it moves the name aside with `renameat2(RENAME_NOREPLACE)` to a private name, so the
-//!    object it acts on is fixed by that one atomic step;
-//! 3. it compares device and inode of the moved object with those of the mapping it checked;
-//!    only if they match does it unlink the private name. If they do not (the stale object was
-//!    removed and a new one made under the name between steps 1 and 2) it moves the new object
-//!    back, with `RENAME_NOREPLACE`, and reports [`Reclaim::Replaced`].
+//! 2. where it may write the header, it marks it *being reclaimed* and proves staleness once
+//!    more (the layout's [stale segments](crate::layout#stale-segments) protocol, shared with
+//!    `create`): an attacher that claims a record from then on sees the mark and backs off,
+//!    one that claimed before is seen and the removal is abandoned;
+//! 3. it removes the name with the segment's `remove_if_same`: the name is moved aside with
+//!    `renameat2(RENAME_NOREPLACE)`, device and inode of the moved object are compared with
+//!    those checked, and only a match is unlinked; a new object that took the name meanwhile
+//!    is moved back ([`Reclaim::Replaced`]).
 //!
-//! A plain "compare inodes, then `shm_unlink(name)`" leaves a window between the compare and
-//! the unlink in which a new segment under the name would be removed; the rename closes it. What
-//! it leaves: a process that opened the stale object *before* step 2 and claims a participant
-//! record after the last check (a consumer restarted to drain a dead producer's queue, say)
-//! keeps a mapping of a segment that no longer has a name. Closing that needs the attach path
-//! to re-check a "being reclaimed" mark after it claims, which is the layout's business
-//! (issue 12, item 1). While the new object is moved back (microseconds, and only in the
-//! double race above), an `open` of the name fails with `NotFound`.
+//! A plain "compare inodes, then `shm_unlink(name)`" would leave a window in which a new
+//! segment under the name is removed; the rename closes it. While a new object is moved back
+//! (microseconds, only in that race), an `open` of the name fails with `NotFound`. Without
+//! write access to the header (another user's segment), step 2 is skipped: an attacher racing
+//! the removal may then keep a mapping of a nameless segment.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -54,7 +53,6 @@ use crate::layout::{
 use crate::ring::{self, ABANDONED_TAG, CTRL_LEN, DISCARDED, Geometry};
 use crate::segment::{Mode, Segment};
 use crate::sys::process::{Namespaces, ProcessId};
-use crate::sys::shm;
 use crate::wait::protocol::AUX_PARKED;
 
 /// Where POSIX shared-memory objects live on Linux.
@@ -620,42 +618,21 @@ pub fn reclaim(name: &str, dry_run: bool) -> Result<Reclaim> {
     if !info.stale {
         return Ok(Reclaim::NotStale(info));
     }
-    let aside = aside_name();
-    let from = format!("{SHM_DIR}{name}");
-    let to = format!("{SHM_DIR}{aside}");
-    let errno = |e| Error::from_errno(e, || format!("segment '{name}'"));
-    match shm::rename_noreplace(&from, &to) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::NOENT) => return Ok(Reclaim::Gone),
-        Err(e) => return Err(errno(e)),
+    // Mark the header "being reclaimed" first when we may write it (an attacher that comes
+    // now backs off, see layout.rs "Stale segments"); then move the name aside and remove
+    // the object only if it is the one we checked.
+    if let Ok(rw) = Segment::open(name, Mode::ReadWrite) {
+        if rw.dev_ino() == info.dev_ino {
+            if let Err(Error::AlreadyExists(_)) = Layout::mark_reclaiming(&rw) {
+                return Ok(Reclaim::NotStale(probe.read()));
+            }
+        }
     }
-    // The object now under `aside` is the one that was under `name` at the rename.
-    let moved = shm::shm_open(&aside, false)
-        .and_then(|fd| shm::stat(&fd))
-        .map(|(_, dev, ino)| (dev, ino));
-    if moved == Ok(info.dev_ino) {
-        shm::shm_unlink(&aside).map_err(errno)?;
-        return Ok(Reclaim::Removed(info));
-    }
-    // Not ours: a new segment took the name in between. Put it back, never over a newer one.
-    match shm::rename_noreplace(&to, &from) {
-        Ok(()) => Ok(Reclaim::Replaced),
-        Err(e) => Err(Error::Io(std::io::Error::other(format!(
-            "segment '{name}' was replaced by a new object while it was being removed, and \
-             that object could not be moved back ({e}); it is now '{aside}'"
-        )))),
-    }
-}
-
-/// A private name in [`SHM_DIR`] for a segment being removed (not a valid-looking channel name
-/// of anybody's: it starts with a dot, which `list` shows like any other if it survives).
-fn aside_name() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "/.shmchan-gc-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    Ok(match crate::segment::remove_if_same(name, info.dev_ino)? {
+        crate::segment::Removal::Removed => Reclaim::Removed(info),
+        crate::segment::Removal::Gone => Reclaim::Gone,
+        crate::segment::Removal::Replaced => Reclaim::Replaced,
+    })
 }
 
 /// The live processes behind `info` (its creator and participants), sorted, each once.

@@ -920,6 +920,11 @@ impl Layout {
                 "{d}: participant table out of range"
             )));
         }
+        // A creator that still runs may have left its handle but keeps the channel (queued
+        // messages for a consumer that comes later): not stale while it lives.
+        if creator.pid != 0 && creator.is_alive() {
+            return Ok(Staleness::Live { pid: creator.pid });
+        }
         let mut last = (creator.pid != 0).then_some(creator.pid);
         for i in 0..cap as usize {
             let at = poff as usize + i * RECORD_LEN;
@@ -964,44 +969,61 @@ impl Layout {
     /// [`Error::Corrupt`] if it is not a shmchan segment; [`Error::PermissionDenied`].
     pub(crate) fn reclaim_stale(name: &str) -> Result<Option<u32>> {
         let seg = Segment::open(name, Mode::ReadWrite)?;
-        let in_use = |pid: u32| {
-            Error::AlreadyExists(format!(
-                "segment '{name}' already exists and is in use by live process {pid}"
-            ))
-        };
         let pid = match Layout::staleness(&seg)? {
-            Staleness::Live { pid } => return Err(in_use(pid)),
-            Staleness::Stale { pid } => pid,
-        };
-        let state = word32(&seg, OFF_STATE);
-        let seen = state.load(Ordering::SeqCst);
-        if seen == STATE_READY {
-            // SeqCst: pairs with the claimers' SeqCst owner CAS + state load.
-            if state
-                .compare_exchange(seen, STATE_RECLAIMING, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
-                // Another reclaimer won, or a creator state we do not take over: retry.
-                return Err(Error::NotFound(format!(
-                    "segment '{name}' is being replaced by another process"
+            Staleness::Live { pid } => {
+                return Err(Error::AlreadyExists(format!(
+                    "segment '{name}' already exists and is in use by live process {pid}"
                 )));
             }
-            match Layout::staleness(&seg)? {
+            Staleness::Stale { pid } => pid,
+        };
+        Layout::mark_reclaiming(&seg)?;
+        match crate::segment::remove_if_same(name, seg.dev_ino())? {
+            crate::segment::Removal::Removed | crate::segment::Removal::Gone => Ok(pid),
+            crate::segment::Removal::Replaced => Err(Error::NotFound(format!(
+                "segment '{name}' was replaced while it was being reclaimed"
+            ))),
+        }
+    }
+
+    /// Marks the stale segment `seg` (mapped read-write) *being reclaimed*, so that nobody
+    /// attaches any more, after proving again that nobody did meanwhile. A half-initialised
+    /// segment (its creator died before publishing) needs no mark: nobody can attach to it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`] naming the live pid if a participant attached;
+    /// [`Error::Corrupt`] if it is not a shmchan segment.
+    pub(crate) fn mark_reclaiming(seg: &Segment) -> Result<()> {
+        let in_use = |pid: u32| {
+            Error::AlreadyExists(format!(
+                "{} already exists and is in use by live process {pid}",
+                seg.describe()
+            ))
+        };
+        let state = word32(seg, OFF_STATE);
+        let seen = state.load(Ordering::SeqCst);
+        if seen == STATE_READY {
+            // SeqCst: pairs with the claimers' SeqCst owner CAS + state load. A failed CAS
+            // means another reclaimer marked it first (fine: the removal below is safe for
+            // any number of us) or the state changed to something we do not take over.
+            let _ =
+                state.compare_exchange(seen, STATE_RECLAIMING, Ordering::SeqCst, Ordering::SeqCst);
+            match Layout::staleness(seg)? {
                 Staleness::Live { pid } => {
                     // Somebody attached between our two looks: give it back.
-                    state.store(STATE_READY, Ordering::SeqCst);
+                    let _ = state.compare_exchange(
+                        STATE_RECLAIMING,
+                        STATE_READY,
+                        Ordering::SeqCst,
+                        Ordering::Relaxed,
+                    );
                     return Err(in_use(pid));
                 }
                 Staleness::Stale { .. } => {}
             }
-        } else if seen == STATE_RECLAIMING {
-            // A reclaimer that died before unlinking leaves the state; its own death makes it
-            // stale again: unlink like it would have.
         }
-        // A half-initialised segment (creator dead before READY) can never become ready: no
-        // state change is needed, nobody can attach to it.
-        seg.unlink_if_ours();
-        Ok(pid)
+        Ok(())
     }
 }
 

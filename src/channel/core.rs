@@ -181,12 +181,11 @@ impl Core {
             match opts.stale {
                 Stale::Reclaim => match Layout::reclaim_stale(name) {
                     Ok(_) | Err(Error::NotFound(_)) => continue, // the name is free again
-                    Err(Error::AlreadyExists(_)) => {
-                        return Err(match Core::live_holder(name) {
-                            Some(pid) => in_use(pid),
-                            None => Error::AlreadyExists(format!("{} already exists", what())),
-                        });
-                    }
+                    // Live: but a would-be attacher may have backed off since; look again.
+                    Err(Error::AlreadyExists(_)) => match Core::live_holder(name) {
+                        Some(pid) => return Err(in_use(pid)),
+                        None => continue,
+                    },
                     Err(e) => return Err(e),
                 },
                 Stale::Refuse | Stale::Keep => {
