@@ -50,7 +50,7 @@
 //!
 //! A segment whose participants are all dead (pid and start time, the proof the rings use)
 //! and whose creator is dead or finished is *stale*: what a SIGKILLed service leaves behind.
-//! [`Layout::reclaim_stale`] takes one over for a new creator: it checks staleness, moves the
+//! `create` (and `shmchan gc`) take one over: it checks staleness, moves the
 //! state from ready to *being reclaimed* with a compare-and-swap (so of two racing
 //! reclaimers exactly one wins), checks again that nobody attached meanwhile, and unlinks the
 //! name only while it still names that object; the caller then creates afresh. An attacher
