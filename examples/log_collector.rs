@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use shmchan::{Options, mpsc};
+use shmchan::{Lifetime, Options, mpsc};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> shmchan::Result<()> {
@@ -26,7 +26,13 @@ async fn main() -> shmchan::Result<()> {
     let writers: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(4);
     let lines: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50_000);
     let name = format!("/shmchan-logs-{}", std::process::id());
-    let mut logs = mpsc::Consumer::create(&name, Options::new().slot_size(256).capacity(512))?;
+    // Lifetime::Creator: the collector's stream does not end when a writer leaves (one may
+    // finish before the next even attaches); it lives as long as the collector does.
+    let opts = Options::new()
+        .slot_size(256)
+        .capacity(512)
+        .lifetime(Lifetime::Creator);
+    let mut logs = mpsc::Consumer::create(&name, opts)?;
     let mut children = Vec::new();
     for _ in 0..writers {
         children.push(
@@ -36,8 +42,12 @@ async fn main() -> shmchan::Result<()> {
         );
     }
     let (mut total, mut by_level, mut by_pid) = (0u64, BTreeMap::new(), BTreeMap::new());
-    // The stream ends when every writer has closed its producer and everything is read.
-    while let Some(line) = logs.next().await {
+    // Writers come and go; the collector counts what it expects (a real one would run on).
+    let expected = writers as u64 * lines;
+    while total < expected {
+        let Some(line) = logs.next().await else {
+            break;
+        };
         let line = String::from_utf8_lossy(&line?).into_owned();
         if total % 20_000 == 0 {
             println!("[collector] {line}");

@@ -568,6 +568,14 @@ impl Layout {
         self.data_len
     }
 
+    /// The process that created the segment (pid and start time from the header).
+    pub(crate) fn creator(&self) -> ProcessId {
+        ProcessId {
+            pid: load32(&self.segment, OFF_CPID, Ordering::Relaxed),
+            start_time: load64(&self.segment, OFF_CSTART, Ordering::Relaxed),
+        }
+    }
+
     /// Number of records in the participant table.
     pub fn participant_capacity(&self) -> u32 {
         self.participant_cap

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use super::options::{Options, Stale, Unlink};
+use super::options::{Lifetime, Options, Stale, Unlink};
 use crate::error::{Error, Result};
 use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role, Staleness};
 use crate::loom::Ordering;
@@ -93,6 +93,8 @@ pub(super) struct Core {
     pub(super) async_state: AsyncState,
     /// Whether `count_in` ran (a failed attach leaves without touching the counters).
     pub(super) counted: bool,
+    /// Lifetime::Creator channels: the creator's process was found dead (liveness check).
+    pub(super) creator_gone: bool,
 }
 
 impl fmt::Debug for Core {
@@ -257,6 +259,11 @@ impl Core {
         let ring = unsafe { Ring::new(base.add(data_off), g) };
         // The header is published (READY) by Layout::init only after the ring is laid out.
         ring::init_sequences(&ring);
+        if opts.lifetime == Lifetime::Creator {
+            // Relaxed: published with the header (Layout::init's Release store of READY).
+            ring.word32(ring::OFF_FLAGS)
+                .fetch_or(ring::FLAG_LIFETIME_CREATOR, Ordering::Relaxed);
+        }
         let layout = Layout::init(seg, &spec)?;
         debug_assert_eq!(layout.data_offset(), data_off);
         Core::finish(layout, ring, name, kind, opts, side, true)
@@ -354,6 +361,7 @@ impl Core {
             bells: Bells::default(),
             async_state: AsyncState::default(),
             counted: false,
+            creator_gone: false,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by
@@ -466,6 +474,13 @@ impl Core {
         }
     }
 
+    /// Whether the channel lives while its creator does ([`Lifetime::Creator`]).
+    pub(super) fn lifetime_creator(&self) -> bool {
+        // Relaxed: the bit is written once, before the header was published (Acquire in
+        // the attach).
+        self.ring.word32(ring::OFF_FLAGS).load(Ordering::Relaxed) & ring::FLAG_LIFETIME_CREATOR != 0
+    }
+
     /// Takes one participant of `side` off its clean-close counter (a clean leave, or a dead
     /// participant's record released), never below zero (a hostile peer may have zeroed it).
     pub(super) fn uncount(&self, side: Side) {
@@ -488,6 +503,14 @@ impl Core {
         if std::mem::take(&mut self.counted) {
             self.uncount(self.side);
         }
+        let creator_lifetime = self.lifetime_creator();
+        if creator_lifetime && self.created {
+            // AcqRel: pairs with the Acquire load of the flags in `peers_closed`; our
+            // publishes happen before a peer sees the channel's life end.
+            self.ring
+                .word32(ring::OFF_FLAGS)
+                .fetch_or(ring::FLAG_CREATOR_LEFT, Ordering::AcqRel);
+        }
         self.layout.release(reg);
         // Every wake path fences first (wait/protocol.rs): a waiter that announced while we
         // left either sees our counter update in its re-check or is rung here.
@@ -499,6 +522,7 @@ impl Core {
         let unlink = match self.unlink {
             Unlink::Never => false,
             Unlink::Creator => self.created,
+            Unlink::LastOut if creator_lifetime => self.created,
             Unlink::LastOut => {
                 // Acquire (both): pair with the Release stores of tail (publish) and head
                 // (free), so that "nothing queued" reflects every message published before.

@@ -125,7 +125,7 @@ pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
 pub use consumer::Consumer;
 pub use error::SendError;
 pub use message::{INLINE_MESSAGE, Message};
-pub use options::{Options, Stale, Unlink};
+pub use options::{Lifetime, Options, Stale, Unlink};
 pub use producer::Producer;
 pub use zero_copy::{ReadChunk, ReadSlot, WriteChunk, WriteSlot};
 

@@ -31,6 +31,28 @@ pub struct Options {
     pub(crate) max_participants: u32,
     pub(crate) unlink: Unlink,
     pub(crate) stale: Stale,
+    pub(crate) lifetime: Lifetime,
+}
+
+/// How long a channel lives: when its streams end, and who removes its name. A creator's
+/// setting, recorded in the segment so that every participant agrees.
+///
+/// | lifetime | a consumer's stream ends | a producer gets `Closed` | the name is removed | a producer (consumer) that comes late |
+/// |---|---|---|---|---|
+/// | [`LastOut`](Lifetime::LastOut) (default) | when every producer that attached has left, once drained | when every consumer that attached has left | by the last participant out, if nothing is queued ([`Unlink`]) | attaches while the name exists, and opens the channel again |
+/// | [`Creator`](Lifetime::Creator) | only after the creator left (or died), then as `LastOut` | only after the creator left (or died), then as `LastOut` | when the creator leaves | attaches at any time while the creator lives |
+///
+/// `Creator` is the shape of a log collector or a job queue: the collector creates the
+/// channel, emitters come and go, and its stream waits for the next one instead of ending
+/// when the first leaves. With `Creator`, an [`Unlink`] of `LastOut` acts as `Creator`
+/// (`Never` still keeps the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifetime {
+    /// Closes when the last producer (or consumer) leaves.
+    #[default]
+    LastOut,
+    /// Stays open while the creator's handle is attached.
+    Creator,
 }
 
 /// What `create` does when the name is taken by a *stale* segment: one whose participants
@@ -68,6 +90,7 @@ impl Default for Options {
             max_participants: 64,
             unlink: Unlink::LastOut,
             stale: Stale::Reclaim,
+            lifetime: Lifetime::LastOut,
         }
     }
 }
@@ -114,6 +137,11 @@ impl Options {
     /// attached at once (default 64; SPSC channels always have 2).
     pub fn max_participants(mut self, n: u32) -> Self {
         self.max_participants = n.clamp(2, layout::MAX_PARTICIPANTS);
+        self
+    }
+    /// How long the channel lives (a creator's setting; default [`Lifetime::LastOut`]).
+    pub fn lifetime(mut self, l: Lifetime) -> Self {
+        self.lifetime = l;
         self
     }
     /// What `create` does with a stale segment of the same name (default

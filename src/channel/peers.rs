@@ -30,7 +30,16 @@ impl Core {
         let (counter, flag) = self.side.other().counter_and_flag();
         // Acquire: pairs with the AcqRel updates in finish/drop; a peer's last publish happens
         // before its counter decrement.
-        if self.ring.word32(ring::OFF_FLAGS).load(Ordering::Acquire) & flag == 0 {
+        let flags = self.ring.word32(ring::OFF_FLAGS).load(Ordering::Acquire);
+        if flags & flag == 0 {
+            return false;
+        }
+        // Lifetime::Creator: open while the creator's handle is attached (ours, or one whose
+        // process the liveness checks still find alive).
+        if flags & ring::FLAG_LIFETIME_CREATOR != 0
+            && flags & ring::FLAG_CREATOR_LEFT == 0
+            && (self.created || !self.creator_gone)
+        {
             return false;
         }
         if self.ring.word32(counter).load(Ordering::Acquire) != 0 {
@@ -82,6 +91,14 @@ impl Core {
         // In MPMC our own side's dead members pin slots too (consumers adopt their messages).
         if self.kind == Kind::MPMC {
             found |= self.reclaim_dead(self.side)? && self.side == Side::Producer;
+        }
+        if !self.created && !self.creator_gone && self.lifetime_creator() {
+            let creator = self.layout.creator();
+            if !creator.is_alive() {
+                // The channel's life ended with its creator: from now on, as LastOut.
+                self.creator_gone = true;
+                found = true;
+            }
         }
         if found {
             self.peer_died = true;

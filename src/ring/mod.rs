@@ -9,7 +9,8 @@
 //!    128  head: u64, next position to consume        consumers
 //!    256  cons_futex: u32, cons_sleepers: u32         parked consumers / producers waking them
 //!    384  prod_futex: u32, prod_sleepers: u32         parked producers / consumers waking them
-//!    512  flags: u32 (bit 0: a producer attached once, bit 1: a consumer attached once),
+//!    512  flags: u32 (bit 0: a producer attached once, bit 1: a consumer attached once,
+//!         bit 2: lifetime = creator, bit 3: the creator left),
 //!         producers: u32, consumers: u32  (clean-close counters, hints only)
 //!    640  slot 0: seq: u64, len: u32, pad: u32, payload[slot_size], padded to a 64-byte stride
 //! ```
@@ -58,6 +59,11 @@ pub(crate) const SLOT_HEADER: usize = 16;
 pub(crate) const FLAG_PRODUCER_SEEN: u32 = 1;
 /// `flags` bit: a consumer attached at least once.
 pub(crate) const FLAG_CONSUMER_SEEN: u32 = 2;
+/// `flags` bit, set by the creator before the header is published: the channel lives while
+/// its creator's handle does ([`crate::channel::Lifetime::Creator`]).
+pub(crate) const FLAG_LIFETIME_CREATOR: u32 = 4;
+/// `flags` bit: the creator's handle left (cleanly).
+pub(crate) const FLAG_CREATOR_LEFT: u32 = 8;
 
 // Slot markers. A slot's `len` word is a message length `0..=slot_size`, or DISCARDED (above
 // any slot size: MAX_SLOT_SIZE is 2^30); its `seq` word may carry ABANDONED_TAG. Consumers skip
