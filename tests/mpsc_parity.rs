@@ -17,9 +17,9 @@
 //!
 //! Tests marked `#[ignore = "MISSING: ..."]` state what shmchan SHOULD do and are the
 //! acceptance tests of issue 12 (run them with `--ignored`). APIs that do not exist yet are
-//! called through the shim trait [`Missing`] at the bottom of this file, whose methods panic:
-//! once the real inherent method exists it takes precedence (inherent methods win method
-//! resolution), so the shim and its `use` can simply be deleted. The shim documents the
+//! called through the shim trait [`MissingReserveMany`] at the bottom of this file, whose methods
+//! panic: once the real inherent method exists it takes precedence (inherent methods win method
+//! resolution), so the shim can simply be deleted. The shim documents the
 //! signatures these tests expect.
 //!
 //! | # | tokio case | shmchan test | class |
@@ -28,26 +28,26 @@
 //! | 2 | `reserve_disarm` | `reserve_disarm` | MISSING (a dropped reservation (mpsc) frees its slot only when the consumer reaches it, and wakes no waiting sender) |
 //! | 3 | `send_recv_stream_with_buffer` | `send_recv_stream_with_buffer` | SAME (the Stream yields `Some(Ok(msg))`, then `None` after a clean close) |
 //! | 4 | `async_send_recv_with_buffer` | `async_send_recv_with_buffer` | SAME |
-//! | 5 | `async_send_recv_many_with_buffer` | `async_send_recv_many_with_buffer` | MISSING (`Consumer::recv_many`) |
+//! | 5 | `async_send_recv_many_with_buffer` | `async_send_recv_many_with_buffer` | SAME (was MISSING: `Consumer::recv_many`; since `Consumer::close`, `recv_many`) |
 //! | 6 | `start_send_past_cap` | `start_send_past_cap` | SAME (a cancelled waiting send gives its turn away: the other waiting sender is woken, the cancelled one not) |
 //! | 7 | `buffer_gteq_one` | `buffer_gteq_one` | DIFFERS (a zero capacity is an `InvalidArgument` error, not a panic; MPSC needs 2 slots) |
 //! | 8 | `send_recv_unbounded` | `send_recv_unbounded` | DIFFERS (no unbounded channel in shared memory: a bounded one with room for every message) |
-//! | 9 | `send_recv_many_unbounded` | `send_recv_many_unbounded` | MISSING (`Consumer::recv_many`; no unbounded channel: bounded with room for all) |
-//! | 10 | `send_recv_many_bounded_capacity` | `send_recv_many_bounded_capacity` | MISSING (`Consumer::recv_many`) |
-//! | 11 | `send_recv_many_unbounded_capacity` | `send_recv_many_unbounded_capacity` | MISSING (`Consumer::recv_many`; no unbounded channel: bounded with room for all) |
-//! | 12 | `recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle` | `recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle` | MISSING (`Consumer::close`, `Consumer::recv_many`) |
-//! | 13 | `recv_many_with_non_empty_buffer_unbounded_rx_closed_and_idle` | `recv_many_with_non_empty_buffer_unbounded_rx_closed_and_idle` | MISSING (`Consumer::close`, `Consumer::recv_many`; no unbounded channel) |
+//! | 9 | `send_recv_many_unbounded` | `send_recv_many_unbounded` | SAME (was MISSING: `Consumer::recv_many`; no unbounded channel: bounded with room for all; since `Consumer::close`, `recv_many`) |
+//! | 10 | `send_recv_many_bounded_capacity` | `send_recv_many_bounded_capacity` | SAME (was MISSING: `Consumer::recv_many`; since `Consumer::close`, `recv_many`) |
+//! | 11 | `send_recv_many_unbounded_capacity` | `send_recv_many_unbounded_capacity` | SAME (was MISSING: `Consumer::recv_many`; no unbounded channel: bounded with room for all; since `Consumer::close`, `recv_many`) |
+//! | 12 | `recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle` | `recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle` | SAME (was MISSING: `Consumer::close`, `Consumer::recv_many`; since `Consumer::close`, `recv_many`) |
+//! | 13 | `recv_many_with_non_empty_buffer_unbounded_rx_closed_and_idle` | `recv_many_with_non_empty_buffer_unbounded_rx_closed_and_idle` | SAME (was MISSING: `Consumer::close`, `Consumer::recv_many`; no unbounded channel; since `Consumer::close`, `recv_many`) |
 //! | 14 | `async_send_recv_unbounded` | `async_send_recv_unbounded` | DIFFERS (no unbounded channel: bounded with room for every message) |
 //! | 15 | `send_recv_stream_unbounded` | `send_recv_stream_unbounded` | DIFFERS (no unbounded channel: bounded with room for every message) |
 //! | 16 | `no_t_bounds_buffer` | `no_t_bounds_buffer` | DIFFERS (messages are bytes, not `T`: any `AsRef<[u8]>` sends, even a type without Debug/Clone/Send bounds) |
 //! | 17 | `no_t_bounds_unbounded` | `no_t_bounds_unbounded` | DIFFERS (no unbounded channel; messages are bytes, not `T`) |
 //! | 18 | `send_recv_buffer_limited` | `send_recv_buffer_limited` | SAME (capacity 1: an SPSC ring; a waiting send is woken when the consumer frees the slot) |
-//! | 19 | `recv_close_gets_none_idle` | `recv_close_gets_none_idle` | MISSING (`Consumer::close`: no new sends, queued messages drain, then `Closed`) |
-//! | 20 | `recv_close_gets_none_reserved` | `recv_close_gets_none_reserved` | MISSING (`Consumer::close` wakes waiting senders with `Closed`; a reservation taken before the close still delivers) |
+//! | 19 | `recv_close_gets_none_idle` | `recv_close_gets_none_idle` | SAME (was MISSING: `Consumer::close`: no new sends, queued messages drain, then `Closed`; since `Consumer::close`, `recv_many`) |
+//! | 20 | `recv_close_gets_none_reserved` | `recv_close_gets_none_reserved` | SAME (was MISSING: `Consumer::close` wakes waiting senders with `Closed`; a reservation taken before the close still delivers; since `Consumer::close`, `recv_many`) |
 //! | 21 | `failed_reserve_many_wakes_closed_receiver` | `failed_reserve_many_wakes_closed_receiver` | MISSING (async `reserve_many`, `Consumer::close`) |
 //! | 22 | `cancelled_reserve_many_wakes_closed_receiver` | `cancelled_reserve_many_wakes_closed_receiver` | MISSING (async `reserve_many`, `Consumer::close`) |
-//! | 23 | `failed_reserve_wakes_closed_receiver` | `failed_reserve_wakes_closed_receiver` | MISSING (`Consumer::close`: a waiting send fails with `Closed`, and the consumer then ends) |
-//! | 24 | `cancelled_reserve_wakes_closed_receiver` | `cancelled_reserve_wakes_closed_receiver` | MISSING (`Consumer::close`) |
+//! | 23 | `failed_reserve_wakes_closed_receiver` | `failed_reserve_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`: a waiting send fails with `Closed`, and the consumer then ends; since `Consumer::close`, `recv_many`) |
+//! | 24 | `cancelled_reserve_wakes_closed_receiver` | `cancelled_reserve_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; since `Consumer::close`, `recv_many`) |
 //! | 25 | `tx_close_gets_none` | `tx_close_gets_none` | SAME (a producer that attached and left: the consumer gets `Closed`) |
 //! | 26 | `try_send_fail` | `try_send_fail` | SAME (capacity 1: an SPSC ring) |
 //! | 27 | `try_send_fail_with_try_recv` | `try_send_fail_with_try_recv` | SAME (capacity 1: an SPSC ring) |
@@ -63,12 +63,12 @@
 //! | 37 | `try_reserve_many_full` | `try_reserve_many_full` | DIFFERS (`try_reserve_many` gives as many slots as are free rather than `Full`; `available()` is tokio's `capacity()`) |
 //! | 38 | `drop_permit_releases_permit` | `drop_permit_releases_permit` | MISSING (a dropped mpsc reservation frees its slot only when the consumer reaches it and wakes no waiting sender) |
 //! | 39 | `drop_permit_iterator_releases_permits` | `drop_permit_iterator_releases_permits` | MISSING (async `reserve_many`) |
-//! | 40 | `dropping_last_permit_wakes_closed_receiver` | `dropping_last_permit_wakes_closed_receiver` | MISSING (`Consumer::close`; a dropped reservation then ends the drained stream) |
-//! | 41 | `dropping_last_owned_permit_wakes_closed_receiver` | `dropping_last_owned_permit_wakes_closed_receiver` | MISSING (`Consumer::close`; no owned permits: a `WriteSlot` borrows its producer, so this is dropping_last_permit_wakes_closed_receiver) |
+//! | 40 | `dropping_last_permit_wakes_closed_receiver` | `dropping_last_permit_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; a dropped reservation then ends the drained stream; since `Consumer::close`, `recv_many`) |
+//! | 41 | `dropping_last_owned_permit_wakes_closed_receiver` | `dropping_last_owned_permit_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; no owned permits: a `WriteSlot` borrows its producer, so this is dropping_last_permit_wakes_closed_receiver; since `Consumer::close`, `recv_many`) |
 //! | 42 | `dropping_last_permit_iterator_wakes_closed_receiver` | `dropping_last_permit_iterator_wakes_closed_receiver` | MISSING (`Consumer::close`; the SPSC chunk is the permit iterator) |
-//! | 43 | `sending_last_permit_wakes_closed_receiver` | `sending_last_permit_wakes_closed_receiver` | MISSING (`Consumer::close`: a reservation taken before the close still delivers) |
-//! | 44 | `sending_last_owned_permit_wakes_closed_receiver` | `sending_last_owned_permit_wakes_closed_receiver` | MISSING (`Consumer::close`; no owned permits, so this is sending_last_permit_wakes_closed_receiver) |
-//! | 45 | `releasing_last_owned_permit_wakes_closed_receiver` | `releasing_last_owned_permit_wakes_closed_receiver` | MISSING (`Consumer::close`; no `OwnedPermit::release`: the `Sink`'s `poll_close` releases its `poll_ready` reservation) |
+//! | 43 | `sending_last_permit_wakes_closed_receiver` | `sending_last_permit_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`: a reservation taken before the close still delivers; since `Consumer::close`, `recv_many`) |
+//! | 44 | `sending_last_owned_permit_wakes_closed_receiver` | `sending_last_owned_permit_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; no owned permits, so this is sending_last_permit_wakes_closed_receiver; since `Consumer::close`, `recv_many`) |
+//! | 45 | `releasing_last_owned_permit_wakes_closed_receiver` | `releasing_last_owned_permit_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; no `OwnedPermit::release`: the `Sink`'s `poll_close` releases its `poll_ready` reservation; since `Consumer::close`, `recv_many`) |
 //! | 46 | `dropping_rx_closes_channel` | `dropping_rx_closes_channel` | SAME (was MISSING: `Closed` right after the consumer leaves, not only once the ring is full; no `reserve`/`reserve_many` futures: `send` and the `Sink`; since honest close, `is_closed`) |
 //! | 47 | `dropping_rx_closes_channel_for_try` | `dropping_rx_closes_channel_for_try` | SAME (was MISSING: `try_send` / `try_reserve` return `Ok` after the consumer left until the ring fills; docs say `Closed`; since honest close, `is_closed`) |
 //! | 48 | `unconsumed_messages_are_dropped` | `unconsumed_messages_are_dropped` | DIFFERS (messages are bytes with no destructor; a message queued when everyone left stays in the segment, which keeps its name, documented `Unlink::LastOut`) |
@@ -76,23 +76,23 @@
 //! | 50 | `blocking_recv_async` | `blocking_recv_async` | MISSING (`recv_blocking` inside a runtime blocks the executor silently; should panic like tokio or return an error) |
 //! | 51 | `blocking_send` | `blocking_send` | SAME |
 //! | 52 | `blocking_send_async` | `blocking_send_async` | MISSING (`send_blocking` inside a runtime blocks the executor silently when full; should panic like tokio or return an error) |
-//! | 53 | `ready_close_cancel_bounded` | `ready_close_cancel_bounded` | MISSING (`Consumer::close`: a dropped reservation then ends the drained stream) |
-//! | 54 | `permit_available_not_acquired_close` | `permit_available_not_acquired_close` | MISSING (`Consumer::close`; a freed slot wakes a waiting sender) |
+//! | 53 | `ready_close_cancel_bounded` | `ready_close_cancel_bounded` | SAME (was MISSING: `Consumer::close`: a dropped reservation then ends the drained stream; since `Consumer::close`, `recv_many`) |
+//! | 54 | `permit_available_not_acquired_close` | `permit_available_not_acquired_close` | SAME (was MISSING: `Consumer::close`; a freed slot wakes a waiting sender; since `Consumer::close`, `recv_many`) |
 //! | 55 | `try_recv_bounded` | `try_recv_bounded` | SAME |
 //! | 56 | `try_recv_unbounded` | `try_recv_unbounded` | DIFFERS (no unbounded channel: bounded with room for every message) |
-//! | 57 | `try_recv_after_receiver_close` | `try_recv_after_receiver_close` | MISSING (`Consumer::close`) |
-//! | 58 | `try_recv_after_receiver_close_with_permit` | `try_recv_after_receiver_close_with_permit` | MISSING (`Consumer::close`: `Empty` while a reservation is outstanding, `Closed` once it is dropped) |
+//! | 57 | `try_recv_after_receiver_close` | `try_recv_after_receiver_close` | SAME (was MISSING: `Consumer::close`; since `Consumer::close`, `recv_many`) |
+//! | 58 | `try_recv_after_receiver_close_with_permit` | `try_recv_after_receiver_close_with_permit` | SAME (was MISSING: `Consumer::close`: `Empty` while a reservation is outstanding, `Closed` once it is dropped; since `Consumer::close`, `recv_many`) |
 //! | 59 | `try_recv_close_while_empty_bounded` | `try_recv_close_while_empty_bounded` | SAME |
 //! | 60 | `try_recv_close_while_empty_unbounded` | `try_recv_close_while_empty_unbounded` | DIFFERS (no unbounded channel) |
 //! | 61 | `recv_timeout` | `recv_timeout` | DIFFERS (`send_timeout` is a blocking call, not a future; so a real, short timeout instead of paused time) |
 //! | 62 | `recv_timeout_panic` | `recv_timeout_panic` | DIFFERS (`send_timeout` needs no runtime: outside one it works instead of panicking) |
 //! | 63 | `test_tx_capacity` | `test_tx_capacity` | DIFFERS (tokio's `capacity()` is `available()`, `max_capacity()` is `capacity()`) |
-//! | 64 | `test_rx_is_closed_when_calling_close_with_sender` | `test_rx_is_closed_when_calling_close_with_sender` | MISSING (`Consumer::close`, `Consumer::is_closed`) |
+//! | 64 | `test_rx_is_closed_when_calling_close_with_sender` | `test_rx_is_closed_when_calling_close_with_sender` | SAME (was MISSING: `Consumer::close`, `Consumer::is_closed`; since `Consumer::close`, `recv_many`) |
 //! | 65 | `test_rx_is_closed_when_dropping_all_senders` | `test_rx_is_closed_when_dropping_all_senders` | SAME (was MISSING: `Consumer::is_closed`; since honest close, `is_closed`) |
 //! | 66 | `test_rx_is_not_closed_when_there_are_senders` | `test_rx_is_not_closed_when_there_are_senders` | SAME (was MISSING: `Consumer::is_closed`; since honest close, `is_closed`) |
 //! | 67 | `test_rx_is_not_closed_when_there_are_senders_and_buffer_filled` | `test_rx_is_not_closed_when_there_are_senders_and_buffer_filled` | SAME (was MISSING: `Consumer::is_closed`; since honest close, `is_closed`) |
 //! | 68 | `test_rx_is_closed_when_there_are_no_senders_and_there_are_messages` | `test_rx_is_closed_when_there_are_no_senders_and_there_are_messages` | SAME (was MISSING: `Consumer::is_closed`: true once the producers left, even with messages queued; since honest close, `is_closed`) |
-//! | 69 | `test_rx_is_closed_when_there_are_messages_and_close_is_called` | `test_rx_is_closed_when_there_are_messages_and_close_is_called` | MISSING (`Consumer::close`, `Consumer::is_closed`) |
+//! | 69 | `test_rx_is_closed_when_there_are_messages_and_close_is_called` | `test_rx_is_closed_when_there_are_messages_and_close_is_called` | SAME (was MISSING: `Consumer::close`, `Consumer::is_closed`; since `Consumer::close`, `recv_many`) |
 //! | 70 | `test_rx_is_not_closed_when_there_are_permits_but_not_senders` | `test_rx_is_not_closed_when_there_are_permits_but_not_senders` | SAME (was MISSING: `Consumer::is_closed`; no owned permits: the `Sink`'s `poll_ready` reservation outlives nothing, so a live producer holds it; since honest close, `is_closed`) |
 //! | 71 | `test_rx_is_empty_when_no_messages_were_sent` | `test_rx_is_empty_when_no_messages_were_sent` | SAME |
 //! | 72 | `test_rx_is_not_empty_when_there_are_messages_in_the_buffer` | `test_rx_is_not_empty_when_there_are_messages_in_the_buffer` | SAME |
@@ -105,14 +105,14 @@
 //! | 79 | `test_rx_len_on_filled_channel` | `test_rx_len_on_filled_channel` | DIFFERS (tokio's `len()` is `pending()`) |
 //! | 80 | `test_rx_len_on_filled_channel_without_senders` | `test_rx_len_on_filled_channel_without_senders` | DIFFERS (tokio's `len()` is `pending()`) |
 //! | 81 | `test_rx_len_when_consuming_all_messages` | `test_rx_len_when_consuming_all_messages` | DIFFERS (tokio's `len()` is `pending()`) |
-//! | 82 | `test_rx_len_when_close_is_called` | `test_rx_len_when_close_is_called` | MISSING (`Consumer::close` keeps the queued messages) |
-//! | 83 | `test_rx_len_when_close_is_called_before_dropping_sender` | `test_rx_len_when_close_is_called_before_dropping_sender` | MISSING (`Consumer::close` keeps the queued messages) |
-//! | 84 | `test_rx_len_when_close_is_called_after_dropping_sender` | `test_rx_len_when_close_is_called_after_dropping_sender` | MISSING (`Consumer::close` keeps the queued messages) |
-//! | 85 | `test_rx_unbounded_is_closed_when_calling_close_with_sender` | `test_rx_unbounded_is_closed_when_calling_close_with_sender` | MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel) |
+//! | 82 | `test_rx_len_when_close_is_called` | `test_rx_len_when_close_is_called` | SAME (was MISSING: `Consumer::close` keeps the queued messages; since `Consumer::close`, `recv_many`) |
+//! | 83 | `test_rx_len_when_close_is_called_before_dropping_sender` | `test_rx_len_when_close_is_called_before_dropping_sender` | SAME (was MISSING: `Consumer::close` keeps the queued messages; since `Consumer::close`, `recv_many`) |
+//! | 84 | `test_rx_len_when_close_is_called_after_dropping_sender` | `test_rx_len_when_close_is_called_after_dropping_sender` | SAME (was MISSING: `Consumer::close` keeps the queued messages; since `Consumer::close`, `recv_many`) |
+//! | 85 | `test_rx_unbounded_is_closed_when_calling_close_with_sender` | `test_rx_unbounded_is_closed_when_calling_close_with_sender` | SAME (was MISSING: `Consumer::close`, `Consumer::is_closed`; no unbounded channel; since `Consumer::close`, `recv_many`) |
 //! | 86 | `test_rx_unbounded_is_closed_when_dropping_all_senders` | `test_rx_unbounded_is_closed_when_dropping_all_senders` | SAME (was MISSING: `Consumer::is_closed`; no unbounded channel; since honest close, `is_closed`) |
 //! | 87 | `test_rx_unbounded_is_not_closed_when_there_are_senders` | `test_rx_unbounded_is_not_closed_when_there_are_senders` | SAME (was MISSING: `Consumer::is_closed`; no unbounded channel; since honest close, `is_closed`) |
 //! | 88 | `test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages` | `test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages` | SAME (was MISSING: `Consumer::is_closed`; no unbounded channel; since honest close, `is_closed`) |
-//! | 89 | `test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called` | `test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called` | MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel) |
+//! | 89 | `test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called` | `test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called` | SAME (was MISSING: `Consumer::close`, `Consumer::is_closed`; no unbounded channel; since `Consumer::close`, `recv_many`) |
 //! | 90 | `test_rx_unbounded_is_empty_when_no_messages_were_sent` | `test_rx_unbounded_is_empty_when_no_messages_were_sent` | DIFFERS (no unbounded channel) |
 //! | 91 | `test_rx_unbounded_is_not_empty_when_there_are_messages_in_the_buffer` | `test_rx_unbounded_is_not_empty_when_there_are_messages_in_the_buffer` | DIFFERS (no unbounded channel) |
 //! | 92 | `test_rx_unbounded_is_not_empty_when_all_but_one_messages_are_consumed` | `test_rx_unbounded_is_not_empty_when_all_but_one_messages_are_consumed` | DIFFERS (no unbounded channel) |
@@ -123,15 +123,16 @@
 //! | 97 | `test_rx_unbounded_len_with_multiple_messages` | `test_rx_unbounded_len_with_multiple_messages` | DIFFERS (no unbounded channel; `len()` is `pending()`) |
 //! | 98 | `test_rx_unbounded_len_with_multiple_messages_and_dropped_senders` | `test_rx_unbounded_len_with_multiple_messages_and_dropped_senders` | DIFFERS (no unbounded channel; `len()` is `pending()`) |
 //! | 99 | `test_rx_unbounded_len_when_consuming_all_messages` | `test_rx_unbounded_len_when_consuming_all_messages` | DIFFERS (no unbounded channel; `len()` is `pending()`) |
-//! | 100 | `test_rx_unbounded_len_when_close_is_called` | `test_rx_unbounded_len_when_close_is_called` | MISSING (`Consumer::close`; no unbounded channel) |
-//! | 101 | `test_rx_unbounded_len_when_close_is_called_before_dropping_sender` | `test_rx_unbounded_len_when_close_is_called_before_dropping_sender` | MISSING (`Consumer::close`; no unbounded channel) |
-//! | 102 | `test_rx_unbounded_len_when_close_is_called_after_dropping_sender` | `test_rx_unbounded_len_when_close_is_called_after_dropping_sender` | MISSING (`Consumer::close`; no unbounded channel) |
+//! | 100 | `test_rx_unbounded_len_when_close_is_called` | `test_rx_unbounded_len_when_close_is_called` | SAME (was MISSING: `Consumer::close`; no unbounded channel; since `Consumer::close`, `recv_many`) |
+//! | 101 | `test_rx_unbounded_len_when_close_is_called_before_dropping_sender` | `test_rx_unbounded_len_when_close_is_called_before_dropping_sender` | SAME (was MISSING: `Consumer::close`; no unbounded channel; since `Consumer::close`, `recv_many`) |
+//! | 102 | `test_rx_unbounded_len_when_close_is_called_after_dropping_sender` | `test_rx_unbounded_len_when_close_is_called_after_dropping_sender` | SAME (was MISSING: `Consumer::close`; no unbounded channel; since `Consumer::close`, `recv_many`) |
 //! | 103 | `test_is_empty_32_msgs` | `test_is_empty_32_msgs` | SAME (wrap-around of a 33-slot ring) |
 //! | 104 | `drop_all_elements_during_panic` | `drop_all_elements_during_panic` | DIFFERS (messages are bytes: no destructors run; a consumer that panics mid-stream leaves, and the producer then sees `Closed` on a full ring) |
 //! | 105 | `release_waker_on_rx_drop` | `release_waker_on_rx_drop` | SAME (dropping the consumer releases the waker its pending `recv` registered) |
 //!
-//! Totals: 105 cases: 32 SAME, 30 DIFFERS-DOCUMENTED, 43 MISSING (ignored). (When ported:
-//! 22 / 30 / 53; the honest close and `is_closed()` of issue 12 turned 10 MISSING into SAME.)
+//! Totals: 105 cases: 61 SAME, 30 DIFFERS-DOCUMENTED, 14 MISSING (ignored). (When ported:
+//! 22 / 30 / 53; issue 12's honest close, `is_closed()`, `Consumer::close()` and `recv_many`
+//! turned 39 MISSING into SAME.)
 
 mod common;
 
@@ -334,7 +335,6 @@ async fn async_send_recv_with_buffer() {
 
 /// parity: MISSING (`Consumer::recv_many`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::recv_many, issue 12"]
 async fn async_send_recv_many_with_buffer() {
     let (_n, mut tx, mut rx) = chan("p-asrmwb", 2);
     let mut buffer = Vec::with_capacity(3);
@@ -405,7 +405,6 @@ async fn send_recv_unbounded() {
 
 /// parity: MISSING (`Consumer::recv_many`; no unbounded channel: bounded with room for all)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::recv_many, issue 12"]
 async fn send_recv_many_unbounded() {
     let (_n, mut tx, mut rx) = chan("p-srmu", 128);
     let mut buffer: Vec<Message> = Vec::new();
@@ -437,14 +436,12 @@ async fn send_recv_many_unbounded() {
 
 /// parity: MISSING (`Consumer::recv_many`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::recv_many, issue 12"]
 async fn send_recv_many_bounded_capacity() {
     recv_many_capacity("p-srmbc").await;
 }
 
 /// parity: MISSING (`Consumer::recv_many`; no unbounded channel: bounded with room for all)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::recv_many, issue 12"]
 async fn send_recv_many_unbounded_capacity() {
     recv_many_capacity("p-srmuc").await;
 }
@@ -475,7 +472,6 @@ async fn recv_many_capacity(tag: &str) {
 
 /// parity: MISSING (`Consumer::close`, `Consumer::recv_many`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close and Consumer::recv_many, issue 12"]
 async fn recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle() {
     let (_n, _tx, mut rx) = chan("p-rmnebc", 2);
     let mut buffer = vec![Message::copy_from(&b(1))];
@@ -487,7 +483,6 @@ async fn recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle() {
 
 /// parity: MISSING (`Consumer::close`, `Consumer::recv_many`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close and Consumer::recv_many, issue 12"]
 async fn recv_many_with_non_empty_buffer_unbounded_rx_closed_and_idle() {
     let (_n, _tx, mut rx) = chan("p-rmneuc", 128);
     let mut buffer = vec![Message::copy_from(&b(1))];
@@ -575,7 +570,6 @@ async fn send_recv_buffer_limited() {
 
 /// parity: MISSING (`Consumer::close`: no new sends, queued messages drain, then `Closed`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn recv_close_gets_none_idle() {
     let (_n, mut tx, mut rx) = chan("p-rcgni", 10);
     rx.close();
@@ -586,7 +580,6 @@ async fn recv_close_gets_none_idle() {
 
 /// parity: MISSING (`Consumer::close` wakes waiting senders with `Closed`; a reservation taken before the close still delivers)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn recv_close_gets_none_reserved() {
     let (name, mut tx1, mut rx) = chan("p-rcgnr", 2);
     let mut tx2 = clone_tx(&name);
@@ -653,7 +646,6 @@ async fn cancelled_reserve_many_wakes_closed_receiver() {
 
 /// parity: MISSING (`Consumer::close`: a waiting send fails with `Closed`, and the consumer then ends)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn failed_reserve_wakes_closed_receiver() {
     let (name, mut tx1, mut rx) = chan("p-frwcr", 2);
     let mut tx2 = clone_tx(&name);
@@ -677,7 +669,6 @@ async fn failed_reserve_wakes_closed_receiver() {
 
 /// parity: MISSING (`Consumer::close`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn cancelled_reserve_wakes_closed_receiver() {
     let (name, mut tx1, mut rx) = chan("p-crwcr", 2);
     let mut tx2 = clone_tx(&name);
@@ -906,7 +897,6 @@ async fn drop_permit_iterator_releases_permits() {
 
 /// parity: MISSING (`Consumer::close`; a dropped reservation then ends the drained stream)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn dropping_last_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-dlpwcr", 100);
     let permit = tx.try_reserve().unwrap().expect("a slot");
@@ -922,7 +912,6 @@ async fn dropping_last_permit_wakes_closed_receiver() {
 
 /// parity: MISSING (`Consumer::close`; no owned permits: a `WriteSlot` borrows its producer, so this is dropping_last_permit_wakes_closed_receiver)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn dropping_last_owned_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-dlopwcr", 100);
     let permit = tx.try_reserve().unwrap().expect("a slot");
@@ -950,7 +939,6 @@ async fn dropping_last_permit_iterator_wakes_closed_receiver() {
 
 /// parity: MISSING (`Consumer::close`: a reservation taken before the close still delivers)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn sending_last_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-slpwcr", 100);
     let mut permit = tx.try_reserve().unwrap().expect("a slot");
@@ -968,7 +956,6 @@ async fn sending_last_permit_wakes_closed_receiver() {
 
 /// parity: MISSING (`Consumer::close`; no owned permits, so this is sending_last_permit_wakes_closed_receiver)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn sending_last_owned_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-slopwcr", 100);
     let mut permit = tx.try_reserve().unwrap().expect("a slot");
@@ -983,7 +970,6 @@ async fn sending_last_owned_permit_wakes_closed_receiver() {
 
 /// parity: MISSING (`Consumer::close`; no `OwnedPermit::release`: the `Sink`'s `poll_close` releases its `poll_ready` reservation)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn releasing_last_owned_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-rlopwcr", 100);
     futures::future::poll_fn(|cx| futures::Sink::<&[u8]>::poll_ready(Pin::new(&mut tx), cx))
@@ -1110,7 +1096,6 @@ fn blocking_send_async() {
 
 /// parity: MISSING (`Consumer::close`: a dropped reservation then ends the drained stream)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn ready_close_cancel_bounded() {
     let (name, mut tx, mut rx) = chan("p-rccb", 100);
     let _tx2 = clone_tx(&name);
@@ -1125,7 +1110,6 @@ async fn ready_close_cancel_bounded() {
 
 /// parity: MISSING (`Consumer::close`; a freed slot wakes a waiting sender)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close and a dropped mpsc reservation waking a sender, issue 12"]
 async fn permit_available_not_acquired_close() {
     let (name, mut tx1, mut rx) = chan("p-panac", 2);
     let mut tx2 = clone_tx(&name);
@@ -1196,7 +1180,6 @@ fn try_recv_unbounded() {
 
 /// parity: MISSING (`Consumer::close`)
 #[test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 fn try_recv_after_receiver_close() {
     let (_n, _tx, mut rx) = chan("p-trarc", 5);
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
@@ -1206,7 +1189,6 @@ fn try_recv_after_receiver_close() {
 
 /// parity: MISSING (`Consumer::close`: `Empty` while a reservation is outstanding, `Closed` once it is dropped)
 #[test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 fn try_recv_after_receiver_close_with_permit() {
     let (_n, mut tx, mut rx) = chan("p-trarcwp", 5);
     let permit = tx.try_reserve().unwrap().expect("a slot");
@@ -1281,7 +1263,6 @@ async fn test_tx_capacity() {
 
 /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close and Consumer::is_closed, issue 12"]
 async fn test_rx_is_closed_when_calling_close_with_sender() {
     let (_n, _tx, mut rx) = chan("p-ricwcc", 10);
     rx.close();
@@ -1329,7 +1310,6 @@ async fn test_rx_is_closed_when_there_are_no_senders_and_there_are_messages() {
 
 /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close and Consumer::is_closed, issue 12"]
 async fn test_rx_is_closed_when_there_are_messages_and_close_is_called() {
     let (_n, mut tx, mut rx) = chan("p-ricwmcc", 10);
     for i in 0..10 {
@@ -1465,7 +1445,6 @@ async fn test_rx_len_when_consuming_all_messages() {
 
 /// parity: MISSING (`Consumer::close` keeps the queued messages)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn test_rx_len_when_close_is_called() {
     let (_n, mut tx, mut rx) = chan("p-rlwcic", 100);
     tx.send(b(0)).await.unwrap();
@@ -1475,7 +1454,6 @@ async fn test_rx_len_when_close_is_called() {
 
 /// parity: MISSING (`Consumer::close` keeps the queued messages)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn test_rx_len_when_close_is_called_before_dropping_sender() {
     let (_n, mut tx, mut rx) = chan("p-rlwccbds", 100);
     tx.send(b(0)).await.unwrap();
@@ -1486,7 +1464,6 @@ async fn test_rx_len_when_close_is_called_before_dropping_sender() {
 
 /// parity: MISSING (`Consumer::close` keeps the queued messages)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn test_rx_len_when_close_is_called_after_dropping_sender() {
     let (_n, mut tx, mut rx) = chan("p-rlwccads", 100);
     tx.send(b(0)).await.unwrap();
@@ -1497,7 +1474,6 @@ async fn test_rx_len_when_close_is_called_after_dropping_sender() {
 
 /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close and Consumer::is_closed, issue 12"]
 async fn test_rx_unbounded_is_closed_when_calling_close_with_sender() {
     let (_n, _tx, mut rx) = chan("p-ruicwcc", 128);
     rx.close();
@@ -1535,7 +1511,6 @@ async fn test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_mes
 
 /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close and Consumer::is_closed, issue 12"]
 async fn test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called() {
     let (_n, mut tx, mut rx) = chan("p-ruicwmcc", 128);
     for i in 0..10 {
@@ -1653,7 +1628,6 @@ async fn test_rx_unbounded_len_when_consuming_all_messages() {
 
 /// parity: MISSING (`Consumer::close`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn test_rx_unbounded_len_when_close_is_called() {
     let (_n, mut tx, mut rx) = chan("p-rulwcic", 128);
     tx.try_send(b(0)).unwrap();
@@ -1663,7 +1637,6 @@ async fn test_rx_unbounded_len_when_close_is_called() {
 
 /// parity: MISSING (`Consumer::close`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn test_rx_unbounded_len_when_close_is_called_before_dropping_sender() {
     let (_n, mut tx, mut rx) = chan("p-rulwccbds", 128);
     tx.try_send(b(0)).unwrap();
@@ -1674,7 +1647,6 @@ async fn test_rx_unbounded_len_when_close_is_called_before_dropping_sender() {
 
 /// parity: MISSING (`Consumer::close`; no unbounded channel)
 #[tokio::test]
-#[ignore = "MISSING: Consumer::close, issue 12"]
 async fn test_rx_unbounded_len_when_close_is_called_after_dropping_sender() {
     let (_n, mut tx, mut rx) = chan("p-rulwccads", 128);
     tx.try_send(b(0)).unwrap();
@@ -1751,24 +1723,6 @@ async fn release_waker_on_rx_drop() {
 ///   when `limit == 0` or the channel is closed and drained (tokio's contract); errors as `recv`.
 /// - `Producer<Spsc>::reserve_many(&mut self, n)` -> a future of `Result<WriteChunk>`: waits
 ///   for `n` free slots; `n > capacity` is an error at once; `Err(Error::Closed)` when closed.
-#[allow(dead_code)]
-trait Missing {
-    fn close(&mut self) {
-        unimplemented!("MISSING: Consumer::close, issue 12")
-    }
-    fn is_closed(&self) -> bool {
-        unimplemented!("MISSING: is_closed, issue 12")
-    }
-    fn recv_many<'a>(
-        &'a mut self,
-        _buf: &'a mut Vec<Message>,
-        _limit: usize,
-    ) -> futures::future::BoxFuture<'a, shmchan::Result<usize>> {
-        unimplemented!("MISSING: Consumer::recv_many, issue 12")
-    }
-}
-impl Missing for mpsc::Consumer {}
-impl Missing for spsc::Consumer {}
 
 #[allow(dead_code)]
 trait MissingReserveMany {

@@ -380,6 +380,42 @@ impl<F: Flavour> Consumer<F> {
         }
     }
 
+    /// Receives up to `limit` messages into `buf` (appended), waiting for at least one, as
+    /// tokio's `Receiver::recv_many`: returns how many. `Ok(0)` only when `limit` is 0 or the
+    /// channel is closed and everything was received.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), except that a clean close is `Ok(0)`; messages received
+    /// before an error are in `buf`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: messages are taken only in the poll that returns them, and appended to
+    /// `buf` at once.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Message>, limit: usize) -> Result<usize> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        match self.recv().await {
+            Ok(m) => buf.push(m),
+            Err(Error::Closed) => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        let mut n = 1;
+        while n < limit {
+            match self.try_recv() {
+                Ok(m) => {
+                    buf.push(m);
+                    n += 1;
+                }
+                Err(crate::error::TryRecvError::Other(e)) => return Err(e),
+                Err(_) => break, // empty, or closed: the end is reported next time
+            }
+        }
+        Ok(n)
+    }
+
     /// Takes a plain-old-data value, waiting asynchronously.
     ///
     /// # Errors

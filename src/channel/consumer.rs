@@ -91,6 +91,39 @@ impl<F: Flavour> Consumer<F> {
 
     common_methods!(Side::Consumer);
 
+    /// Closes the channel from the receiving side, as tokio's `Receiver::close`: from now on
+    /// every producer's send fails with `Closed` (waiting ones are woken), while the messages
+    /// already queued (and slots producers reserved before) can still be received; then
+    /// receives give [`Error::Closed`] (`None` from the stream). Final for this segment: it
+    /// holds for every participant, in every process, and for those that attach later.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::{Error, Options, TrySendError, spsc};
+    ///
+    /// # fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-close-{}", std::process::id());
+    /// let mut tx = spsc::Producer::create(&name, Options::new())?;
+    /// let mut rx = spsc::Consumer::open(&name, Options::new())?;
+    /// tx.try_send(b"queued").unwrap();
+    /// rx.close();
+    /// assert!(matches!(tx.try_send(b"late"), Err(TrySendError::Closed(_))));
+    /// assert_eq!(&*rx.try_recv().unwrap(), b"queued");
+    /// assert!(matches!(rx.recv_timeout(std::time::Duration::from_secs(1)), Err(Error::Closed)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close(&mut self) {
+        // AcqRel: pairs with the Acquire load of the flags in `peers_closed`.
+        self.core
+            .ring
+            .word32(ring::OFF_FLAGS)
+            .fetch_or(ring::FLAG_RECV_CLOSED, Ordering::AcqRel);
+        // Waiting producers (and consumers, for the end of the drained stream) look again.
+        self.core.wake_everyone();
+    }
+
     /// Messages skipped because their producer died after claiming a slot and before
     /// committing it (MPSC and MPMC only).
     pub fn abandoned(&self) -> u64 {

@@ -31,6 +31,9 @@ impl Core {
         // Acquire: pairs with the AcqRel updates in finish/drop; a peer's last publish happens
         // before its counter decrement.
         let flags = self.ring.word32(ring::OFF_FLAGS).load(Ordering::Acquire);
+        if flags & ring::FLAG_RECV_CLOSED != 0 {
+            return true; // Consumer::close: final, for both sides
+        }
         if flags & flag == 0 {
             return false;
         }
@@ -67,7 +70,10 @@ impl Core {
         if !self.peers_closed() {
             return None;
         }
-        Some(if self.peer_died {
+        // Relaxed: `peers_closed` just read the flags with Acquire.
+        let by_close =
+            self.ring.word32(ring::OFF_FLAGS).load(Ordering::Relaxed) & ring::FLAG_RECV_CLOSED != 0;
+        Some(if self.peer_died && !by_close {
             Error::PeerGone(format!(
                 "every {} of '{}' is gone and at least one died",
                 self.side.other().name(),

@@ -10,7 +10,7 @@
 //!    256  cons_futex: u32, cons_sleepers: u32         parked consumers / producers waking them
 //!    384  prod_futex: u32, prod_sleepers: u32         parked producers / consumers waking them
 //!    512  flags: u32 (bit 0: a producer attached once, bit 1: a consumer attached once,
-//!         bit 2: lifetime = creator, bit 3: the creator left),
+//!         bit 2: lifetime = creator, bit 3: the creator left, bit 4: closed by a consumer),
 //!         producers: u32, consumers: u32  (clean-close counters, hints only)
 //!    640  slot 0: seq: u64, len: u32, pad: u32, payload[slot_size], padded to a 64-byte stride
 //! ```
@@ -64,6 +64,9 @@ pub(crate) const FLAG_CONSUMER_SEEN: u32 = 2;
 pub(crate) const FLAG_LIFETIME_CREATOR: u32 = 4;
 /// `flags` bit: the creator's handle left (cleanly).
 pub(crate) const FLAG_CREATOR_LEFT: u32 = 8;
+/// `flags` bit: a consumer closed the channel (`Consumer::close`): no new sends, queued
+/// messages drain, then the stream ends. Final.
+pub(crate) const FLAG_RECV_CLOSED: u32 = 16;
 
 // Slot markers. A slot's `len` word is a message length `0..=slot_size`, or DISCARDED (above
 // any slot size: MAX_SLOT_SIZE is 2^30); its `seq` word may carry ABANDONED_TAG. Consumers skip
