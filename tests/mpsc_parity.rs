@@ -1709,21 +1709,12 @@ async fn release_waker_on_rx_drop() {
 
 // --- the APIs issue 12 adds ----------------------------------------------------------------
 
-/// The methods issue 12 adds, with the signatures these tests expect. Each panics here; the
-/// real inherent method (same name) takes precedence as soon as it exists, after which this
-/// trait, its impls and its `use` should be deleted.
+/// The method issue 12 still lacks, with the signature these tests expect; it panics here.
+/// A real inherent method of the same name takes precedence as soon as it exists, after which
+/// this trait and its impl should be deleted.
 ///
-/// - `Consumer::close(&mut self)`: producers' sends fail with `Closed` from now on (waiting
-///   ones are woken), queued messages and reservations taken before the close still drain,
-///   then `recv` gives `Err(Error::Closed)`.
-/// - `Consumer::is_closed(&self) -> bool`: after `close()`, or once every producer left
-///   (queued messages or not).
-/// - `Consumer::recv_many(&mut self, buf: &mut Vec<Message>, limit: usize)` -> a future of
-///   `Result<usize>`: appends up to `limit` messages, waiting for at least one; `Ok(0)` only
-///   when `limit == 0` or the channel is closed and drained (tokio's contract); errors as `recv`.
 /// - `Producer<Spsc>::reserve_many(&mut self, n)` -> a future of `Result<WriteChunk>`: waits
 ///   for `n` free slots; `n > capacity` is an error at once; `Err(Error::Closed)` when closed.
-
 #[allow(dead_code)]
 trait MissingReserveMany {
     fn reserve_many(
