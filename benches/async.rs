@@ -2,7 +2,8 @@
 //!
 //! - RTT, hot: shmchan async ping-pong with the default `WaitStrategy`, against the *async hot
 //!   floor*: two processes, each a tokio current_thread runtime, ping-pong one shared word,
-//!   the waiting task re-checking and `yield_now().await`-ing.
+//!   the waiting task re-checking and `yield_now().await`-ing (every 16th check also
+//!   `std::thread::yield_now()`, so that the floor itself survives sharing a CPU).
 //! - RTT, cold: shmchan with `WaitStrategy::park_only()`, against the *async cold floor*: the
 //!   same with the waiting task always parked on an eventfd in `AsyncFd`.
 //! - One-way throughput at 64 B, 1 KiB, 64 KiB: shmchan async across processes, against
@@ -42,11 +43,7 @@ type Rtt = [Duration; 3];
 
 fn percentiles(mut v: Vec<Duration>) -> Rtt {
     v.sort();
-    [
-        quantile(&v, 0.5),
-        quantile(&v, 0.99),
-        quantile(&v, 0.999),
-    ]
+    [quantile(&v, 0.5), quantile(&v, 0.99), quantile(&v, 0.999)]
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -85,6 +82,19 @@ fn wait_of(mode: &str) -> WaitStrategy {
         WaitStrategy::park_only()
     } else {
         WaitStrategy::default()
+    }
+}
+
+/// The hot floor's wait: re-check, yield to the executor; every 16th check also hands the CPU
+/// to the OS, without which two such loops on one CPU wait out a scheduler tick per hop.
+async fn floor_wait(word: &std::sync::atomic::AtomicU64, want: u64) {
+    let mut n = 0u32;
+    while word.load(Ordering::Acquire) != want {
+        n = n.wrapping_add(1);
+        if n % 16 == 0 {
+            std::thread::yield_now();
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -129,9 +139,7 @@ async fn child(role: &str, args: &[String]) {
             let seg = Segment::open(&args[0], shmchan::Mode::ReadWrite).unwrap();
             let word = seg.atomic_u64(0).unwrap();
             for i in 0..TRIPS + 100 {
-                while word.load(Ordering::Acquire) != 2 * i + 1 {
-                    tokio::task::yield_now().await;
-                }
+                floor_wait(word, 2 * i + 1).await;
                 word.store(2 * i + 2, Ordering::Release);
             }
         }
@@ -212,9 +220,7 @@ async fn floor_hot(pl: Placement) -> Rtt {
     for i in 0..TRIPS + 100 {
         let t = Instant::now();
         word.store(2 * i + 1, Ordering::Release);
-        while word.load(Ordering::Acquire) != 2 * i + 2 {
-            tokio::task::yield_now().await;
-        }
+        floor_wait(word, 2 * i + 2).await;
         if i >= 100 {
             rtt.push(t.elapsed());
         }
@@ -337,7 +343,10 @@ fn main() {
         return;
     }
     let only = std::env::var("BENCH_ONLY").ok();
-    let want = |what: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == what));
+    let want = |what: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == what))
+    };
     let rounds = placement::rounds(ROUNDS);
     let rt = rt();
     println!("shmchan async benchmarks; {rounds} alternating rounds per comparison, medians");

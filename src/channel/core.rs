@@ -15,10 +15,10 @@ use crate::loom::Ordering;
 use crate::ring::{self, Geometry, Ring};
 use crate::segment::{Mode, Segment, SegmentOptions};
 use crate::sys::process::ProcessId;
-use crate::wait::WaitStrategy;
 use crate::wait::blocking::Park;
 use crate::wait::protocol::{AUX_PARKED, AUX_TOKEN, Bells, Sleepers, WaitSet};
 use crate::wait::reactor::{AsyncPark, AsyncState};
+use crate::wait::{Learned, WaitStrategy};
 
 /// Which side a handle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,8 @@ pub(super) struct Core {
     pub(super) bells: Bells,
     /// Doorbell, pid watches and announcement state of a handle used from async code.
     pub(super) async_state: AsyncState,
+    /// What this handle's recent waits needed (`wait/mod.rs`).
+    pub(super) learned: Learned,
 }
 
 impl fmt::Debug for Core {
@@ -260,6 +262,7 @@ impl Core {
             abandoned: 0,
             bells: Bells::default(),
             async_state: AsyncState::default(),
+            learned: Learned::default(),
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         let claimed = match core.layout.claim_any(range.clone(), side.role()) {
@@ -431,6 +434,9 @@ impl Drop for Core {
 impl Park for Core {
     fn strategy(&self) -> WaitStrategy {
         self.wait
+    }
+    fn learned(&mut self) -> &mut Learned {
+        &mut self.learned
     }
     fn liveness_interval(&self) -> Duration {
         self.liveness_interval
