@@ -304,7 +304,7 @@ impl Layout {
     /// not fit the mapped size, or a creator that died mid-initialisation,
     /// [`Error::Mismatch`] for another version or kind.
     pub fn open(name: &str, kind: Kind, mode: Mode, timeout: Duration) -> Result<Layout> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline_after(timeout);
         let mut pause = Duration::from_micros(50);
         // Phase 1: the object exists but its creator may not have sized it yet (shm_open and
         // ftruncate are two calls). No mapping exists to wait on, so back off briefly.
@@ -334,7 +334,7 @@ impl Layout {
     ///
     /// As [`open`](Self::open).
     pub fn attach(segment: Segment, kind: Kind, timeout: Duration) -> Result<Layout> {
-        Layout::attach_until(segment, kind, Instant::now() + timeout)
+        Layout::attach_until(segment, kind, crate::deadline_after(timeout))
     }
 
     fn attach_until(seg: Segment, kind: Kind, deadline: Instant) -> Result<Layout> {
@@ -510,17 +510,37 @@ impl Layout {
     }
 
     /// Claims record `index` for this process, with `role`. A record held by a dead process
-    /// whose `intent` is clear is taken over.
+    /// of the same role whose `intent` is clear is taken over: the caller must then undo what
+    /// the dead owner held (counters, announcements) before using it, as a clean leave would
+    /// have; use [`claim_free`](Self::claim_free) to take free records only.
     ///
     /// # Errors
     ///
-    /// [`Error::InUse`] if a live process holds it, or a dead one left an intent to repair;
-    /// [`Error::PermissionDenied`] for a read-only segment.
+    /// [`Error::InUse`] if a live process holds it, a dead one of another role, or a dead one
+    /// that left an intent to repair; [`Error::PermissionDenied`] for a read-only segment.
     ///
     /// # Panics
     ///
     /// If `index >= participant_capacity()`.
     pub fn claim(&self, index: u32, role: Role) -> Result<Registration> {
+        self.claim_record(index, role, true)
+    }
+
+    /// Claims record `index` only if it is free (never a dead process's).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InUse`] if anybody, live or dead, holds it; [`Error::PermissionDenied`] for a
+    /// read-only segment.
+    ///
+    /// # Panics
+    ///
+    /// If `index >= participant_capacity()`.
+    pub fn claim_free(&self, index: u32, role: Role) -> Result<Registration> {
+        self.claim_record(index, role, false)
+    }
+
+    fn claim_record(&self, index: u32, role: Role, takeover: bool) -> Result<Registration> {
         self.writable()?;
         let me = ProcessId::current();
         let word = self.rec_word(index, REC_OWNER);
@@ -529,24 +549,38 @@ impl Layout {
             let cur = word.load(Ordering::Acquire);
             if cur != 0 {
                 let p = self.participant(index).filter(|p| p.owner == cur);
-                match p {
-                    Some(p) if p.is_alive() => {
-                        return Err(Error::InUse(format!(
-                            "{}: participant record {index} is held by live process {}",
-                            self.segment.describe(),
-                            p.process.pid
-                        )));
-                    }
-                    Some(_) if self.intent(index) != 0 => {
-                        return Err(Error::InUse(format!(
-                            "{}: participant record {index} belongs to a dead process that \
-                             left position {} to repair",
-                            self.segment.describe(),
-                            self.intent(index) - 1
-                        )));
-                    }
-                    Some(_) => {}
-                    None => continue, // changed under us: look again
+                let Some(p) = p else {
+                    continue; // changed under us: look again
+                };
+                let held = |why: String| {
+                    Error::InUse(format!(
+                        "{}: participant record {index} {why}",
+                        self.segment.describe()
+                    ))
+                };
+                if p.is_alive() {
+                    return Err(held(format!("is held by live process {}", p.process.pid)));
+                }
+                if !takeover {
+                    return Err(held(format!(
+                        "belongs to dead process {} (not yet released)",
+                        p.process.pid
+                    )));
+                }
+                if p.role != role {
+                    return Err(held(format!(
+                        "belongs to dead process {} of role {}, not {}",
+                        p.process.pid, p.role.0, role.0
+                    )));
+                }
+                // Read once: a peer may change it between two reads.
+                let intent = self.intent(index);
+                if intent != 0 {
+                    return Err(held(format!(
+                        "belongs to dead process {} that left position {} to repair",
+                        p.process.pid,
+                        intent.wrapping_sub(1)
+                    )));
                 }
             }
             let generation = ((cur >> 48) + 1) & 0xffff;
@@ -576,24 +610,44 @@ impl Layout {
         }
     }
 
-    /// Claims any free record (or one of a dead process) in `range` for this process.
+    /// Claims any free record (or one of a dead process of the same role, see
+    /// [`claim`](Self::claim)) in `range` for this process.
     ///
     /// # Errors
     ///
     /// [`Error::InUse`] if every record in the range is held by a live process (or awaits
     /// repair); [`Error::PermissionDenied`] for a read-only segment.
     pub fn claim_any(&self, range: std::ops::Range<u32>, role: Role) -> Result<Registration> {
+        self.claim_any_with(range, role, true)
+    }
+
+    /// Claims any free record in `range`, never one of a dead process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InUse`] if no record in the range is free; [`Error::PermissionDenied`] for
+    /// a read-only segment.
+    pub fn claim_any_free(&self, range: std::ops::Range<u32>, role: Role) -> Result<Registration> {
+        self.claim_any_with(range, role, false)
+    }
+
+    fn claim_any_with(
+        &self,
+        range: std::ops::Range<u32>,
+        role: Role,
+        takeover: bool,
+    ) -> Result<Registration> {
         let range = range.start..range.end.min(self.participant_cap);
         let mut last = None;
         for i in range.clone() {
-            match self.claim(i, role) {
+            match self.claim_record(i, role, takeover) {
                 Ok(r) => return Ok(r),
                 Err(Error::InUse(m)) => last = Some(m),
                 Err(e) => return Err(e),
             }
         }
         Err(Error::InUse(format!(
-            "{}: all {} participant records in {range:?} are taken by live processes{}",
+            "{}: all {} participant records in {range:?} are taken{}",
             self.segment.describe(),
             range.len(),
             last.map(|m| format!(" (last: {m})")).unwrap_or_default()

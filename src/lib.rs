@@ -193,6 +193,15 @@ pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
 pub use wait::WaitStrategy;
 
+/// The instant `timeout` from now, saturated (a caller's `Duration::MAX` means "no deadline
+/// we could ever reach", not an overflow panic).
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    // A century is beyond any wait; it keeps the sum representable on every platform.
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// The README's examples, run as doctests so that what it claims stays true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -116,6 +116,10 @@ macro_rules! hammer {
         let mut rx = $flavour::Consumer::open(name.as_str(), opts()).unwrap();
         let child = common::spawn("scribble", &[name.as_str(), "400"]);
         let end = Instant::now() + Duration::from_millis(400);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let mut ops = 0u64;
         let mut corrupt = 0u64;
         while Instant::now() < end {
@@ -129,6 +133,12 @@ macro_rules! hammer {
             let _ = tx.send_timeout(b"t", Duration::from_micros(200));
             let _ = rx.recv_timeout(Duration::from_micros(200));
             let _ = (tx.pending(), rx.available(), rx.is_full(), tx.is_empty());
+            // Async waits park on doorbells and watch the (scribbled) participants' pidfds.
+            rt.block_on(async {
+                let t = Duration::from_micros(300);
+                let _ = tokio::time::timeout(t, rx.recv()).await;
+                let _ = tokio::time::timeout(t, tx.send(b"async")).await;
+            });
             ops += 1;
         }
         let out = child.wait_ok();
@@ -159,4 +169,71 @@ fn a_scribbling_process_never_crashes_an_mpsc_peer() {
 fn a_scribbling_process_never_crashes_an_mpmc_peer() {
     let c = hammer!(mpmc, "scrib-mpmc");
     println!("mpmc: {c} corrupt results");
+}
+
+/// Participant records a hostile peer filled with pids no process can have (0 excepted: a
+/// free record): 2^22 + 1 and up, including values that are negative as a `pid_t`. They are
+/// dead records to every check, and parking (blocking or async, which watches peers' pidfds)
+/// never panics on them, also in debug builds. (A pid >= 2^31 used to reach
+/// `Pid::from_raw(pid as i32)` on every async park and trip rustix's debug assertion.)
+#[cfg(feature = "tokio")]
+#[test]
+fn garbage_pids_in_the_participant_table_are_dead_not_a_panic() {
+    use shmchan::WaitStrategy;
+    const RECORDS: usize = 256; // participants_off: right after the 256-byte header
+    let name = ShmName::new("badpids");
+    let o = opts()
+        .max_participants(8)
+        .wait_strategy(WaitStrategy::park_only());
+    let mut tx = mpmc::Producer::create(name.as_str(), o.clone()).unwrap();
+    let mut rx = mpmc::Consumer::open(name.as_str(), o.clone()).unwrap();
+    let seg = Segment::open(name.as_str(), Mode::ReadWrite).unwrap();
+    // Records 0 and 1 are ours; fill 2..8 with LIVE owners of absurd pids, both roles.
+    for (i, pid) in [
+        (1u64 << 22) + 1,
+        1 << 31,
+        u32::MAX as u64 - 1,
+        u32::MAX as u64,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (j, role) in [1u64, 2].into_iter().enumerate() {
+            let rec = 2 + 2 * (i % 3) + j;
+            let owner = pid | role << 32 | 2 << 40 | 1 << 48;
+            seg.atomic_u64(RECORDS + rec * 128)
+                .unwrap()
+                .store(owner, Ordering::SeqCst);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // An async consumer parks on its doorbell (watching every participant's pidfd).
+        let waited = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+        assert!(waited.is_err(), "nothing was sent: {waited:?}");
+        tx.send(b"after").await.unwrap();
+        assert_eq!(&*rx.recv().await.unwrap(), b"after");
+    });
+    // Blocking parks, too.
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(30)),
+        Err(Error::TimedOut(_))
+    ));
+    assert!(rx.is_empty());
+}
+
+/// `Duration::MAX` is a timeout a caller may pass ("no limit"): it never overflows into a
+/// panic. (`Instant::now() + timeout` used to panic in `send_timeout`, `recv_timeout` and the
+/// layout's init wait.)
+#[test]
+fn duration_max_timeouts_do_not_panic() {
+    let name = ShmName::new("durmax");
+    let o = opts().init_timeout(Duration::MAX);
+    let mut tx = spsc::Producer::create(name.as_str(), o.clone()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), o).unwrap();
+    tx.send_timeout(b"x", Duration::MAX).unwrap();
+    assert_eq!(&*rx.recv_timeout(Duration::MAX).unwrap(), b"x");
 }

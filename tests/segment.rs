@@ -553,7 +553,14 @@ fn participants_are_seen_across_processes_and_dead_ones_recycled() {
     assert_eq!(p.role, Role::CONSUMER);
     assert!(!p.is_alive(), "the child exited");
     assert!(layout.live_participants(None).is_empty());
-    let r = layout.claim(3, Role::PRODUCER).unwrap();
+    // Never under another role (a consumer's record taken over by a producer would keep the
+    // consumer's counts), never by `claim_free`; as the same role, yes.
+    assert!(matches!(layout.claim(3, Role::PRODUCER), Err(Error::InUse(m)) if m.contains("role")));
+    assert!(matches!(
+        layout.claim_free(3, Role::CONSUMER),
+        Err(Error::InUse(_))
+    ));
+    let r = layout.claim(3, Role::CONSUMER).unwrap();
     assert_eq!(layout.participant(3).unwrap().pid(), std::process::id());
     layout.release(r);
 }

@@ -20,7 +20,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::consumer::{Consumer, value_from};
 use super::message::Message;
-use super::producer::{Producer, claim_with};
+use super::producer::{Producer, claim_with, deliver_pending};
 use super::{Flavour, SendError};
 use crate::error::{Error, Result};
 use crate::wait::reactor::{self, poll_op};
@@ -170,9 +170,24 @@ impl<F: Flavour> Producer<F> {
 
     /// Gives back a slot reserved by `Sink::poll_ready` and not used.
     pub(crate) fn release_sink_reservation(&mut self) {
-        if let Some(pos) = self.sink_reserved.take() {
+        self.tx.granted = false;
+        if let Some(pos) = self.tx.reserved.take() {
             self.discard(pos);
         }
+    }
+
+    /// Waits until the Sink's pending item (if any) is in the ring.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.tx.pending.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut started = self.sink_started.take();
+        let tx = &mut self.tx;
+        let r = poll_op(&mut self.core, cx, &mut started, |core| {
+            Ok(deliver_pending(core, tx)?.then_some(()))
+        });
+        self.sink_started = started;
+        r
     }
 }
 
@@ -181,6 +196,11 @@ impl<F: Flavour> Producer<F> {
 /// is visible to the consumers). A reservation not used is released by `poll_close` or when
 /// the producer is dropped.
 ///
+/// The reservation is the next slot in line: a direct send (`try_send`, `send`, ...) made
+/// between `poll_ready` and `start_send` uses it, and `start_send` then takes the next free
+/// slot, or keeps its item until `poll_flush` (or the next `poll_ready`) can put it in. Either
+/// way the messages arrive in the order they were sent and none is lost or invented.
+///
 /// `SinkExt::send` flushes after every item; `feed` + one `flush` is the same here, since every
 /// item is published by `start_send`.
 impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
@@ -188,7 +208,12 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if this.sink_reserved.is_some() {
+        match this.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        if this.tx.reserved.is_some() {
+            this.tx.granted = true;
             return Poll::Ready(Ok(()));
         }
         let mut started = this.sink_started.take();
@@ -199,7 +224,8 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
         this.sink_started = started;
         match r {
             Poll::Ready(Ok(pos)) => {
-                this.sink_reserved = Some(pos);
+                this.tx.reserved = Some(pos);
+                this.tx.granted = true;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -209,26 +235,39 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
 
     fn start_send(self: Pin<&mut Self>, item: M) -> Result<()> {
         let this = self.get_mut();
-        let Some(pos) = this.sink_reserved.take() else {
-            return Err(Error::InvalidArgument(
-                "Sink::start_send without a successful poll_ready".into(),
-            ));
-        };
-        let bytes = item.as_ref();
-        if let Err(e) = this.check_len(bytes.len()) {
-            this.sink_reserved = Some(pos); // keep the slot for the next item
-            return Err(e);
+        if !this.tx.granted {
+            return Err(Error::InvalidArgument(format!(
+                "Sink::start_send on '{}' without a successful poll_ready",
+                this.core.name
+            )));
         }
-        this.write_commit(pos, bytes);
+        let bytes = item.as_ref();
+        // A message too long keeps the grant (and the slot) for the next item.
+        this.check_len(bytes.len())?;
+        this.tx.granted = false;
+        if let Some(pos) = this.tx.reserved.take() {
+            this.write_commit(pos, bytes);
+            return Ok(());
+        }
+        // Another send path used our reservation: take the next slot if one is free now,
+        // else keep the item for poll_flush.
+        match claim_with(&mut this.core, &mut this.tx)? {
+            Some(pos) => this.write_commit(pos, bytes),
+            None => this.tx.pending = Some(bytes.to_vec()),
+        }
         Ok(())
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_pending(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
+        match this.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
         this.release_sink_reservation();
         reactor::retract(&mut this.core);
         Poll::Ready(Ok(()))

@@ -55,7 +55,7 @@ impl<F: Flavour> Consumer<F> {
     /// As [`Producer::open`]; [`Error::InUse`] if the channel is SPSC or MPSC and a live
     /// consumer is attached.
     pub fn open(name: &str, opts: Options) -> Result<Self> {
-        Self::from_core(Core::open(name, F::KIND, &opts, Side::Consumer)?)
+        Self::from_core(Core::open(name, F::KIND, &opts, Side::Consumer, false)?)
     }
 
     /// Opens `name`, or creates it with `opts`.
@@ -77,9 +77,12 @@ impl<F: Flavour> Consumer<F> {
                 .is_empty()
     }
 
-    fn from_core(core: Core) -> Result<Self> {
+    fn from_core(mut core: Core) -> Result<Self> {
+        // The algorithm checks the shared positions (Corrupt) before the handle counts in.
+        let rx = RxOf::<F>::attach(&core.ring)?;
+        core.count_in();
         Ok(Consumer {
-            rx: RxOf::<F>::attach(&core.ring)?,
+            rx,
             core,
             stream_started: None,
             terminated: false,
@@ -216,7 +219,7 @@ impl<F: Flavour> Consumer<F> {
     ///
     /// [`Error::TimedOut`] if nothing came, else as [`recv_blocking`](Self::recv_blocking).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
-        match self.take_until(Some(Instant::now() + timeout))? {
+        match self.take_until(Some(crate::deadline_after(timeout)))? {
             Some((pos, len)) => Ok(self.read_message(pos, len)),
             None => Err(Error::TimedOut(format!(
                 "no message on '{}' within {timeout:?}",

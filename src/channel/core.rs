@@ -93,6 +93,8 @@ pub(super) struct Core {
     pub(super) async_state: AsyncState,
     /// What this handle's recent waits needed (`wait/mod.rs`).
     pub(super) learned: Learned,
+    /// Whether `count_in` ran (a failed attach leaves without touching the counters).
+    pub(super) counted: bool,
 }
 
 impl fmt::Debug for Core {
@@ -195,9 +197,17 @@ impl Core {
         Core::finish(layout, ring, name, kind, opts, side, true)
     }
 
-    pub(super) fn open(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
+    /// Attaches to the existing channel `name`. With `expect`, its geometry must be the one
+    /// `opts` asks for (`open_or_create`); checked before anything is claimed.
+    pub(super) fn open(
+        name: &str,
+        kind: Kind,
+        opts: &Options,
+        side: Side,
+        expect: bool,
+    ) -> Result<Core> {
         let layout = Layout::open(name, kind, Mode::ReadWrite, opts.init_timeout)?;
-        Core::attach(layout, name, kind, opts, side)
+        Core::attach(layout, name, kind, opts, side, expect)
     }
 
     /// Attaches to a channel in a segment received from a peer (a memfd).
@@ -209,7 +219,7 @@ impl Core {
         side: Side,
     ) -> Result<Core> {
         let layout = Layout::attach(seg, kind, opts.init_timeout)?;
-        Core::attach(layout, name, kind, opts, side)
+        Core::attach(layout, name, kind, opts, side, false)
     }
 
     pub(super) fn attach(
@@ -218,6 +228,7 @@ impl Core {
         kind: Kind,
         opts: &Options,
         side: Side,
+        expect: bool,
     ) -> Result<Core> {
         let what = format!("{} channel '{name}'", kind_name(kind));
         let g = Geometry::from_words(layout.geometry(), layout.data_len(), &what)?;
@@ -226,6 +237,21 @@ impl Core {
                 "{what}: capacity {} below 2",
                 g.capacity
             )));
+        }
+        if expect {
+            for (what, expected, found) in [
+                ("slot size", opts.slot_size, g.slot_size),
+                ("capacity", opts.capacity, g.capacity),
+            ] {
+                if expected != found {
+                    return Err(Error::Mismatch {
+                        segment: format!("{} channel '{name}'", kind_name(kind)),
+                        what,
+                        expected: expected as u64,
+                        found: found as u64,
+                    });
+                }
+            }
         }
         let base = layout.segment().as_mut_ptr()?;
         // SAFETY: Layout validated data_offset + data_len <= mapped length and from_words that
@@ -263,14 +289,22 @@ impl Core {
             bells: Bells::default(),
             async_state: AsyncState::default(),
             learned: Learned::default(),
+            counted: false,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
-        let claimed = match core.layout.claim_any(range.clone(), side.role()) {
+        // Free records only: a dead participant's record is released first by
+        // `reclaim_dead`, which undoes what the dead owner held (its clean-close count, a
+        // parked announcement) exactly as its clean leave would have; taking it over directly
+        // would keep its count, and the peers would never see the channel close.
+        let claimed = match core.layout.claim_any_free(range.clone(), side.role()) {
             Ok(r) => Ok(r),
             Err(Error::InUse(_)) => {
-                // Dead holders may await repair: repair what we can, then try once more.
                 core.reclaim_dead(side)?;
-                core.layout.claim_any(range, side.role())
+                if kind == Kind::MPMC {
+                    // Both sides share the records.
+                    core.reclaim_dead(side.other())?;
+                }
+                core.layout.claim_any_free(range, side.role())
             }
             Err(e) => Err(e),
         };
@@ -291,14 +325,21 @@ impl Core {
             Err(e) => return Err(e),
         };
         core.reg = Some(reg);
-        let (counter, flag) = side.counter_and_flag();
+        Ok(core)
+    }
+
+    /// Counts this handle in: its side's clean-close counter and "attached once" flag. The
+    /// last step of an attach, after everything that can fail (geometry, the algorithm's
+    /// check of the positions): a failed attach leaves the peers' view of the channel as it was.
+    pub(super) fn count_in(&mut self) {
+        let (counter, flag) = self.side.counter_and_flag();
         // AcqRel (both): pairs with the Acquire loads of the counter and flags in
         // `peers_closed`; a peer that sees the flag set also sees the count that came first.
-        core.ring.word32(counter).fetch_add(1, Ordering::AcqRel);
-        core.ring
+        self.ring.word32(counter).fetch_add(1, Ordering::AcqRel);
+        self.ring
             .word32(ring::OFF_FLAGS)
             .fetch_or(flag, Ordering::AcqRel);
-        Ok(core)
+        self.counted = true;
     }
 
     pub(super) fn reg(&self) -> Registration {
@@ -380,9 +421,17 @@ impl Core {
         }
         self.sleepers(self.side).retract(self.parked_word());
         let reg = self.reg.take().expect("checked above");
-        self.uncount(self.side);
+        if std::mem::take(&mut self.counted) {
+            self.uncount(self.side);
+        }
         self.layout.release(reg);
+        // Every wake path fences first (wait/protocol.rs): a waiter that announced while we
+        // left either sees our counter update in its re-check or is rung here.
         self.wake_everyone();
+        // SeqCst fence: pairs with the same fence in a peer's leave: of two participants
+        // leaving at once, at least one sees the other's record released (store-buffering
+        // again), so the last one out does unlink the name.
+        crate::loom::fence(Ordering::SeqCst);
         let unlink = match self.unlink {
             Unlink::Never => false,
             Unlink::Creator => self.created,
@@ -484,24 +533,8 @@ pub(super) fn open_or_create(name: &str, kind: Kind, opts: &Options, side: Side)
             Err(Error::AlreadyExists(_)) => {}
             other => return other,
         }
-        match Core::open(name, kind, opts, side) {
-            Ok(core) => {
-                let (s, c) = (core.ring.slot_size, core.ring.cap as usize);
-                for (what, expected, found) in [
-                    ("slot size", opts.slot_size, s),
-                    ("capacity", opts.capacity, c),
-                ] {
-                    if expected != found {
-                        return Err(Error::Mismatch {
-                            segment: format!("{} channel '{name}'", kind_name(kind)),
-                            what,
-                            expected: expected as u64,
-                            found: found as u64,
-                        });
-                    }
-                }
-                return Ok(core);
-            }
+        match Core::open(name, kind, opts, side, true) {
+            Ok(core) => return Ok(core),
             Err(Error::NotFound(_)) => continue,
             Err(e) => return Err(e),
         }

@@ -237,7 +237,10 @@ impl Core {
     /// Makes the next liveness check and repair look run at once.
     pub(super) fn force_checks(&mut self) {
         let past = Instant::now()
-            .checked_sub(self.liveness_interval + Duration::from_millis(1))
+            .checked_sub(
+                self.liveness_interval
+                    .saturating_add(Duration::from_millis(1)),
+            )
             .unwrap_or_else(Instant::now);
         self.last_check = past;
         self.last_repair = past;

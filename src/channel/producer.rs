@@ -23,11 +23,32 @@ use crate::wait::blocking;
 /// ([`crate::spsc`], [`crate::mpsc`], [`crate::mpmc`]).
 pub struct Producer<F: Flavour> {
     pub(super) core: Core,
-    /// The flavour's producer algorithm state.
-    pub(super) tx: TxOf<F>,
-    /// Slot reserved by `Sink::poll_ready`, filled by `start_send`.
-    pub(super) sink_reserved: Option<u64>,
+    /// The flavour's algorithm state and the `Sink`'s reservation, which every send path sees.
+    pub(super) tx: Sender<TxOf<F>>,
+    /// Start of the `Sink`'s current wait (kept across polls).
     pub(super) sink_started: Option<Instant>,
+}
+
+/// A producer's sending state: its algorithm, and what the `Sink` holds (DESIGN invariant 12:
+/// every send path sees every reservation).
+///
+/// - `reserved`: a slot `Sink::poll_ready` claimed for the next `start_send`. It is the next
+///   position in line, so any other send path (try, blocking, async, `try_reserve`, chunks)
+///   that runs before `start_send` *uses it* for its own message rather than claiming past it
+///   (which would publish out of order, or overwrite the Vyukov intent that proves the slot
+///   ours to a repairer).
+/// - `granted`: `poll_ready` said Ready and `start_send` has not come yet. If another path
+///   used the reservation meanwhile, `start_send` claims a slot without waiting, or keeps the
+///   item in `pending` when the ring is full.
+/// - `pending`: an item `start_send` accepted that is not in the ring yet; it goes in before
+///   anything sent after it (every path delivers it first), and `poll_flush` / `poll_close`
+///   wait until it is in.
+#[derive(Debug)]
+pub(super) struct Sender<T> {
+    pub(super) algo: T,
+    pub(super) reserved: Option<u64>,
+    pub(super) granted: bool,
+    pub(super) pending: Option<Vec<u8>>,
 }
 
 impl<F: Flavour> fmt::Debug for Producer<F> {
@@ -56,7 +77,7 @@ impl<F: Flavour> Producer<F> {
     /// [`Error::Corrupt`], [`Error::TimedOut`] (creator still initialising),
     /// [`Error::InUse`] if the channel is SPSC and a live producer is attached.
     pub fn open(name: &str, opts: Options) -> Result<Self> {
-        Self::from_core(Core::open(name, F::KIND, &opts, Side::Producer)?)
+        Self::from_core(Core::open(name, F::KIND, &opts, Side::Producer, false)?)
     }
 
     /// Opens `name`, or creates it with `opts` if it does not exist. An existing channel must
@@ -70,11 +91,18 @@ impl<F: Flavour> Producer<F> {
         Self::from_core(core::open_or_create(name, F::KIND, &opts, Side::Producer)?)
     }
 
-    fn from_core(core: Core) -> Result<Self> {
+    fn from_core(mut core: Core) -> Result<Self> {
+        // The algorithm checks the shared positions (Corrupt) before the handle counts in.
+        let algo = TxOf::<F>::attach(&core.ring)?;
+        core.count_in();
         Ok(Producer {
-            tx: TxOf::<F>::attach(&core.ring)?,
+            tx: Sender {
+                algo,
+                reserved: None,
+                granted: false,
+                pending: None,
+            },
             core,
-            sink_reserved: None,
             sink_started: None,
         })
     }
@@ -91,28 +119,21 @@ impl<F: Flavour> Producer<F> {
     /// and wakes sleepers.
     #[inline]
     pub(super) fn commit(&mut self, pos: u64, len: u32) {
-        debug_assert!(len as usize <= self.core.ring.slot_size);
-        let ring = &self.core.ring;
-        // Relaxed: published by the Release store of the flavour's publish (tail or seq).
-        ring.len(ring.index(pos)).store(len, Ordering::Relaxed);
-        self.tx.publish(ring, pos, self.core.intent());
-        self.core.wake_peers();
+        commit_at(&self.core, &mut self.tx.algo, pos, len);
     }
 
     /// Copies `bytes` (checked against the slot size by the caller) into the claimed `pos`
     /// and commits it.
     #[inline]
     pub(super) fn write_commit(&mut self, pos: u64, bytes: &[u8]) {
-        let ring = &self.core.ring;
-        ring.write_payload(ring.index(pos), 0, bytes);
-        self.commit(pos, bytes.len() as u32);
+        write_commit_at(&self.core, &mut self.tx.algo, pos, bytes);
     }
 
     /// Gives back the claimed position `pos` unused (a dropped reservation): forgotten
     /// (SPSC) or published as discarded (Vyukov), and sleepers woken as for a commit.
     pub(super) fn discard(&mut self, pos: u64) {
         let ring = &self.core.ring;
-        self.tx.discard(ring, pos, self.core.intent());
+        self.tx.algo.discard(ring, pos, self.core.intent());
         self.core.wake_peers();
     }
 
@@ -197,7 +218,7 @@ impl<F: Flavour> Producer<F> {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<M>> {
-        match self.send_until(msg.as_ref(), Some(Instant::now() + timeout)) {
+        match self.send_until(msg.as_ref(), Some(crate::deadline_after(timeout))) {
             Ok(true) => Ok(()),
             Ok(false) => Err(SendTimeoutError::Timeout(msg)),
             Err(Error::Closed) => Err(SendTimeoutError::Closed(msg)),
@@ -299,9 +320,60 @@ impl<F: Flavour> Producer<F> {
     }
 }
 
-/// `Producer::claim` on split borrows (the wait loops hold `&mut Core`).
+/// Makes the claimed `pos` visible with length `len`, and wakes sleepers.
 #[inline]
-pub(super) fn claim_with<T: SendSide>(core: &mut Core, tx: &mut T) -> Result<Option<u64>> {
+fn commit_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, len: u32) {
+    debug_assert!(len as usize <= core.ring.slot_size);
+    let ring = &core.ring;
+    // Relaxed: published by the Release store of the flavour's publish (tail or seq).
+    ring.len(ring.index(pos)).store(len, Ordering::Relaxed);
+    algo.publish(ring, pos, core.intent());
+    core.wake_peers();
+}
+
+/// Copies `bytes` (at most a slot) into the claimed `pos` and commits it.
+#[inline]
+fn write_commit_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, bytes: &[u8]) {
+    let ring = &core.ring;
+    ring.write_payload(ring.index(pos), 0, bytes);
+    commit_at(core, algo, pos, bytes.len() as u32);
+}
+
+/// Puts the `Sink`'s pending item (if any) into the ring without waiting: whether nothing is
+/// pending now.
+pub(super) fn deliver_pending<T: SendSide>(core: &mut Core, tx: &mut Sender<T>) -> Result<bool> {
+    if tx.pending.is_none() {
+        return Ok(true);
+    }
+    let pos = match tx.reserved.take() {
+        Some(pos) => pos,
+        None => match raw_claim(core, &mut tx.algo)? {
+            Some(pos) => pos,
+            None => return Ok(false),
+        },
+    };
+    let item = tx.pending.take().expect("checked above");
+    write_commit_at(core, &mut tx.algo, pos, &item);
+    Ok(true)
+}
+
+/// `Producer::claim` on split borrows (the wait loops hold `&mut Core`): the `Sink`'s
+/// reservation if one stands (it is next in line), else a new slot after the `Sink`'s pending
+/// item went in.
+#[inline]
+pub(super) fn claim_with<T: SendSide>(core: &mut Core, tx: &mut Sender<T>) -> Result<Option<u64>> {
+    if let Some(pos) = tx.reserved.take() {
+        return Ok(Some(pos));
+    }
+    if tx.pending.is_some() && !deliver_pending(core, tx)? {
+        return Ok(None);
+    }
+    raw_claim(core, &mut tx.algo)
+}
+
+/// The algorithm's claim, and the close / liveness checks when the ring is full.
+#[inline]
+fn raw_claim<T: SendSide>(core: &mut Core, tx: &mut T) -> Result<Option<u64>> {
     let got = tx.claim(&core.ring, core.intent())?;
     if got.is_none() {
         if core.clock_due() {
@@ -324,13 +396,22 @@ impl Producer<Spsc> {
     ///
     /// [`Error::Corrupt`].
     pub fn try_reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_>> {
-        let (pos, k) = self.tx.claim(&self.core.ring, n as u64)?;
+        // The Sink's pending item goes first; its reservation (if any) is the chunk's first
+        // slot (an SPSC reservation is the unpublished tail).
+        if !deliver_pending(&mut self.core, &mut self.tx)? {
+            return Ok(WriteChunk::new(self, 0, 0));
+        }
+        self.tx.reserved = None;
+        let (pos, k) = self.tx.algo.claim(&self.core.ring, n as u64)?;
         Ok(WriteChunk::new(self, pos, k as usize))
     }
 }
 
 impl<F: Flavour> Drop for Producer<F> {
     fn drop(&mut self) {
+        // An item the Sink accepted goes in if it fits now (a dropped, unflushed Sink makes
+        // no promise beyond that).
+        let _ = deliver_pending(&mut self.core, &mut self.tx);
         self.release_sink_reservation();
         self.core.leave();
     }

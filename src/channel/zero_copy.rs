@@ -175,7 +175,7 @@ impl<'a> WriteChunk<'a> {
             ring.len(ring.index(self.pos.wrapping_add(i as u64)))
                 .store(self.lens[i], Ordering::Relaxed);
         }
-        self.producer.tx.publish(ring, k as u64);
+        self.producer.tx.algo.publish(ring, k as u64);
         self.producer.core.wake_peers();
     }
 }

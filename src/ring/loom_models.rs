@@ -195,13 +195,50 @@ fn loom_mpmc_repair_of_a_dead_producer_slot() {
         live.join().unwrap();
         let intent = AtomicU64::new(0);
         let p0 = mpmc::claim_recv(&r, &intent).unwrap().unwrap();
-        assert_eq!(
-            r.len(r.index(p0)).load(crate::loom::Ordering::Relaxed),
-            super::ABANDONED
-        );
+        assert_eq!(super::content(&r, p0).unwrap(), super::Content::Abandoned);
         mpmc::release_recv(&r, p0, &intent);
         let p1 = mpmc::claim_recv(&r, &intent).unwrap().unwrap();
         assert_eq!(read(&r, p1), 7);
         mpmc::release_recv(&r, p1, &intent);
+    });
+}
+
+/// Two repairers of one dead producer's slot, and the slot reused one lap later before the
+/// slower repairer finishes: the reused slot's message must arrive intact, not be skipped as
+/// abandoned. (The repair used to store the ABANDONED length before the CAS that picks the
+/// winner, so a losing repairer's late store could land on the next lap's message.)
+#[test]
+fn loom_late_repairer_never_touches_the_next_lap() {
+    loom::model(|| {
+        let r = ring(2);
+        let dead_intent = AtomicU64::new(0);
+        // The dead producer claims position 0 and stops; a live one sends position 1.
+        assert_eq!(mpmc::claim_send(&r, &dead_intent).unwrap(), Some(0));
+        let intent = AtomicU64::new(0);
+        vyukov_send(&r, &intent, 1);
+        let r2 = r.clone();
+        let late = thread::spawn(move || repair::repair_unpublished(&r2, 0));
+        // Meanwhile: repair, consume both (the first abandoned), and reuse slot 0 for
+        // position 2.
+        let won = repair::repair_unpublished(&r, 0);
+        let cons = AtomicU64::new(0);
+        let p0 = mpmc::claim_recv(&r, &cons).unwrap().unwrap();
+        assert_eq!(super::content(&r, p0).unwrap(), super::Content::Abandoned);
+        mpmc::release_recv(&r, p0, &cons);
+        let p1 = mpmc::claim_recv(&r, &cons).unwrap().unwrap();
+        assert_eq!(read(&r, p1), 1);
+        mpmc::release_recv(&r, p1, &cons);
+        vyukov_send(&r, &intent, 2);
+        let late_won = late.join().unwrap();
+        assert!(won ^ late_won, "exactly one repair wins");
+        let p2 = mpmc::claim_recv(&r, &cons).unwrap().unwrap();
+        assert_eq!(p2, 2);
+        assert_eq!(
+            super::content(&r, p2).unwrap(),
+            super::Content::Message(8),
+            "the next lap's message was marked abandoned by a late repairer"
+        );
+        assert_eq!(read(&r, p2), 2);
+        mpmc::release_recv(&r, p2, &cons);
     });
 }

@@ -59,12 +59,18 @@ pub(crate) const FLAG_PRODUCER_SEEN: u32 = 1;
 /// `flags` bit: a consumer attached at least once.
 pub(crate) const FLAG_CONSUMER_SEEN: u32 = 2;
 
-// Slot length markers. A slot's `len` word is a message length `0..=slot_size`, or one of
-// these two values (both above any slot size: MAX_SLOT_SIZE is 2^30), which consumers skip.
+// Slot markers. A slot's `len` word is a message length `0..=slot_size`, or DISCARDED (above
+// any slot size: MAX_SLOT_SIZE is 2^30); its `seq` word may carry ABANDONED_TAG. Consumers skip
+// both kinds of slot.
 
-/// Length marker of a slot whose producer died after claiming it: consumers skip it and count
-/// it ([`repair::repair_unpublished`]).
-pub(crate) const ABANDONED: u32 = u32::MAX;
+/// Tag bit of a Vyukov slot's `seq` set by the repair of a slot whose producer died after
+/// claiming it: `seq == (p + 1) | ABANDONED_TAG` is "published, abandoned" for position `p`;
+/// consumers skip it and count it. It lives in `seq`, not `len`, so that the one CAS that
+/// picks the winning repairer is also the only write of the repair
+/// ([`repair::repair_unpublished`]): a losing repairer writes nothing, and cannot touch the
+/// slot's next lap. Positions never reach 2^63 (292 years at 10^9 messages a second); the
+/// algorithms compare `seq & !ABANDONED_TAG` with positions.
+pub(crate) const ABANDONED_TAG: u64 = 1 << 63;
 /// Length marker of a slot a live producer reserved and then dropped without commit
 /// (MPSC/MPMC: the position was claimed in shared memory and must be published): skipped,
 /// not counted.
@@ -263,14 +269,15 @@ mod shm_ring {
             self.w32(off)
         }
         /// `seq` of slot `idx` (Vyukov rings): for the position `p` the slot serves now, `p`
-        /// (free for p's producer), `p + 1` (holds p's message) or `p + cap` (freed, serves
-        /// `p + cap` next); see `mpmc.rs`. Starts at `idx`. SPSC rings leave it at its start.
+        /// (free for p's producer), `p + 1` (holds p's message), `(p + 1) | ABANDONED_TAG`
+        /// (repaired: p's producer died) or `p + cap` (freed, serves `p + cap` next); see
+        /// `mpmc.rs`. Starts at `idx`. SPSC rings leave it at its start.
         #[inline]
         pub(crate) fn seq(&self, idx: u64) -> &AtomicU64 {
             self.w64(self.slot_off(idx))
         }
-        /// `len` of slot `idx`: a message length `0..=slot_size`, or [`ABANDONED`] /
-        /// [`DISCARDED`]; anything else is `Corrupt` ([`content`]).
+        /// `len` of slot `idx`: a message length `0..=slot_size`, or [`DISCARDED`];
+        /// anything else is `Corrupt` ([`content`]).
         #[inline]
         pub(crate) fn len(&self, idx: u64) -> &AtomicU32 {
             self.w32(self.slot_off(idx) + 8)
@@ -426,16 +433,16 @@ pub(crate) enum Content {
     Discarded,
 }
 
-/// Reads the length word of the slot of `pos`, which the caller holds (claimed or peeked
-/// through an Acquire load that pairs with the publishing Release store, so the Relaxed load
-/// here sees the length written before it).
+/// What the slot of `pos` holds, which the caller holds (claimed or peeked through an Acquire
+/// load of `seq` or `tail` that pairs with the publishing Release store, so the Relaxed loads
+/// here see what was written before it; `seq` does not change while we hold the slot).
 #[inline]
 pub(crate) fn content(ring: &Ring, pos: u64) -> Result<Content> {
-    match ring
-        .len(ring.index(pos))
-        .load(crate::loom::Ordering::Relaxed)
-    {
-        ABANDONED => Ok(Content::Abandoned),
+    let idx = ring.index(pos);
+    if ring.seq(idx).load(crate::loom::Ordering::Relaxed) & ABANDONED_TAG != 0 {
+        return Ok(Content::Abandoned);
+    }
+    match ring.len(idx).load(crate::loom::Ordering::Relaxed) {
         DISCARDED => Ok(Content::Discarded),
         raw => checked_len(raw, ring.slot_size, pos).map(Content::Message),
     }

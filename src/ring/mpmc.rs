@@ -17,7 +17,7 @@
 //! [`Tx`] and [`Rx`] are the [`SendSide`] / [`RecvSide`] of the MPMC flavour; MPSC producers
 //! use [`Tx`] too.
 
-use super::{DISCARDED, RecvSide, Ring, SendSide};
+use super::{ABANDONED_TAG, DISCARDED, RecvSide, Ring, SendSide};
 use crate::error::{Error, Result};
 use crate::loom::{AtomicU64, Ordering};
 
@@ -44,7 +44,8 @@ fn claim(
         // Acquire: pairs with the Release store of the slot's sequence by the other side
         // (`publish_send` / `release_recv`): its access to the slot bytes happens before ours.
         let seq = ring.seq(idx).load(Ordering::Acquire);
-        let d = dist(seq, pos.wrapping_add(offset));
+        // An abandoned slot (tagged by a repair) counts as published for its position.
+        let d = dist(seq & !ABANDONED_TAG, pos.wrapping_add(offset));
         if d == 0 {
             // SeqCst: the intent must be visible before the CAS that claims `pos` (the CAS is
             // Release for the same reason); a repairer that sees the counter past `pos` sees

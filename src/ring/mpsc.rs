@@ -6,7 +6,7 @@
 //! but did not free is read again (redelivery); a slot it freed without storing `head` is
 //! recognised by its sequence (`p + cap`, or `p + cap + 1` once reused) and skipped.
 
-use super::{RecvSide, Ring};
+use super::{ABANDONED_TAG, RecvSide, Ring};
 use crate::error::{Error, Result};
 use crate::loom::{AtomicU64, Ordering};
 
@@ -33,7 +33,8 @@ impl Rx {
         loop {
             let pos = self.head;
             // Acquire: pairs with the producer's Release store `seq = p + 1` in publish_send.
-            let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire);
+            // An abandoned slot (tagged by a repair) counts as published for its position.
+            let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire) & !ABANDONED_TAG;
             let ready = pos.wrapping_add(1);
             let freed = pos.wrapping_add(ring.cap);
             if seq == ready {

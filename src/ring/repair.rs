@@ -8,7 +8,7 @@
 //! clears it after its sequence store, so a live party holds position `p` only while its intent
 //! is `p + 1`. A slot stuck at `p` (a consumer sees `seq == p` while `tail > p`) whose every
 //! intent holder is dead (or that no live record claims) is repaired by CAS of `seq` from `p` to
-//! `p + 1` with the length [`ABANDONED`]: consumers skip it. A slot a dead consumer claimed
+//! `(p + 1) | ABANDONED_TAG`: consumers skip it. A slot a dead consumer claimed
 //! (`seq == p + 1` while `head > p`, a dead record with intent `p + 1`) still holds its intact
 //! message: a live consumer adopts it (its own intent first, then a CAS on the dead record's
 //! intent), reads it and frees it: redelivery, not loss.
@@ -16,7 +16,7 @@
 //! The callers (channel/peers.rs) decide *when* to repair, from liveness; this file holds the
 //! shared-memory steps, which loom models (`ring/loom_models.rs`) race against each other.
 
-use super::{ABANDONED, Ring};
+use super::{ABANDONED_TAG, Ring};
 use crate::loom::Ordering;
 
 /// What is in the way at position `pos` for a consumer that found nothing ready.
@@ -44,13 +44,13 @@ pub(crate) fn blocked_at(ring: &Ring, pos: u64) -> Blocked {
 /// Returns whether this call did it (two repairers cannot both win the CAS).
 pub(crate) fn repair_unpublished(ring: &Ring, pos: u64) -> bool {
     let idx = ring.index(pos);
-    // The claimer is dead, so only repairers write this length, all the same value.
-    ring.len(idx).store(ABANDONED, Ordering::Relaxed);
-    // Release: pairs with the consumers' Acquire of `seq`: they see the ABANDONED length.
+    // One CAS is the whole repair: it picks the winner and marks the slot, so a repairer that
+    // loses (or runs late, after the slot was consumed and reused) writes nothing. Release:
+    // pairs with the consumers' Acquire of `seq` in their claim, like a publish.
     ring.seq(idx)
         .compare_exchange(
             pos,
-            pos.wrapping_add(1),
+            pos.wrapping_add(1) | ABANDONED_TAG,
             Ordering::Release,
             Ordering::Relaxed,
         )
@@ -65,7 +65,7 @@ pub(crate) fn intent_pins_slot(ring: &Ring, intent: u64, producer: bool) -> bool
     };
     // Acquire (all three): pair with the Release stores of `seq` (publish / free) and the
     // AcqRel CASes of tail / head, so that a slot freed or published before is not seen pinned.
-    let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire);
+    let seq = ring.seq(ring.index(pos)).load(Ordering::Acquire) & !ABANDONED_TAG;
     if producer {
         seq == pos && ring.tail().load(Ordering::Acquire) > pos
     } else {

@@ -49,7 +49,7 @@ impl ProcessId {
     /// Whether the process still runs. A pid that exists with another start time is a recycled
     /// pid: dead. A zombie (killed but not yet reaped by its parent) is dead.
     pub(crate) fn liveness(&self) -> Liveness {
-        if self.pid == 0 {
+        if self.raw_pid().is_none() {
             return Liveness::Dead;
         }
         match read_stat(self.pid) {
@@ -70,9 +70,22 @@ impl ProcessId {
     /// reactors to watch. Fails if the process is already gone (or not ours to see); the
     /// start time is re-checked after opening so a recycled pid is not watched by mistake.
     pub(crate) fn pidfd(&self) -> Option<std::os::fd::OwnedFd> {
-        let pid = rustix::process::Pid::from_raw(self.pid as i32)?;
+        let pid = self.raw_pid()?;
         let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
         self.is_alive().then_some(fd)
+    }
+
+    /// The pid as the kernel takes it, if it can name a process at all: `1..=PID_MAX_LIMIT`
+    /// (2^22, the kernel's ceiling for `pid_max`). A pid read from shared memory may be any
+    /// `u32`: one that cannot be a process is dead, never cast into a negative `pid_t` (which
+    /// `kill`/`pidfd_open` would read as a process group, and rustix rejects with a panic in
+    /// debug builds).
+    pub(crate) fn raw_pid(&self) -> Option<rustix::process::Pid> {
+        const PID_MAX_LIMIT: u32 = 1 << 22;
+        if self.pid == 0 || self.pid > PID_MAX_LIMIT {
+            return None;
+        }
+        rustix::process::Pid::from_raw(self.pid as i32)
     }
 
     /// `liveness() == Alive`.
@@ -110,6 +123,15 @@ mod tests {
         assert_eq!(parse_stat(line), Some((b'S', 987654)));
         assert_eq!(parse_stat(b"garbage"), None);
         assert_eq!(parse_stat(b"1 (x) R 1 2"), None);
+    }
+
+    #[test]
+    fn pids_that_cannot_name_a_process_are_dead_without_a_panic() {
+        for pid in [0, (1 << 22) + 1, 1 << 31, u32::MAX - 1, u32::MAX] {
+            let id = ProcessId { pid, start_time: 7 };
+            assert_eq!(id.liveness(), Liveness::Dead, "pid {pid}");
+            assert!(id.pidfd().is_none(), "pid {pid}");
+        }
     }
 
     #[test]

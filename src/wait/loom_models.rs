@@ -118,3 +118,52 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
         assert_eq!(count.load(Ordering::Relaxed), 0);
     });
 }
+
+/// A clean close wakes a doorbell waiter that announced at the same moment: the closer takes
+/// its producer count down, then fences and takes the announcement; the waiter announces,
+/// then re-checks the count. Either the waiter sees the close or the closer rings it.
+/// (Without the closer's fence, `leave` used to skip the fence that publishes use: checked,
+/// removing `waker_fence` below makes this model fail.)
+#[test]
+fn loom_close_never_loses_a_doorbell_waiter() {
+    loom::model(|| {
+        let futex = Arc::new(AtomicU32::new(0));
+        let count = Arc::new(AtomicU32::new(0));
+        let parked = Arc::new(AtomicU64::new(0));
+        let producers = Arc::new(AtomicU32::new(1));
+
+        let (f2, c2, p2, n2) = (
+            futex.clone(),
+            count.clone(),
+            parked.clone(),
+            producers.clone(),
+        );
+        let closer = thread::spawn(move || {
+            // AcqRel, as `uncount`.
+            n2.fetch_sub(1, Ordering::AcqRel);
+            let s = Sleepers {
+                futex: &f2,
+                count: &c2,
+            };
+            s.waker_fence();
+            s.take(&p2).is_some()
+        });
+
+        let s = Sleepers {
+            futex: &futex,
+            count: &count,
+        };
+        s.announce(&parked, PARK_DOORBELL);
+        // Acquire, as `peers_closed`.
+        let closed = producers.load(Ordering::Acquire) == 0;
+        let rung = closer.join().unwrap();
+        if !closed {
+            assert!(
+                rung,
+                "lost wake-up: the waiter sleeps on an open channel nobody rings"
+            );
+        }
+        assert_eq!(s.retract(&parked), rung);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    });
+}

@@ -63,10 +63,20 @@ impl Sleepers<'_> {
     /// Waker, step 1: whether anybody may be parked. Call after publishing.
     #[inline(always)]
     pub(crate) fn anyone(&self) -> bool {
-        // SeqCst fence: pairs with the fence in `announce` (store-buffering: our publish and
+        self.waker_fence();
+        self.count.load(Ordering::Relaxed) != 0
+    }
+
+    /// Waker, step 1 for every wake path: the fence between the store that made the change
+    /// visible (a publish, a free, a close counter, a repair) and the loads of the count and
+    /// parked words. A close or death wake that skipped it could miss a waiter that announced
+    /// just then, while that waiter's re-check missed the close: the store-buffering outcome
+    /// (`loom_models::loom_close_never_loses_a_doorbell_waiter`).
+    #[inline(always)]
+    pub(crate) fn waker_fence(&self) {
+        // SeqCst fence: pairs with the fence in `announce` (store-buffering: our change and
         // their parked word cannot both be missed by the loads that follow the fences).
         fence(Ordering::SeqCst);
-        self.count.load(Ordering::Relaxed) != 0
     }
 
     /// Waker, step 2: takes the announcement in `parked`, if any: the mode to wake it with.
@@ -205,6 +215,7 @@ impl WaitSet<'_> {
     /// Wakes everybody parked in the set, whatever they wait for (close, repair, death): the
     /// waker's fence, every announcement taken and rung, and the futex bumped regardless.
     pub(crate) fn wake_everyone(&self, bells: &Bells) {
+        self.sleepers.waker_fence();
         self.ring_parked(bells);
         self.sleepers.wake_futex();
     }

@@ -1,0 +1,150 @@
+//! The `Sink`'s reservation and every other send path: a slot reserved by `poll_ready` is next
+//! in line, so a direct send made before `start_send` uses it; `start_send` then takes the next
+//! slot, or keeps its item until `poll_flush`. Nothing is lost, invented or reordered, and a
+//! live producer's reserved slot is never repaired as abandoned.
+
+#![cfg(feature = "tokio")]
+
+mod common;
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::time::Duration;
+
+use common::{ShmName, read_report, report, spawn_holding};
+use futures::Sink;
+use shmchan::channel::{Flavour, Producer};
+use shmchan::{Options, mpmc, mpsc, spsc};
+
+fn opts() -> Options {
+    Options::new()
+        .slot_size(16)
+        .capacity(4)
+        .liveness_interval(Duration::from_millis(20))
+}
+
+#[test]
+fn child_entry() {
+    common::dispatch(|role, args| match role {
+        // An MPMC consumer in its own process: receives `count` messages, then reports them
+        // and how many slots it skipped as abandoned.
+        "consume" => {
+            let count: usize = args[1].parse().unwrap();
+            let mut rx = mpmc::Consumer::open(&args[0], opts()).unwrap();
+            report("ready");
+            let mut got = Vec::new();
+            for _ in 0..count {
+                match rx.recv_timeout(Duration::from_secs(10)) {
+                    Ok(m) => got.push(String::from_utf8(m.into_vec()).unwrap()),
+                    Err(e) => {
+                        report(format!("error {e} after {got:?}"));
+                        return;
+                    }
+                }
+            }
+            report(format!("{} abandoned {}", got.join(","), rx.abandoned()));
+        }
+        other => panic!("unknown role {other}"),
+    });
+}
+
+async fn poll_ready<F: Flavour>(tx: &mut Producer<F>) {
+    poll_fn(|cx| Sink::<&[u8]>::poll_ready(Pin::new(&mut *tx), cx))
+        .await
+        .unwrap();
+}
+
+async fn flush<F: Flavour>(tx: &mut Producer<F>) {
+    poll_fn(|cx| Sink::<&[u8]>::poll_flush(Pin::new(&mut *tx), cx))
+        .await
+        .unwrap();
+}
+
+fn start_send<F: Flavour>(tx: &mut Producer<F>, item: &[u8]) {
+    Pin::new(tx).start_send(item).unwrap();
+}
+
+/// `poll_ready; try_send(A); start_send(B)` delivers A then B (it used to deliver B and an
+/// invented empty message on SPSC, and lose B on MPMC).
+macro_rules! direct_send_uses_the_reservation {
+    ($test:ident, $m:ident) => {
+        #[tokio::test(flavor = "current_thread")]
+        async fn $test() {
+            let name = ShmName::new(stringify!($test));
+            let mut tx = $m::Producer::create(name.as_str(), opts()).unwrap();
+            let mut rx = $m::Consumer::open(name.as_str(), opts()).unwrap();
+            poll_ready(&mut tx).await;
+            tx.try_send(b"A").unwrap();
+            start_send(&mut tx, b"B");
+            flush(&mut tx).await;
+            let mut got = Vec::new();
+            while let Ok(m) = rx.try_recv() {
+                got.push(String::from_utf8(m.into_vec()).unwrap());
+            }
+            assert_eq!(got, ["A", "B"]);
+            // The ring is still sound after: four more fill it exactly.
+            for m in [b"C", b"D", b"E", b"F"] {
+                tx.try_send(m).unwrap();
+            }
+            assert!(tx.try_send(b"G").is_err());
+            got.clear();
+            while let Ok(m) = rx.try_recv() {
+                got.push(String::from_utf8(m.into_vec()).unwrap());
+            }
+            assert_eq!(got, ["C", "D", "E", "F"]);
+        }
+    };
+}
+
+direct_send_uses_the_reservation!(spsc_direct_send_uses_the_sink_reservation, spsc);
+direct_send_uses_the_reservation!(mpsc_direct_send_uses_the_sink_reservation, mpsc);
+direct_send_uses_the_reservation!(mpmc_direct_send_uses_the_sink_reservation, mpmc);
+
+/// The same with a full ring: the reservation goes to the first direct send, the ring fills,
+/// and `start_send`'s item waits in the sink until `poll_flush` finds room, after the messages
+/// sent before it and before those sent after it.
+#[tokio::test(flavor = "current_thread")]
+async fn start_send_after_the_ring_filled_is_delivered_by_flush_in_order() {
+    let name = ShmName::new("sink-full");
+    let mut tx = spsc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), opts()).unwrap();
+    poll_ready(&mut tx).await;
+    for m in [b"A", b"X", b"Y", b"Z"] {
+        tx.try_send(m).unwrap(); // A takes the reservation; the ring is full after Z
+    }
+    start_send(&mut tx, b"B"); // accepted, kept in the sink
+    assert!(
+        tx.try_send(b"late").is_err(),
+        "nothing may overtake B while the ring is full"
+    );
+    assert_eq!(&*rx.try_recv().unwrap(), b"A");
+    flush(&mut tx).await;
+    let mut got = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        got.push(String::from_utf8(m.into_vec()).unwrap());
+    }
+    assert_eq!(got, ["X", "Y", "Z", "B"]);
+}
+
+/// MPMC across processes: the producer holds a Sink reservation, a direct send takes it, and
+/// the producer waits several liveness intervals before `start_send` (the consumer meanwhile
+/// looks at the head and runs its repair checks). The consumer in its own process gets A then
+/// B and skips nothing: a live producer's slot is never repaired. (The direct send used to
+/// claim past the reservation and overwrite the intent that proved the reserved slot live, so
+/// the consumer released it as abandoned and B was lost.)
+#[tokio::test(flavor = "current_thread")]
+async fn mpmc_reserved_slot_of_a_live_producer_is_never_abandoned() {
+    let name = ShmName::new("sink-mpmc-live");
+    let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut child = spawn_holding("consume", &[name.as_str(), "3"]);
+    assert_eq!(read_report(&mut child), "ready");
+    poll_ready(&mut tx).await;
+    tx.try_send(b"A").unwrap();
+    // Not a synchronisation: the scenario itself is "the consumer keeps checking for longer
+    // than its liveness interval while the reservation stands".
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    start_send(&mut tx, b"B");
+    flush(&mut tx).await;
+    tx.send(b"C").await.unwrap();
+    assert_eq!(read_report(&mut child), "A,B,C abandoned 0");
+}
