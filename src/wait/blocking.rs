@@ -78,10 +78,14 @@ pub(crate) fn block<P: Park, R>(
         if elapsed >= strategy.yield_duration() {
             break;
         }
-        p.learned().os_yield();
+        let switched = p.learned().os_yield();
         if let Some(r) = attempt(p)? {
             p.learned().found_yielding(&strategy, elapsed);
             return Ok(Some(r));
+        }
+        if switched {
+            // Another task ran and our peer did not answer: park rather than yield to it again.
+            break;
         }
     }
     // Park phase.

@@ -200,8 +200,8 @@ fn poll_wait<P: AsyncPark, R>(
         // Yield phase: hand the CPU to the OS once (a peer sharing it runs), look again, then
         // let the executor run other tasks before the next look.
         let elapsed = t0.elapsed();
-        if elapsed < strategy.yield_duration() {
-            p.learned().os_yield();
+        if elapsed < strategy.yield_duration() && !p.learned().gave_up_yielding() {
+            let switched = p.learned().os_yield();
             match attempt(p) {
                 Ok(None) => {}
                 done => {
@@ -210,8 +210,12 @@ fn poll_wait<P: AsyncPark, R>(
                     return Poll::Ready(done.map(|r| r.expect("matched Some")));
                 }
             }
-            yield_to_executor(cx);
-            return Poll::Pending;
+            // Another task ran and our peer did not answer: park rather than yield to it
+            // again (below); otherwise look again after the executor's other tasks.
+            if !switched {
+                yield_to_executor(cx);
+                return Poll::Pending;
+            }
         }
         p.learned().parked(&strategy);
         if let Err(e) = ensure_machinery(p) {
