@@ -18,7 +18,7 @@ use crate::sys::process::ProcessId;
 use crate::wait::blocking::Park;
 use crate::wait::protocol::{AUX_PARKED, AUX_TOKEN, Bells, Sleepers, WaitSet};
 use crate::wait::reactor::{AsyncPark, AsyncState};
-use crate::wait::{Learned, WaitStrategy};
+use crate::wait::{AUX_CPU, Learned, PeerCpu, WaitStrategy};
 
 /// Which side a handle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,6 +486,26 @@ impl Park for Core {
     }
     fn learned(&mut self) -> &mut Learned {
         &mut self.learned
+    }
+    fn meet_peer(&mut self, cpu: u64) -> PeerCpu {
+        let peers = self.records(self.side.other());
+        if cpu == 0 || peers.len() != 1 {
+            return PeerCpu::Unknown;
+        }
+        // Relaxed (both): a hint for the wait policy; nothing else is ordered by it.
+        if let Ok(w) = self.layout.aux_word(self.reg().index(), AUX_CPU) {
+            if w.load(Ordering::Relaxed) != cpu {
+                w.store(cpu, Ordering::Relaxed);
+            }
+        }
+        match self.layout.aux_word(peers.start, AUX_CPU) {
+            Ok(w) => match w.load(Ordering::Relaxed) {
+                0 => PeerCpu::Unknown,
+                c if c == cpu => PeerCpu::Same,
+                _ => PeerCpu::Other,
+            },
+            Err(_) => PeerCpu::Unknown,
+        }
     }
     fn liveness_interval(&self) -> Duration {
         self.liveness_interval

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::protocol::{PARK_FUTEX, Sleepers};
-use super::{Learned, SPIN_ROUND, WaitStrategy};
+use super::{Learned, PeerCpu, SPIN_ROUND, WaitStrategy, this_cpu};
 use crate::error::Result;
 
 /// What a handle gives the wait loops: its budget, its parked word and side, and the check
@@ -19,6 +19,9 @@ pub(crate) trait Park {
     fn strategy(&self) -> WaitStrategy;
     /// What the handle's recent waits needed (the adaptive spin budget).
     fn learned(&mut self) -> &mut Learned;
+    /// Publishes `cpu` (see `this_cpu`) as where this handle waits, and says where its peer
+    /// last waited.
+    fn meet_peer(&mut self, cpu: u64) -> PeerCpu;
     /// The longest a park lasts before the liveness check runs.
     fn liveness_interval(&self) -> Duration;
     /// The waiting side's sleepers and this handle's parked word.
@@ -40,7 +43,8 @@ pub(crate) fn block<P: Park, R>(
     if let Some(r) = attempt(p)? {
         return Ok(Some(r));
     }
-    let spin = p.learned().spin(&strategy);
+    let peer = p.meet_peer(this_cpu());
+    let spin = p.learned().spin(&strategy, peer);
     // Spin phase, its first round clock-free.
     if !spin.is_zero() && deadline.is_none() {
         for _ in 0..SPIN_ROUND {

@@ -19,7 +19,12 @@
 //!    on one CPU, measured by `BENCH_PLACEMENTS=one-cpu cargo bench --bench async`).
 //! 3. **Park** (announce, re-check, sleep on the futex or the doorbell; `protocol.rs`).
 //!
-//! What the wait needed teaches the next one (`Learned`): a wait that found its data while
+//! Where the peer is decides first: each wait begins by publishing the CPU it runs on in its
+//! participant record (`AUX_CPU`; read with `rdtscp`, no system call) and reading its single
+//! peer's (SPSC rings, endpoints). A peer that last waited on our CPU cannot run while we
+//! spin, so the wait goes straight to `sched_yield`; one on another CPU gets the strategy's
+//! whole spin budget. Without that word (several peers, none published yet), what the wait
+//! needed teaches the next one (`Learned`): a wait that found its data while
 //! spinning keeps (or doubles back towards) the full spin budget; a wait whose `sched_yield`
 //! gave the CPU away (it took longer than `SWITCHED` (4 µs), so another task ran on our CPU) and
 //! then found data spins no more, since its peer most likely runs on our CPU and every spin
@@ -74,6 +79,58 @@ mod loom_models;
 
 use std::time::Duration;
 
+/// Record aux word where a handle publishes the CPU it ran on when its last wait began
+/// (`cpu + 1`; 0: unknown). `protocol.rs` owns aux words 0 and 1.
+pub(crate) const AUX_CPU: usize = 2;
+
+/// What the peer's published CPU says about spinning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerCpu {
+    /// No word to read (several peers, or none published yet, or no cheap way to know ours).
+    Unknown,
+    /// The peer last waited on our CPU: it cannot run while we spin.
+    Same,
+    /// The peer last waited on another CPU: spinning can meet it.
+    Other,
+}
+
+/// The CPU this thread runs on, plus one, or 0 when it cannot be read without a system call.
+///
+/// On x86_64 Linux, `rdtscp` returns `TSC_AUX`, which the kernel sets to `node << 12 | cpu`
+/// on every CPU (the vDSO's `getcpu` reads the same); that is checked once against the
+/// `getcpu` system call, and the answer is 0 if they disagree or the CPU has no `rdtscp`.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) fn this_cpu() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        // 0: not checked yet, 1: usable, 2: not usable.
+        static USABLE: AtomicU8 = AtomicU8::new(0);
+        fn rdtscp_cpu() -> u64 {
+            let mut aux = 0u32;
+            // SAFETY: only called once `USABLE` says the CPU implements `rdtscp` (CPUID
+            // 0x8000_0001 EDX bit 27); the intrinsic only writes `aux`.
+            unsafe { std::arch::x86_64::__rdtscp(&mut aux) };
+            u64::from(aux & 0xfff)
+        }
+        // Relaxed: a cached, idempotent probe result; no other memory depends on it.
+        match USABLE.load(Ordering::Relaxed) {
+            1 => return rdtscp_cpu() + 1,
+            2 => return 0,
+            _ => {}
+        }
+        let has = std::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 27) != 0;
+        let ok = has && rdtscp_cpu() == rustix::thread::sched_getcpu() as u64;
+        // Relaxed: as above.
+        USABLE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+        if ok { rdtscp_cpu() + 1 } else { 0 }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
 /// Checks made in the spin phase between two clock reads (and before the first).
 pub(crate) const SPIN_ROUND: u32 = 32;
 
@@ -110,8 +167,17 @@ impl Default for Learned {
 
 #[cfg_attr(loom, allow(dead_code))]
 impl Learned {
-    /// The spin budget of the next wait under `s`.
-    pub(crate) fn spin(&self, s: &WaitStrategy) -> Duration {
+    /// The spin budget of the next wait under `s`, given where the peer last waited: none
+    /// when on our CPU, the strategy's whole budget when on another, else the learned one.
+    pub(crate) fn spin(&self, s: &WaitStrategy, peer: PeerCpu) -> Duration {
+        match peer {
+            PeerCpu::Same => Duration::ZERO,
+            PeerCpu::Other => s.spin,
+            PeerCpu::Unknown => self.learned_spin(s),
+        }
+    }
+
+    fn learned_spin(&self, s: &WaitStrategy) -> Duration {
         s.spin.min(Duration::from_nanos(u64::from(self.spin_ns)))
     }
 
@@ -141,7 +207,7 @@ impl Learned {
 
     /// A wait found its data while spinning.
     pub(crate) fn found_spinning(&mut self, s: &WaitStrategy) {
-        let d = self.spin(s);
+        let d = self.learned_spin(s);
         self.set(s, (d * 2).max(SPIN_STEP));
     }
 
@@ -153,7 +219,7 @@ impl Learned {
         } else if elapsed < s.spin {
             // Nobody else wanted our CPU and the data came within the full spin budget:
             // spinning would have met it without a system call.
-            let d = self.spin(s);
+            let d = self.learned_spin(s);
             self.set(s, (d * 2).max(elapsed * 2).max(SPIN_STEP));
         }
     }
@@ -166,7 +232,7 @@ impl Learned {
     /// A wait is about to park (counted once per wait).
     pub(crate) fn parked(&mut self, s: &WaitStrategy) {
         if !std::mem::replace(&mut self.has_parked, true) {
-            let d = self.spin(s);
+            let d = self.learned_spin(s);
             self.set(s, d / 2);
         }
     }

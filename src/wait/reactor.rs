@@ -41,6 +41,8 @@ pub(crate) struct AsyncState {
     machinery: Option<Machinery>,
     /// Whether an async announcement may be standing in our record.
     parked: bool,
+    /// The spin budget of the current wait (chosen when it began).
+    spin: std::time::Duration,
 }
 
 /// What a handle adds to [`Park`] for async waits.
@@ -159,10 +161,12 @@ fn poll_wait<P: AsyncPark, R>(
                 return Poll::Ready(done.map(|r| r.expect("matched Some")));
             }
         }
-        let spin = p.learned().spin(&strategy);
         let t0 = match *started {
             Some(t) => t,
             None => {
+                let peer = p.meet_peer(super::this_cpu());
+                let spin = p.learned().spin(&strategy, peer);
+                p.async_state().spin = spin;
                 // A new wait: its first spin round reads no clock.
                 if !spin.is_zero() {
                     for _ in 0..SPIN_ROUND {
@@ -180,6 +184,7 @@ fn poll_wait<P: AsyncPark, R>(
                 *started.insert(Instant::now())
             }
         };
+        let spin = p.async_state().spin;
         // Spin phase, inline: a peer that answers within the spin budget is met without a
         // trip through the executor (whose scheduler polls its I/O driver every few dozen
         // ticks: a syscall we would otherwise cause while waiting). The clock is read once a
