@@ -37,20 +37,21 @@
 //! peer that is killed is still seen at the liveness interval, and the park protocol (no lost
 //! wake-ups) is the same.
 //!
-//! Measured on the team's 2-vCPU VM while another engineer's builds ran (load 4-5), `cargo
-//! bench --bench async` (5 alternating rounds, medians; "before" is the executor-only yield,
-//! 3 rounds, `BENCH_ROUNDS=3 BENCH_ONLY=hot,64`):
+//! Measured on the team's 2-vCPU VM while another engineer's builds ran (load 4-5),
+//! `BENCH_ONLY=hot,64 cargo bench --bench async` (5 alternating rounds, medians; "before" is
+//! the executor-only yield, 3 rounds):
 //!
 //! | placement | hot RTT p50, before -> now | 64 B one-way, before -> now |
 //! |---|---|---|
-//! | both on one CPU | 225 µs -> 4.8 µs (0.28x the hot floor) | 0.94 -> 6.2 M msg/s (2.1x tokio mpsc) |
-//! | each on its own CPU | 0.99 µs -> 0.38 µs (0.63x the floor) | 1.6 -> 1.0 M msg/s (1.8x tokio mpsc) |
-//! | beside a CPU burner | 1.0 µs -> 5.3 µs (0.29x the floor) | 0.65 -> 5.1 M msg/s (0.98x tokio mpsc) |
+//! | unpinned | - -> 5.4 µs (0.29x the hot floor) | - -> 9.6 M msg/s (1.9x tokio mpsc) |
+//! | both on one CPU | 225 µs -> 5.9 µs (0.31x) | 0.94 -> 9.2 M msg/s (1.9x) |
+//! | each on its own CPU | 0.99 µs -> 0.94 µs (1.7x) | 1.6 -> 1.8 M msg/s (2.0x) |
+//! | beside a CPU burner | 1.0 µs -> 6.1 µs (0.37x) | 0.65 -> 7.5 M msg/s (1.6x) |
 //!
-//! The learned budget cannot tell the peer from an unrelated task on our CPU: on a loaded
-//! machine it often stops spinning although the peer runs elsewhere (hot RTT p50 ~5 µs, a
-//! `sched_yield` per hop, instead of ~0.4 µs). A "running on CPU n" word in the participant
-//! record would tell them apart (not done yet).
+//! (The hot floor also hands the CPU to the OS every 16th check, else it starves itself when
+//! its two sides share a CPU.) Known miss: with many peers (MPMC `worker_pool`, 8 workers on
+//! 2 CPUs) there is no CPU word to read and the learned budget makes the pool ~1.7x slower
+//! than the executor-only yield did (13-15 s against 7-8 s for 200 k jobs, alternating runs).
 //!
 //! Everything a waiting handle does lives in this module, below the channel types:
 //!
