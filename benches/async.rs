@@ -2,7 +2,8 @@
 //!
 //! - RTT, hot: shmchan async ping-pong with the default `WaitStrategy`, against the *async hot
 //!   floor*: two processes, each a tokio current_thread runtime, ping-pong one shared word,
-//!   the waiting task re-checking and `yield_now().await`-ing.
+//!   the waiting task re-checking and `yield_now().await`-ing (every 16th check also
+//!   `std::thread::yield_now()`, so that the floor itself survives sharing a CPU).
 //! - RTT, cold: shmchan with `WaitStrategy::park_only()`, against the *async cold floor*: the
 //!   same with the waiting task always parked on an eventfd in `AsyncFd`.
 //! - One-way throughput at 64 B, 1 KiB, 64 KiB: shmchan async across processes, against
@@ -12,9 +13,12 @@
 //!   `feed` + `flush` every 64 frames.
 //!
 //! Every comparison alternates its sides (A B A B ..., `ROUNDS` rounds) and reports the
-//! median ratio: single figures on this VM drift 2-4x with vCPU placement.
+//! median ratio: single figures on this VM drift 2-4x with vCPU placement. Each runs in every
+//! placement of `support/placement.rs` (unpinned, both on one CPU, each on its own CPU, beside
+//! a CPU burner), against the same placement of its baseline; RTTs report p50 / p99 / p99.9.
 //!
-//! `cargo bench --bench async`
+//! `cargo bench --bench async` (`BENCH_PLACEMENTS=one-cpu,busy`, `BENCH_ROUNDS=7`,
+//! `BENCH_ONLY=rtt` or `BENCH_ONLY=64` narrow a run).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command};
@@ -27,8 +31,20 @@ use shmchan::{Options, Segment, WaitStrategy, spsc};
 use tokio::io::unix::AsyncFd;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+#[path = "support/placement.rs"]
+mod placement;
+use placement::{Placement, median, quantile};
+
 const ROUNDS: usize = 5;
 const TRIPS: u64 = 20_000;
+
+/// RTT percentiles of one round: p50, p99, p99.9.
+type Rtt = [Duration; 3];
+
+fn percentiles(mut v: Vec<Duration>) -> Rtt {
+    v.sort();
+    [quantile(&v, 0.5), quantile(&v, 0.99), quantile(&v, 0.999)]
+}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -37,8 +53,8 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn spawn(role: &str, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+fn spawn(pl: Placement, role: &str, args: &[&str]) -> Child {
+    pl.child(&mut Command::new(std::env::current_exe().unwrap()))
         .env("ASYNC_BENCH_ROLE", role)
         .env("ASYNC_BENCH_ARGS", args.join(","))
         .spawn()
@@ -66,6 +82,19 @@ fn wait_of(mode: &str) -> WaitStrategy {
         WaitStrategy::park_only()
     } else {
         WaitStrategy::default()
+    }
+}
+
+/// The hot floor's wait: re-check, yield to the executor; every 16th check also hands the CPU
+/// to the OS, without which two such loops on one CPU wait out a scheduler tick per hop.
+async fn floor_wait(word: &std::sync::atomic::AtomicU64, want: u64) {
+    let mut n = 0u32;
+    while word.load(Ordering::Acquire) != want {
+        n = n.wrapping_add(1);
+        if n % 16 == 0 {
+            std::thread::yield_now();
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -110,9 +139,7 @@ async fn child(role: &str, args: &[String]) {
             let seg = Segment::open(&args[0], shmchan::Mode::ReadWrite).unwrap();
             let word = seg.atomic_u64(0).unwrap();
             for i in 0..TRIPS + 100 {
-                while word.load(Ordering::Acquire) != 2 * i + 1 {
-                    tokio::task::yield_now().await;
-                }
+                floor_wait(word, 2 * i + 1).await;
                 word.store(2 * i + 2, Ordering::Release);
             }
         }
@@ -159,12 +186,12 @@ async fn child(role: &str, args: &[String]) {
     }
 }
 
-async fn shm_rtt(mode: &str) -> Duration {
+async fn shm_rtt(pl: Placement, mode: &str) -> Rtt {
     let (a, b) = (name(&format!("a-{mode}")), name(&format!("b-{mode}")));
     let w = wait_of(mode);
     let mut tx = spsc::Producer::create(&a, opts(64, w)).unwrap();
     let mut rx = spsc::Consumer::create(&b, opts(64, w)).unwrap();
-    let c = spawn("echo", &[&a, &b, mode]);
+    let c = spawn(pl, "echo", &[&a, &b, mode]);
     let mut rtt = Vec::with_capacity(TRIPS as usize);
     for i in 0..TRIPS + 100 {
         let t = Instant::now();
@@ -178,39 +205,36 @@ async fn shm_rtt(mode: &str) -> Duration {
     stop(c);
     let _ = Segment::unlink(&a);
     let _ = Segment::unlink(&b);
-    rtt.sort();
-    rtt[rtt.len() / 2]
+    percentiles(rtt)
 }
 
-async fn floor_hot() -> Duration {
+async fn floor_hot(pl: Placement) -> Rtt {
     let n = name("floor");
     let seg = Segment::options()
         .unlink_on_drop(true)
         .create(&n, 4096)
         .unwrap();
     let word = seg.atomic_u64(0).unwrap();
-    let c = spawn("floor-hot", &[&n]);
+    let c = spawn(pl, "floor-hot", &[&n]);
     let mut rtt = Vec::with_capacity(TRIPS as usize);
     for i in 0..TRIPS + 100 {
         let t = Instant::now();
         word.store(2 * i + 1, Ordering::Release);
-        while word.load(Ordering::Acquire) != 2 * i + 2 {
-            tokio::task::yield_now().await;
-        }
+        floor_wait(word, 2 * i + 2).await;
         if i >= 100 {
             rtt.push(t.elapsed());
         }
     }
     stop(c);
-    rtt.sort();
-    rtt[rtt.len() / 2]
+    percentiles(rtt)
 }
 
-async fn floor_cold() -> Duration {
+async fn floor_cold(pl: Placement) -> Rtt {
     // Without CLOEXEC so that the child inherits them under the same numbers.
     let ping = rustix::event::eventfd(0, rustix::event::EventfdFlags::empty()).unwrap();
     let pong = rustix::event::eventfd(0, rustix::event::EventfdFlags::empty()).unwrap();
     let c = spawn(
+        pl,
         "floor-cold",
         &[&ping.as_raw_fd().to_string(), &pong.as_raw_fd().to_string()],
     );
@@ -226,14 +250,13 @@ async fn floor_cold() -> Duration {
         }
     }
     stop(c);
-    rtt.sort();
-    rtt[rtt.len() / 2]
+    percentiles(rtt)
 }
 
-async fn shm_throughput(size: usize, n: u64) -> f64 {
+async fn shm_throughput(pl: Placement, size: usize, n: u64) -> f64 {
     let nm = name(&format!("tp{size}"));
     let mut rx = spsc::Consumer::create(&nm, opts(size, WaitStrategy::default())).unwrap();
-    let c = spawn("send-shm", &[&nm, &size.to_string()]);
+    let c = spawn(pl, "send-shm", &[&nm, &size.to_string()]);
     for _ in 0..1000 {
         rx.recv().await.unwrap();
     }
@@ -248,11 +271,12 @@ async fn shm_throughput(size: usize, n: u64) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
-fn tokio_mpsc_throughput(size: usize, n: u64) -> f64 {
+fn tokio_mpsc_throughput(pl: Placement, size: usize, n: u64) -> f64 {
     macro_rules! run {
         ($make:expr) => {{
             let (tx, mut rx) = tokio::sync::mpsc::channel(256);
             let producer = std::thread::spawn(move || {
+                placement::pin(pl.peer_cpu());
                 rt().block_on(async move { while tx.send($make).await.is_ok() {} })
             });
             let took = rt().block_on(async {
@@ -277,12 +301,12 @@ fn tokio_mpsc_throughput(size: usize, n: u64) -> f64 {
     }
 }
 
-async fn uds_throughput(size: usize, n: u64) -> f64 {
+async fn uds_throughput(pl: Placement, size: usize, n: u64) -> f64 {
     let path =
         std::env::temp_dir().join(format!("shmchan-bench-async-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let l = tokio::net::UnixListener::bind(&path).unwrap();
-    let c = spawn("send-uds", &[path.to_str().unwrap(), &size.to_string()]);
+    let c = spawn(pl, "send-uds", &[path.to_str().unwrap(), &size.to_string()]);
     let (s, _) = l.accept().await.unwrap();
     let mut framed = Framed::new(s, LengthDelimitedCodec::new());
     for _ in 0..1000 {
@@ -299,13 +323,14 @@ async fn uds_throughput(size: usize, n: u64) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 fn main() {
+    placement::burn_if_asked();
     if let Ok(role) = std::env::var("ASYNC_BENCH_ROLE") {
+        placement::pin_from_env();
         let args: Vec<String> = std::env::var("ASYNC_BENCH_ARGS")
             .unwrap()
             .split(',')
@@ -317,50 +342,68 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let only = std::env::var("BENCH_ONLY").ok();
+    let want = |what: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == what))
+    };
+    let rounds = placement::rounds(ROUNDS);
     let rt = rt();
-    println!("shmchan async benchmarks; {ROUNDS} alternating rounds per comparison, medians");
-    for mode in ["hot", "cold"] {
-        let (mut s, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            let a = rt.block_on(shm_rtt(mode)).as_secs_f64();
-            let b = rt
-                .block_on(if mode == "hot" {
-                    Box::pin(floor_hot())
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = Duration>>>
+    println!("shmchan async benchmarks; {rounds} alternating rounds per comparison, medians");
+    for pl in Placement::selected() {
+        let _in = pl.enter();
+        let p = pl.name();
+        for mode in ["hot", "cold"] {
+            if !want("rtt") && !want(mode) {
+                continue;
+            }
+            let (mut s, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let a = rt.block_on(shm_rtt(pl, mode));
+                let b = if mode == "hot" {
+                    rt.block_on(floor_hot(pl))
                 } else {
-                    Box::pin(floor_cold())
-                })
-                .as_secs_f64();
-            s.push(a);
-            f.push(b);
-            r.push(a / b);
+                    rt.block_on(floor_cold(pl))
+                };
+                r.push(us(a[0]) / us(b[0]));
+                s.push(a);
+                f.push(b);
+            }
+            let m = |v: &[Rtt], k: usize| median(v.iter().map(|x| us(x[k])).collect());
+            println!(
+                "[{p:>8}] async RTT {mode:>4}: shmchan p50/p99/p99.9 {:>7.2}/{:>8.2}/{:>8.2} µs | {mode} floor {:>7.2}/{:>8.2}/{:>8.2} µs | median ratio p50 shmchan/floor {:.2}",
+                m(&s, 0),
+                m(&s, 1),
+                m(&s, 2),
+                m(&f, 0),
+                m(&f, 1),
+                m(&f, 2),
+                median(r)
+            );
         }
-        println!(
-            "async RTT p50, {mode:>4}: shmchan {:>8.2} µs | {mode} floor {:>8.2} µs | median ratio shmchan/floor {:.2}",
-            median(s) * 1e6,
-            median(f) * 1e6,
-            median(r)
-        );
-    }
-    for (size, n) in [(64usize, 1_000_000u64), (1024, 300_000), (65536, 10_000)] {
-        let (mut s, mut m, mut u, mut rm, mut ru) = (vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..ROUNDS {
-            let a = rt.block_on(shm_throughput(size, n));
-            let b = tokio_mpsc_throughput(size, n);
-            let c = rt.block_on(uds_throughput(size, n));
-            rm.push(a / b);
-            ru.push(a / c);
-            s.push(a);
-            m.push(b);
-            u.push(c);
+        for (size, n) in [(64usize, 1_000_000u64), (1024, 300_000), (65536, 10_000)] {
+            if !want(&size.to_string()) {
+                continue;
+            }
+            let (mut s, mut m, mut u, mut rm, mut ru) = (vec![], vec![], vec![], vec![], vec![]);
+            for _ in 0..rounds {
+                let a = rt.block_on(shm_throughput(pl, size, n));
+                let b = tokio_mpsc_throughput(pl, size, n);
+                let c = rt.block_on(uds_throughput(pl, size, n));
+                rm.push(a / b);
+                ru.push(a / c);
+                s.push(a);
+                m.push(b);
+                u.push(c);
+            }
+            println!(
+                "[{p:>8}] async one-way {size:>5} B: shmchan {:>6.2} M msg/s | tokio mpsc in-process {:>6.2} M/s | UnixStream Framed {:>6.2} M/s | median ratios {:.2}x mpsc, {:.2}x UnixStream",
+                median(s) / 1e6,
+                median(m) / 1e6,
+                median(u) / 1e6,
+                median(rm),
+                median(ru)
+            );
         }
-        println!(
-            "async one-way {size:>5} B: shmchan {:>6.2} M msg/s | tokio mpsc in-process {:>6.2} M/s | UnixStream Framed {:>6.2} M/s | median ratios {:.2}x mpsc, {:.2}x UnixStream",
-            median(s) / 1e6,
-            median(m) / 1e6,
-            median(u) / 1e6,
-            median(rm),
-            median(ru)
-        );
     }
 }

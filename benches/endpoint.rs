@@ -3,9 +3,12 @@
 //! 1, 4 and 16 client processes. Each client makes `REQUESTS` requests one at a time and
 //! reports its median round trip; the server measures requests per second over the run.
 //! The two transports alternate (A B A B ..., `ROUNDS` rounds) and the median ratios are
-//! printed: the VM's figures drift with vCPU placement.
+//! printed: the VM's figures drift with vCPU placement. Every comparison runs in each
+//! placement of `support/placement.rs` (unpinned; server and clients on one CPU; server on
+//! CPU 0, clients on CPU 1; unpinned beside a CPU burner).
 //!
-//! `cargo bench --bench endpoint`
+//! `cargo bench --bench endpoint` (`BENCH_PLACEMENTS=one-cpu`, `BENCH_ROUNDS=7`,
+//! `BENCH_CLIENTS=1,4` narrow a run).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +16,10 @@ use std::time::{Duration, Instant};
 use shmchan::Options;
 use shmchan::endpoint::{Endpoint, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "support/placement.rs"]
+mod placement;
+use placement::{Placement, median, quantile};
 
 const REQUESTS: u64 = 5_000;
 const ROUNDS: usize = 5;
@@ -24,8 +31,8 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Client: returns its median RTT in nanoseconds.
-async fn client(transport: &str, addr: &str) -> u128 {
+/// Client: returns its RTT p50 and p99 in nanoseconds.
+async fn client(transport: &str, addr: &str) -> (u128, u128) {
     let mut rtt = Vec::with_capacity(REQUESTS as usize);
     if transport == "shm" {
         let mut ep = Endpoint::connect(addr).await.unwrap();
@@ -50,12 +57,15 @@ async fn client(transport: &str, addr: &str) -> u128 {
         }
     }
     rtt.sort();
-    rtt[rtt.len() / 2].as_nanos()
+    (
+        quantile(&rtt, 0.5).as_nanos(),
+        quantile(&rtt, 0.99).as_nanos(),
+    )
 }
 
 /// Server for one round: serves `n` clients; returns (requests per second, median of the
-/// clients' median RTTs).
-fn round(transport: &str, n: usize) -> (f64, Duration) {
+/// clients' RTT p50s, median of their p99s).
+fn round(pl: Placement, transport: &str, n: usize) -> (f64, Duration, Duration) {
     let pid = std::process::id();
     let addr = if transport == "shm" {
         format!("/shmchan-bench-ep-{pid}")
@@ -72,7 +82,7 @@ fn round(transport: &str, n: usize) -> (f64, Duration) {
         let uds = (transport == "uds").then(|| tokio::net::UnixListener::bind(&addr).unwrap());
         let children: Vec<_> = (0..n)
             .map(|_| {
-                Command::new(std::env::current_exe().unwrap())
+                pl.child(&mut Command::new(std::env::current_exe().unwrap()))
                     .env("EP_BENCH_ROLE", transport)
                     .env("EP_BENCH_ADDR", &addr)
                     .stdout(Stdio::piped())
@@ -109,53 +119,79 @@ fn round(transport: &str, n: usize) -> (f64, Duration) {
         }
         while tasks.join_next().await.is_some() {}
         let took = t.elapsed();
-        let mut medians: Vec<u128> = children
+        let (mut p50s, mut p99s): (Vec<f64>, Vec<f64>) = children
             .into_iter()
             .map(|c| {
                 let out = c.wait_with_output().unwrap();
-                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+                let out = String::from_utf8_lossy(&out.stdout);
+                let mut it = out.split_whitespace().map(|x| x.parse::<f64>().unwrap());
+                (it.next().unwrap(), it.next().unwrap())
             })
-            .collect();
-        medians.sort();
+            .unzip();
         let _ = std::fs::remove_file(&addr);
         (
             (n as u64 * REQUESTS) as f64 / took.as_secs_f64(),
-            Duration::from_nanos(medians[medians.len() / 2] as u64),
+            Duration::from_nanos(median(std::mem::take(&mut p50s)) as u64),
+            Duration::from_nanos(median(std::mem::take(&mut p99s)) as u64),
         )
     })
 }
 
 fn main() {
+    placement::burn_if_asked();
     if let Ok(transport) = std::env::var("EP_BENCH_ROLE") {
+        placement::pin_from_env();
         let addr = std::env::var("EP_BENCH_ADDR").unwrap();
-        println!("{}", rt().block_on(client(&transport, &addr)));
+        let (p50, p99) = rt().block_on(client(&transport, &addr));
+        println!("{p50} {p99}");
         return;
     }
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    println!("request/response, {REQUESTS} requests per client, {ROUNDS} alternating rounds:");
-    for n in [1usize, 4, 16] {
-        let mut rps_ratio = Vec::new();
-        let mut rtt_ratio = Vec::new();
-        let (mut last_shm, mut last_uds) = ((0.0, Duration::ZERO), (0.0, Duration::ZERO));
-        for _ in 0..ROUNDS {
-            let s = round("shm", n);
-            let u = round("uds", n);
-            rps_ratio.push(s.0 / u.0);
-            rtt_ratio.push(u.1.as_secs_f64() / s.1.as_secs_f64());
-            (last_shm, last_uds) = (s, u);
+    let rounds = placement::rounds(ROUNDS);
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_else(|_| vec![1, 4, 16]);
+    println!(
+        "request/response, {REQUESTS} requests per client, {rounds} alternating rounds, medians:"
+    );
+    for pl in Placement::selected() {
+        let _in = pl.enter();
+        for &n in &clients {
+            let (mut rps_ratio, mut rtt_ratio) = (Vec::new(), Vec::new());
+            let (mut s, mut u) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let a = round(pl, "shm", n);
+                let b = round(pl, "uds", n);
+                rps_ratio.push(a.0 / b.0);
+                rtt_ratio.push(b.1.as_secs_f64() / a.1.as_secs_f64());
+                s.push(a);
+                u.push(b);
+            }
+            let m = |v: &[(f64, Duration, Duration)], k: usize| {
+                median(
+                    v.iter()
+                        .map(|x| match k {
+                            0 => x.0,
+                            1 => x.1.as_secs_f64() * 1e6,
+                            _ => x.2.as_secs_f64() * 1e6,
+                        })
+                        .collect(),
+                )
+            };
+            println!(
+                "[{:>8}] {n:>2} clients: shmchan {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | UnixStream {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | median ratios: {:.2}x req/s, {:.2}x lower RTT p50",
+                pl.name(),
+                m(&s, 0),
+                m(&s, 1),
+                m(&s, 2),
+                m(&u, 0),
+                m(&u, 1),
+                m(&u, 2),
+                median(rps_ratio),
+                median(rtt_ratio)
+            );
         }
-        rps_ratio.sort_by(f64::total_cmp);
-        rtt_ratio.sort_by(f64::total_cmp);
-        println!(
-            "{n:>2} clients: shmchan {:>9.0} req/s, RTT p50 {:>9.2?} | UnixStream {:>9.0} req/s, RTT p50 {:>9.2?} (last round) | median ratios: {:.1}x req/s, {:.1}x lower RTT",
-            last_shm.0,
-            last_shm.1,
-            last_uds.0,
-            last_uds.1,
-            rps_ratio[ROUNDS / 2],
-            rtt_ratio[ROUNDS / 2]
-        );
     }
 }

@@ -15,10 +15,10 @@ use crate::loom::Ordering;
 use crate::ring::{self, Geometry, Ring};
 use crate::segment::{Mode, Segment, SegmentOptions};
 use crate::sys::process::ProcessId;
-use crate::wait::WaitStrategy;
 use crate::wait::blocking::Park;
 use crate::wait::protocol::{AUX_PARKED, AUX_TOKEN, Bells, Sleepers, WaitSet};
 use crate::wait::reactor::{AsyncPark, AsyncState};
+use crate::wait::{AUX_CPU, Learned, PeerCpu, WaitStrategy};
 
 /// Which side a handle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,8 @@ pub(super) struct Core {
     pub(super) bells: Bells,
     /// Doorbell, pid watches and announcement state of a handle used from async code.
     pub(super) async_state: AsyncState,
+    /// What this handle's recent waits needed (`wait/mod.rs`).
+    pub(super) learned: Learned,
     /// Whether `count_in` ran (a failed attach leaves without touching the counters).
     pub(super) counted: bool,
     /// Lifetime::Creator channels: the creator's process was found dead (liveness check).
@@ -360,6 +362,7 @@ impl Core {
             abandoned: 0,
             bells: Bells::default(),
             async_state: AsyncState::default(),
+            learned: Learned::default(),
             counted: false,
             creator_gone: false,
         };
@@ -571,6 +574,29 @@ impl Drop for Core {
 impl Park for Core {
     fn strategy(&self) -> WaitStrategy {
         self.wait
+    }
+    fn learned(&mut self) -> &mut Learned {
+        &mut self.learned
+    }
+    fn meet_peer(&mut self, cpu: u64) -> PeerCpu {
+        let peers = self.records(self.side.other());
+        if cpu == 0 || peers.len() != 1 {
+            return PeerCpu::Unknown;
+        }
+        // Relaxed (both): a hint for the wait policy; nothing else is ordered by it.
+        if let Ok(w) = self.layout.aux_word(self.reg().index(), AUX_CPU) {
+            if w.load(Ordering::Relaxed) != cpu {
+                w.store(cpu, Ordering::Relaxed);
+            }
+        }
+        match self.layout.aux_word(peers.start, AUX_CPU) {
+            Ok(w) => match w.load(Ordering::Relaxed) {
+                0 => PeerCpu::Unknown,
+                c if c == cpu => PeerCpu::Same,
+                _ => PeerCpu::Other,
+            },
+            Err(_) => PeerCpu::Unknown,
+        }
     }
     fn liveness_interval(&self) -> Duration {
         self.liveness_interval

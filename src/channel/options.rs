@@ -82,7 +82,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             slot_size: 1472,
-            capacity: 144,
+            capacity: 128,
             wait: WaitStrategy::default(),
             liveness_interval: Duration::from_millis(100),
             init_timeout: layout::DEFAULT_INIT_TIMEOUT,
@@ -96,7 +96,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Defaults: slot size 1472 bytes, capacity 144 slots (the reference framework's), default
+    /// Defaults: slot size 1472 bytes, capacity 128 slots (a power of two: indices by mask, not a
+    /// 64-bit division; the reference framework has 144), default
     /// [`WaitStrategy`], liveness interval 100 ms, permissions 0600, 64 participants for
     /// MPSC/MPMC, [`Unlink::LastOut`].
     pub fn new() -> Self {

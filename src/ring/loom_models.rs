@@ -170,6 +170,35 @@ fn loom_mpmc_two_by_two_exactly_once() {
     });
 }
 
+/// The intent a claim stores (Relaxed) is visible to whoever sees the counter past the
+/// claimed position (a repairer's Acquire load of tail), through the claim CAS's Release;
+/// also after a second producer's claim moved the counter further.
+#[test]
+fn loom_mpmc_claim_publishes_its_intent() {
+    loom::model(|| {
+        let r = ring(2);
+        let (i1, i2) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (ra, ia) = (r.clone(), i1.clone());
+        let a = thread::spawn(move || mpmc::claim_send(&ra, &ia).unwrap().unwrap());
+        let (rb, ib) = (r.clone(), i2.clone());
+        let b = thread::spawn(move || mpmc::claim_send(&rb, &ib).unwrap().unwrap());
+        // A repairer: the counter past `p` means the holder of `p` has its intent visible.
+        let tail = r.tail().load(crate::loom::Ordering::Acquire);
+        let seen = [
+            i1.load(crate::loom::Ordering::Relaxed),
+            i2.load(crate::loom::Ordering::Relaxed),
+        ];
+        for p in 0..tail {
+            assert!(
+                seen.contains(&(p + 1)),
+                "tail {tail} but no intent for {p}: {seen:?}"
+            );
+        }
+        let (pa, pb) = (a.join().unwrap(), b.join().unwrap());
+        assert_ne!(pa, pb);
+    });
+}
+
 /// A producer that claims a position and "dies" (stops) before publishing leaves its intent;
 /// the repair releases exactly that slot, once, and the consumer sees the live producer's
 /// message after the abandoned one.

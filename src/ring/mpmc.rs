@@ -47,12 +47,15 @@ fn claim(
         // An abandoned slot (tagged by a repair) counts as published for its position.
         let d = dist(seq & !ABANDONED_TAG, pos.wrapping_add(offset));
         if d == 0 {
-            // SeqCst: the intent must be visible before the CAS that claims `pos` (the CAS is
-            // Release for the same reason); a repairer that sees the counter past `pos` sees
-            // this intent. AcqRel on success: Acquire pairs with the previous claimer's CAS
-            // (its intent store happens before our claim), Release publishes our intent to a
-            // repairer that Acquires the counter (`blocked_at`).
-            intent.store(pos.wrapping_add(1), Ordering::SeqCst);
+            // Relaxed: the CAS below orders it. Its Release (on success) publishes this
+            // intent to a repairer whose Acquire load of the counter (`blocked_at`) sees the
+            // claim or any later claim (every write of the counter is a CAS, so all of them are
+            // in the release sequence of ours); a repairer that sees the counter past `pos`
+            // therefore sees this intent (loom: `loom_mpmc_claim_publishes_its_intent`). An
+            // intent left by a failed CAS names a position we do not hold, which only makes a
+            // repairer wait while we live. AcqRel on success: Acquire pairs with the previous
+            // claimer's CAS (its intent store happens before our claim).
+            intent.store(pos.wrapping_add(1), Ordering::Relaxed);
             match counter.compare_exchange_weak(
                 pos,
                 pos.wrapping_add(1),

@@ -4,7 +4,8 @@
 //! head) and releasing the slot (the store of its sequence). The participant table lets us
 //! prove a claimer dead (pid + start time), so we repair only then, never on a timeout alone.
 //!
-//! Before each CAS a party stores `intent = p + 1` (SeqCst) in its participant record, and
+//! Before each CAS a party stores `intent = p + 1` (Relaxed: the CAS's Release publishes it to
+//! whoever Acquires the counter past `p`) in its participant record, and
 //! clears it after its sequence store, so a live party holds position `p` only while its intent
 //! is `p + 1`. A slot stuck at `p` (a consumer sees `seq == p` while `tail > p`) whose every
 //! intent holder is dead (or that no live record claims) is repaired by CAS of `seq` from `p` to

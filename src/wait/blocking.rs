@@ -1,6 +1,6 @@
 //! The wait loop of blocking and timed calls (`send_blocking`, `recv_timeout`, ...): spin,
-//! then yield the thread, then park on the side's futex word, per the [`WaitStrategy`], with a
-//! liveness check after every park.
+//! then hand the CPU to the OS, then park on the side's futex word, per the [`WaitStrategy`]
+//! and the handle's `Learned` budget, with a liveness check after every park.
 //!
 //! It knows nothing of rings or channels: the caller supplies the attempt (claim a slot, take
 //! a message) and implements [`Park`] for its handle. May call `protocol` and `sys` only.
@@ -8,8 +8,8 @@
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use super::WaitStrategy;
 use super::protocol::{PARK_FUTEX, Sleepers};
+use super::{Learned, PeerCpu, SPIN_ROUND, WaitStrategy, this_cpu};
 use crate::error::Result;
 
 /// What a handle gives the wait loops: its budget, its parked word and side, and the check
@@ -17,6 +17,11 @@ use crate::error::Result;
 pub(crate) trait Park {
     /// The spin / yield / park budget.
     fn strategy(&self) -> WaitStrategy;
+    /// What the handle's recent waits needed (the adaptive spin budget).
+    fn learned(&mut self) -> &mut Learned;
+    /// Publishes `cpu` (see `this_cpu`) as where this handle waits, and says where its peer
+    /// last waited.
+    fn meet_peer(&mut self, cpu: u64) -> PeerCpu;
     /// The longest a park lasts before the liveness check runs.
     fn liveness_interval(&self) -> Duration;
     /// The waiting side's sleepers and this handle's parked word.
@@ -26,54 +31,94 @@ pub(crate) trait Park {
     fn after_park(&mut self) -> Result<()>;
 }
 
-/// Tries `attempt` until it gives a value, waiting per the handle's strategy in between, or
-/// until `deadline` passes (`Ok(None)`).
+/// Tries `attempt` until it gives a value, waiting per the handle's strategy and what its
+/// recent waits needed (the policy in the [module docs](super)) in between, or until
+/// `deadline` passes (`Ok(None)`).
 pub(crate) fn block<P: Park, R>(
     p: &mut P,
     deadline: Option<Instant>,
     mut attempt: impl FnMut(&mut P) -> Result<Option<R>>,
 ) -> Result<Option<R>> {
-    let start = Instant::now();
     let strategy = p.strategy();
-    let mut n: u32 = 0;
+    if let Some(r) = attempt(p)? {
+        return Ok(Some(r));
+    }
+    let peer = p.meet_peer(this_cpu());
+    let spin = p.learned().spin(&strategy, peer);
+    // Spin phase, its first round clock-free.
+    if !spin.is_zero() && deadline.is_none() {
+        for _ in 0..SPIN_ROUND {
+            std::hint::spin_loop();
+            if let Some(r) = attempt(p)? {
+                p.learned().found_spinning(&strategy);
+                return Ok(Some(r));
+            }
+        }
+    }
+    let start = Instant::now();
+    p.learned().begin();
+    let past = |now: Instant| deadline.is_some_and(|d| now >= d);
     loop {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(start);
+        if past(now) || elapsed >= spin {
+            break;
+        }
+        for _ in 0..SPIN_ROUND {
+            std::hint::spin_loop();
+            if let Some(r) = attempt(p)? {
+                p.learned().found_spinning(&strategy);
+                return Ok(Some(r));
+            }
+        }
+    }
+    // Yield phase: hand the CPU to the OS between checks.
+    loop {
+        let now = Instant::now();
+        if past(now) {
+            return Ok(None);
+        }
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= strategy.yield_duration() {
+            break;
+        }
+        let switched = p.learned().os_yield();
         if let Some(r) = attempt(p)? {
+            p.learned().found_yielding(&strategy, elapsed);
             return Ok(Some(r));
         }
-        // The clock is read once every 32 attempts while spinning.
-        let now = if n % 32 == 0 { Instant::now() } else { start };
+        if switched {
+            // Another task ran and our peer did not answer: park rather than yield to it again.
+            break;
+        }
+    }
+    // Park phase.
+    p.learned().parked(&strategy);
+    loop {
+        let mut timeout = p.liveness_interval();
         if let Some(d) = deadline {
-            if now >= d {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Ok(None);
             }
+            timeout = timeout.min(left);
         }
-        n = n.wrapping_add(1);
-        match strategy.phase(now.saturating_duration_since(start)) {
-            super::Phase::Spin => std::hint::spin_loop(),
-            super::Phase::Yield => std::thread::yield_now(),
-            super::Phase::Park => {
-                let mut timeout = p.liveness_interval();
-                if let Some(d) = deadline {
-                    timeout = timeout.min(d.saturating_duration_since(Instant::now()));
-                }
-                let seq = {
-                    let (sl, parked) = p.parking();
-                    sl.announce(parked, PARK_FUTEX)
-                };
-                // Re-check after announcing (protocol step 3).
-                let r = attempt(p);
-                if !matches!(r, Ok(None)) {
-                    let (sl, parked) = p.parking();
-                    sl.retract(parked);
-                    return r;
-                }
-                {
-                    let (sl, parked) = p.parking();
-                    sl.sleep(seq, timeout);
-                    sl.retract(parked);
-                }
-                p.after_park()?;
-            }
+        let seq = {
+            let (sl, parked) = p.parking();
+            sl.announce(parked, PARK_FUTEX)
+        };
+        // Re-check after announcing (protocol step 3).
+        let r = attempt(p);
+        if !matches!(r, Ok(None)) {
+            let (sl, parked) = p.parking();
+            sl.retract(parked);
+            return r;
         }
+        {
+            let (sl, parked) = p.parking();
+            sl.sleep(seq, timeout);
+            sl.retract(parked);
+        }
+        p.after_park()?;
     }
 }

@@ -2,9 +2,10 @@
 //! park on a doorbell registered in the runtime's reactor, with the peers' pidfds registered
 //! beside it so that a death wakes the task at once.
 //!
-//! A pending operation first spins inside `poll` for the [`WaitStrategy`]'s spin budget,
-//! then yields to the executor (it wakes itself and returns `Pending`) until the yield budget
-//! is spent, which keeps a busy stream on the fast path; then it *parks*: it publishes its
+//! A pending operation first spins inside `poll` for its learned spin budget (at most the
+//! [`WaitStrategy`]'s), then, until the yield budget is spent, hands the CPU to the OS once
+//! per poll (`sched_yield`: a peer sharing our CPU runs) and yields to the executor (a
+//! deferred wake, as `tokio::task::yield_now`); then it *parks*: it publishes its
 //! doorbell token in its participant record, announces itself (`protocol.rs`), re-checks, and
 //! returns `Pending` with the doorbell and the other participants' pidfds registered in the
 //! reactor. A peer that publishes rings the doorbell (one `sendto`, only because we
@@ -12,10 +13,12 @@
 //!
 //! May call `protocol`, `blocking` (the [`Park`] trait), `runtime` and `sys`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use super::SPIN_ROUND;
 use super::blocking::Park;
 use super::protocol::PARK_DOORBELL;
 use crate::error::{Error, Result};
@@ -45,6 +48,8 @@ pub(crate) struct AsyncState {
     machinery: Option<Machinery>,
     /// Whether an async announcement may be standing in our record.
     parked: bool,
+    /// The spin budget of the current wait (chosen when it began).
+    spin: std::time::Duration,
 }
 
 /// What a handle adds to [`Park`] for async waits.
@@ -134,10 +139,45 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
     Ok(())
 }
 
-/// The async wait behind every future, stream and sink: `attempt` is tried; then spun on
-/// inline, then the task yields to the executor within the budget; then it parks in the
-/// reactor. `started` is the caller's wait start (kept across polls; reset when done).
+/// Yields to the executor the way `tokio::task::yield_now` does: under tokio the wake is
+/// deferred until the runtime has polled its driver (timers and I/O of other tasks run first);
+/// elsewhere the task wakes itself.
+fn yield_to_executor(cx: &mut Context<'_>) {
+    #[cfg(feature = "tokio")]
+    {
+        let mut y = std::pin::pin!(tokio::task::yield_now());
+        // A fresh `yield_now` registers the (deferred) wake and is pending on its first poll.
+        let _ = y.as_mut().poll(cx);
+    }
+    #[cfg(not(feature = "tokio"))]
+    cx.waker().wake_by_ref();
+}
+
+/// The async wait behind every future, stream and sink: `attempt` is tried, then spun on
+/// inline, then the task hands the CPU to the OS and yields to the executor within the
+/// budget, then it parks in the reactor (the policy in the [module docs](super)).
+/// `started` is the caller's wait start (kept across polls; reset when done).
+///
+/// Under tokio every call first takes a unit of the task's coop budget
+/// (`tokio::task::coop::poll_proceed`), consumed when the call is ready: an always-ready
+/// stream yields to other tasks once the budget is spent, as tokio's own channels do.
 pub(crate) fn poll_op<P: AsyncPark, R>(
+    p: &mut P,
+    cx: &mut Context<'_>,
+    started: &mut Option<Instant>,
+    attempt: impl FnMut(&mut P) -> Result<Option<R>>,
+) -> Poll<Result<R>> {
+    #[cfg(feature = "tokio")]
+    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+    let r = poll_wait(p, cx, started, attempt);
+    #[cfg(feature = "tokio")]
+    if r.is_ready() {
+        coop.made_progress();
+    }
+    r
+}
+
+fn poll_wait<P: AsyncPark, R>(
     p: &mut P,
     cx: &mut Context<'_>,
     started: &mut Option<Instant>,
@@ -153,32 +193,68 @@ pub(crate) fn poll_op<P: AsyncPark, R>(
                 return Poll::Ready(done.map(|r| r.expect("matched Some")));
             }
         }
-        let t0 = *started.get_or_insert_with(Instant::now);
+        let t0 = match *started {
+            Some(t) => t,
+            None => {
+                let peer = p.meet_peer(super::this_cpu());
+                let spin = p.learned().spin(&strategy, peer);
+                p.async_state().spin = spin;
+                // A new wait: its first spin round reads no clock.
+                if !spin.is_zero() {
+                    for _ in 0..SPIN_ROUND {
+                        std::hint::spin_loop();
+                        match attempt(p) {
+                            Ok(None) => {}
+                            done => {
+                                p.learned().found_spinning(&strategy);
+                                return Poll::Ready(done.map(|r| r.expect("matched Some")));
+                            }
+                        }
+                    }
+                }
+                p.learned().begin();
+                *started.insert(Instant::now())
+            }
+        };
+        let spin = p.async_state().spin;
         // Spin phase, inline: a peer that answers within the spin budget is met without a
         // trip through the executor (whose scheduler polls its I/O driver every few dozen
-        // ticks: a syscall we would otherwise cause while waiting).
-        if t0.elapsed() < strategy.spin_duration() {
-            let mut n = 0u32;
-            loop {
+        // ticks: a syscall we would otherwise cause while waiting). The clock is read once a
+        // round.
+        while t0.elapsed() < spin {
+            for _ in 0..SPIN_ROUND {
                 std::hint::spin_loop();
                 match attempt(p) {
                     Ok(None) => {}
                     done => {
+                        p.learned().found_spinning(&strategy);
                         *started = None;
                         return Poll::Ready(done.map(|r| r.expect("matched Some")));
                     }
                 }
-                n = n.wrapping_add(1);
-                if n % 64 == 0 && t0.elapsed() >= strategy.spin_duration() {
-                    break;
-                }
             }
         }
-        // Yield phase: let the executor run other tasks, then look again.
-        if t0.elapsed() < strategy.yield_duration() {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        // Yield phase: hand the CPU to the OS once (a peer sharing it runs), look again, then
+        // let the executor run other tasks before the next look.
+        let elapsed = t0.elapsed();
+        if elapsed < strategy.yield_duration() && !p.learned().gave_up_yielding() {
+            let switched = p.learned().os_yield();
+            match attempt(p) {
+                Ok(None) => {}
+                done => {
+                    p.learned().found_yielding(&strategy, elapsed);
+                    *started = None;
+                    return Poll::Ready(done.map(|r| r.expect("matched Some")));
+                }
+            }
+            // Another task ran and our peer did not answer: park rather than yield to it
+            // again (below); otherwise look again after the executor's other tasks.
+            if !switched {
+                yield_to_executor(cx);
+                return Poll::Pending;
+            }
         }
+        p.learned().parked(&strategy);
         if let Err(e) = ensure_machinery(p) {
             *started = None;
             return Poll::Ready(Err(e));
