@@ -97,6 +97,9 @@ pub(super) struct Core {
     pub(super) counted: bool,
     /// Lifetime::Creator channels: the creator's process was found dead (liveness check).
     pub(super) creator_gone: bool,
+    /// Something the handle keeps open for as long as it lives (a connected endpoint's
+    /// socket, the liveness line, shared by both halves so that `split` keeps it).
+    pub(super) keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl fmt::Debug for Core {
@@ -365,6 +368,7 @@ impl Core {
             learned: Learned::default(),
             counted: false,
             creator_gone: false,
+            keepalive: None,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by

@@ -66,6 +66,23 @@ macro_rules! common_methods {
             self.core.layout.segment()
         }
 
+        /// Keeps `thing` open for as long as this handle lives.
+        #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+        pub(crate) fn keep_alive(
+            &mut self,
+            thing: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        ) {
+            self.core.keepalive = Some(thing);
+        }
+
+        /// What [`keep_alive`](Self::keep_alive) keeps open, if anything.
+        #[cfg_attr(not(all(test, feature = "tokio")), allow(dead_code))]
+        pub(crate) fn kept_alive(
+            &self,
+        ) -> Option<&std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+            self.core.keepalive.as_ref()
+        }
+
         /// The channel's name.
         pub fn name(&self) -> &str {
             &self.core.name

@@ -238,12 +238,7 @@ async fn server_handshake(
     .await?;
     let mut ack = [0u8; 1];
     read_within(&mut stream, &mut ack, d, "waiting for the client to attach").await?;
-    Ok(Endpoint {
-        tx,
-        rx,
-        side: Side::A,
-        _line: Some(stream.into_std()?),
-    })
+    Ok(Endpoint::connected(tx, rx, Side::A, stream.into_std()?))
 }
 
 /// Options for [`Endpoint::connect_with`].
@@ -418,11 +413,54 @@ impl Endpoint {
             stream.write_all(&[1]).await.map_err(Error::Io)
         })
         .await?;
-        Ok(Endpoint {
-            tx,
-            rx,
-            side: Side::B,
-            _line: Some(stream.into_std()?),
-        })
+        Ok(Endpoint::connected(tx, rx, Side::B, stream.into_std()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream as StdUnixStream;
+
+    use super::*;
+
+    /// The server's end of the liveness line: would-block while the client keeps its end open,
+    /// end of file once the client closed it.
+    fn client_line_open(server: &Endpoint) -> bool {
+        let line = server
+            .tx
+            .kept_alive()
+            .expect("a connected endpoint keeps its line")
+            .downcast_ref::<StdUnixStream>()
+            .expect("the line is a Unix stream");
+        line.set_nonblocking(true).unwrap();
+        match (&*line).read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Ok(0) => false,
+            other => panic!("unexpected read on the line: {other:?}"),
+        }
+    }
+
+    /// `split` keeps the connection's liveness line open while either half lives (it used
+    /// to drop the socket, though the docs said it stays open).
+    #[tokio::test(flavor = "current_thread")]
+    async fn split_halves_keep_the_liveness_line_open() {
+        let name = format!("/shmchan-t-line-{}", std::process::id());
+        let mut listener = Listener::bind(&name, Options::new()).unwrap();
+        let (server, client) = tokio::join!(listener.accept(), Endpoint::connect(&name));
+        let (server, client) = (server.unwrap(), client.unwrap());
+        assert!(client_line_open(&server));
+        let (tx, rx) = client.split();
+        assert!(client_line_open(&server), "split dropped the line");
+        drop(tx);
+        assert!(
+            client_line_open(&server),
+            "the receiving half alone keeps it"
+        );
+        drop(rx);
+        assert!(
+            !client_line_open(&server),
+            "both halves gone: the line is closed"
+        );
     }
 }

@@ -53,8 +53,6 @@ pub struct Endpoint {
     tx: crate::channel::Producer<Spsc>,
     rx: Consumer<Spsc>,
     side: Side,
-    /// For connected endpoints, the Unix socket kept open as the liveness line.
-    _line: Option<std::os::unix::net::UnixStream>,
 }
 
 fn ring_names(name: &str) -> Result<(String, String)> {
@@ -102,12 +100,7 @@ impl Endpoint {
         let rx = Consumer::<Spsc>::create(in_name, opts).inspect_err(|_| {
             let _ = crate::Segment::unlink(out_name);
         })?;
-        Ok(Endpoint {
-            tx,
-            rx,
-            side,
-            _line: None,
-        })
+        Ok(Endpoint { tx, rx, side })
     }
 
     /// Attaches as `side` to the existing endpoint `name`.
@@ -124,12 +117,7 @@ impl Endpoint {
         };
         let tx = crate::channel::Producer::<Spsc>::open(out_name, opts.clone())?;
         let rx = Consumer::<Spsc>::open(in_name, opts)?;
-        Ok(Endpoint {
-            tx,
-            rx,
-            side,
-            _line: None,
-        })
+        Ok(Endpoint { tx, rx, side })
     }
 
     /// This endpoint's side.
@@ -220,9 +208,25 @@ impl Endpoint {
         self.rx.recv_timeout(timeout)
     }
 
+    /// A connected endpoint: both halves keep the socket open (the liveness line) for as long
+    /// as either lives, also after [`split`](Self::split).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn connected(
+        mut tx: crate::channel::Producer<Spsc>,
+        mut rx: Consumer<Spsc>,
+        side: Side,
+        line: std::os::unix::net::UnixStream,
+    ) -> Endpoint {
+        let line: std::sync::Arc<dyn std::any::Any + Send + Sync> = std::sync::Arc::new(line);
+        tx.keep_alive(line.clone());
+        rx.keep_alive(line);
+        Endpoint { tx, rx, side }
+    }
+
     /// Splits into the sending half (a `Sink`) and the receiving half (a `Stream`), for
     /// separate tasks. Dropping the sending half closes this direction: the peer drains, then
-    /// its stream ends.
+    /// its stream ends. A connected endpoint's socket (its liveness line) stays open while
+    /// either half lives.
     pub fn split(self) -> (crate::channel::Producer<Spsc>, Consumer<Spsc>) {
         (self.tx, self.rx)
     }

@@ -13,6 +13,7 @@
 //!
 //! May call `protocol`, `blocking` (the [`Park`] trait), `runtime` and `sys`.
 
+#[cfg(feature = "tokio")]
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
