@@ -76,7 +76,7 @@ macro_rules! common_methods {
         }
 
         /// What [`keep_alive`](Self::keep_alive) keeps open, if anything.
-        #[cfg_attr(not(all(test, feature = "tokio")), allow(dead_code))]
+        #[allow(dead_code)] // used by the endpoint tests, on the producer half only
         pub(crate) fn kept_alive(
             &self,
         ) -> Option<&std::sync::Arc<dyn std::any::Any + Send + Sync>> {
