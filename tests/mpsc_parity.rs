@@ -16,11 +16,7 @@
 //! which wakes itself, nor from the periodic liveness check).
 //!
 //! Tests marked `#[ignore = "MISSING: ..."]` state what shmchan SHOULD do and are the
-//! acceptance tests of issue 12 (run them with `--ignored`). APIs that do not exist yet are
-//! called through the shim trait [`MissingReserveMany`] at the bottom of this file, whose methods
-//! panic: once the real inherent method exists it takes precedence (inherent methods win method
-//! resolution), so the shim can simply be deleted. The shim documents the
-//! signatures these tests expect.
+//! acceptance tests of issue 12 (run them with `--ignored`).
 //!
 //! | # | tokio case | shmchan test | class |
 //! |---|---|---|---|
@@ -44,25 +40,25 @@
 //! | 18 | `send_recv_buffer_limited` | `send_recv_buffer_limited` | SAME (capacity 1: an SPSC ring; a waiting send is woken when the consumer frees the slot) |
 //! | 19 | `recv_close_gets_none_idle` | `recv_close_gets_none_idle` | SAME (was MISSING: `Consumer::close`: no new sends, queued messages drain, then `Closed`; since `Consumer::close`, `recv_many`) |
 //! | 20 | `recv_close_gets_none_reserved` | `recv_close_gets_none_reserved` | SAME (was MISSING: `Consumer::close` wakes waiting senders with `Closed`; a reservation taken before the close still delivers; since `Consumer::close`, `recv_many`) |
-//! | 21 | `failed_reserve_many_wakes_closed_receiver` | `failed_reserve_many_wakes_closed_receiver` | MISSING (async `reserve_many`, `Consumer::close`) |
-//! | 22 | `cancelled_reserve_many_wakes_closed_receiver` | `cancelled_reserve_many_wakes_closed_receiver` | MISSING (async `reserve_many`, `Consumer::close`) |
+//! | 21 | `failed_reserve_many_wakes_closed_receiver` | `failed_reserve_many_wakes_closed_receiver` | SAME (was MISSING: async `reserve_many`, `Consumer::close`; since async `reserve_many` and the closed check of `try_reserve_many`) |
+//! | 22 | `cancelled_reserve_many_wakes_closed_receiver` | `cancelled_reserve_many_wakes_closed_receiver` | SAME (was MISSING: async `reserve_many`, `Consumer::close`; since async `reserve_many` and the closed check of `try_reserve_many`) |
 //! | 23 | `failed_reserve_wakes_closed_receiver` | `failed_reserve_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`: a waiting send fails with `Closed`, and the consumer then ends; since `Consumer::close`, `recv_many`) |
 //! | 24 | `cancelled_reserve_wakes_closed_receiver` | `cancelled_reserve_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; since `Consumer::close`, `recv_many`) |
 //! | 25 | `tx_close_gets_none` | `tx_close_gets_none` | SAME (a producer that attached and left: the consumer gets `Closed`) |
 //! | 26 | `try_send_fail` | `try_send_fail` | SAME (capacity 1: an SPSC ring) |
 //! | 27 | `try_send_fail_with_try_recv` | `try_send_fail_with_try_recv` | SAME (capacity 1: an SPSC ring) |
-//! | 28 | `reserve_many_above_cap` | `reserve_many_above_cap` | MISSING (async `reserve_many`: more than the capacity is an error, never a wait) |
-//! | 29 | `try_reserve_many_zero` | `try_reserve_many_zero` | MISSING (`try_reserve_many` ignores a closed channel: should be `Closed`) |
-//! | 30 | `reserve_many_zero` | `reserve_many_zero` | MISSING (async `reserve_many`) |
+//! | 28 | `reserve_many_above_cap` | `reserve_many_above_cap` | SAME (was MISSING: async `reserve_many`: more than the capacity is an error, never a wait; since async `reserve_many` and the closed check of `try_reserve_many`) |
+//! | 29 | `try_reserve_many_zero` | `try_reserve_many_zero` | SAME (was MISSING: `try_reserve_many` ignores a closed channel: should be `Closed`; since async `reserve_many` and the closed check of `try_reserve_many`) |
+//! | 30 | `reserve_many_zero` | `reserve_many_zero` | SAME (was MISSING: async `reserve_many`; since async `reserve_many` and the closed check of `try_reserve_many`) |
 //! | 31 | `try_reserve_many_edge_cases` | `try_reserve_many_edge_cases` | DIFFERS (`try_reserve_many(n)` is rtrb's chunk: up to `n` slots, fewer when fewer are free, instead of `Full`) |
 //! | 32 | `try_reserve_fails` | `try_reserve_fails` | SAME (a dropped SPSC reservation frees its slot at once) |
-//! | 33 | `reserve_many_and_send` | `reserve_many_and_send` | MISSING (async `reserve_many`) |
+//! | 33 | `reserve_many_and_send` | `reserve_many_and_send` | SAME (was MISSING: async `reserve_many`; since async `reserve_many` and the closed check of `try_reserve_many`) |
 //! | 34 | `try_reserve_many_and_send` | `try_reserve_many_and_send` | SAME (SPSC chunks) |
-//! | 35 | `reserve_many_on_closed_channel` | `reserve_many_on_closed_channel` | MISSING (async `reserve_many`) |
-//! | 36 | `try_reserve_many_on_closed_channel` | `try_reserve_many_on_closed_channel` | MISSING (`try_reserve_many` ignores a closed channel: should be `Closed`) |
+//! | 35 | `reserve_many_on_closed_channel` | `reserve_many_on_closed_channel` | SAME (was MISSING: async `reserve_many`; since async `reserve_many` and the closed check of `try_reserve_many`) |
+//! | 36 | `try_reserve_many_on_closed_channel` | `try_reserve_many_on_closed_channel` | SAME (was MISSING: `try_reserve_many` ignores a closed channel: should be `Closed`; since async `reserve_many` and the closed check of `try_reserve_many`) |
 //! | 37 | `try_reserve_many_full` | `try_reserve_many_full` | DIFFERS (`try_reserve_many` gives as many slots as are free rather than `Full`; `available()` is tokio's `capacity()`) |
 //! | 38 | `drop_permit_releases_permit` | `drop_permit_releases_permit` | MISSING (a dropped mpsc reservation frees its slot only when the consumer reaches it and wakes no waiting sender) |
-//! | 39 | `drop_permit_iterator_releases_permits` | `drop_permit_iterator_releases_permits` | MISSING (async `reserve_many`) |
+//! | 39 | `drop_permit_iterator_releases_permits` | `drop_permit_iterator_releases_permits` | SAME (was MISSING: async `reserve_many`; since async `reserve_many` and the closed check of `try_reserve_many`) |
 //! | 40 | `dropping_last_permit_wakes_closed_receiver` | `dropping_last_permit_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; a dropped reservation then ends the drained stream; since `Consumer::close`, `recv_many`) |
 //! | 41 | `dropping_last_owned_permit_wakes_closed_receiver` | `dropping_last_owned_permit_wakes_closed_receiver` | SAME (was MISSING: `Consumer::close`; no owned permits: a `WriteSlot` borrows its producer, so this is dropping_last_permit_wakes_closed_receiver; since `Consumer::close`, `recv_many`) |
 //! | 42 | `dropping_last_permit_iterator_wakes_closed_receiver` | `dropping_last_permit_iterator_wakes_closed_receiver` | MISSING (`Consumer::close`; the SPSC chunk is the permit iterator) |
@@ -130,9 +126,10 @@
 //! | 104 | `drop_all_elements_during_panic` | `drop_all_elements_during_panic` | DIFFERS (messages are bytes: no destructors run; a consumer that panics mid-stream leaves, and the producer then sees `Closed` on a full ring) |
 //! | 105 | `release_waker_on_rx_drop` | `release_waker_on_rx_drop` | SAME (dropping the consumer releases the waker its pending `recv` registered) |
 //!
-//! Totals: 105 cases: 61 SAME, 30 DIFFERS-DOCUMENTED, 14 MISSING (ignored). (When ported:
-//! 22 / 30 / 53; issue 12's honest close, `is_closed()`, `Consumer::close()` and `recv_many`
-//! turned 39 MISSING into SAME.)
+//! Totals: 105 cases: 70 SAME, 30 DIFFERS-DOCUMENTED, 5 MISSING (ignored). (When ported:
+//! 22 / 30 / 53; issue 12's honest close, `is_closed()`, `Consumer::close()`, `recv_many`,
+//! async `reserve_many` and the closed check of `try_reserve_many` turned 48 MISSING into
+//! SAME.)
 
 mod common;
 
@@ -612,7 +609,6 @@ async fn recv_close_gets_none_reserved() {
 
 /// parity: MISSING (async `reserve_many`, `Consumer::close`)
 #[tokio::test]
-#[ignore = "MISSING: async reserve_many and Consumer::close, issue 12"]
 async fn failed_reserve_many_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = spsc_chan("p-frmwcr", 2);
     tx.try_send(b(0)).unwrap(); // holds one of the two slots
@@ -629,7 +625,6 @@ async fn failed_reserve_many_wakes_closed_receiver() {
 
 /// parity: MISSING (async `reserve_many`, `Consumer::close`)
 #[tokio::test]
-#[ignore = "MISSING: async reserve_many and Consumer::close, issue 12"]
 async fn cancelled_reserve_many_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = spsc_chan("p-crmwcr", 2);
     tx.try_send(b(0)).unwrap();
@@ -728,7 +723,6 @@ async fn try_send_fail_with_try_recv() {
 
 /// parity: MISSING (async `reserve_many`: more than the capacity is an error, never a wait)
 #[tokio::test]
-#[ignore = "MISSING: async reserve_many, issue 12"]
 async fn reserve_many_above_cap() {
     let (_n, mut tx, _rx) = spsc_chan("p-rmac", 1);
     assert!(tx.reserve_many(2).await.is_err());
@@ -737,7 +731,6 @@ async fn reserve_many_above_cap() {
 
 /// parity: MISSING (`try_reserve_many` ignores a closed channel: should be `Closed`)
 #[test]
-#[ignore = "MISSING: try_reserve_many returns Closed once the consumer left, issue 12"]
 fn try_reserve_many_zero() {
     let (_n, mut tx, rx) = spsc_chan("p-trmz", 1);
     assert_eq!(tx.try_reserve_many(0).unwrap().len(), 0);
@@ -749,7 +742,6 @@ fn try_reserve_many_zero() {
 
 /// parity: MISSING (async `reserve_many`)
 #[tokio::test]
-#[ignore = "MISSING: async reserve_many, issue 12"]
 async fn reserve_many_zero() {
     let (_n, mut tx, rx) = spsc_chan("p-rmz", 1);
     assert_eq!(tx.reserve_many(0).await.unwrap().len(), 0);
@@ -788,7 +780,6 @@ async fn try_reserve_fails() {
 
 /// parity: MISSING (async `reserve_many`)
 #[tokio::test]
-#[ignore = "MISSING: async reserve_many, issue 12"]
 async fn reserve_many_and_send() {
     let (_n, mut tx, mut rx) = spsc_chan("p-rmas", 100);
     for i in 0..100 {
@@ -825,7 +816,6 @@ async fn try_reserve_many_and_send() {
 
 /// parity: MISSING (async `reserve_many`)
 #[tokio::test]
-#[ignore = "MISSING: async reserve_many, issue 12"]
 async fn reserve_many_on_closed_channel() {
     let (_n, mut tx, rx) = spsc_chan("p-rmocc", 100);
     drop(rx);
@@ -834,7 +824,6 @@ async fn reserve_many_on_closed_channel() {
 
 /// parity: MISSING (`try_reserve_many` ignores a closed channel: should be `Closed`)
 #[test]
-#[ignore = "MISSING: try_reserve_many returns Closed once the consumer left, issue 12"]
 fn try_reserve_many_on_closed_channel() {
     let (_n, mut tx, rx) = spsc_chan("p-trmocc", 100);
     drop(rx);
@@ -882,7 +871,6 @@ async fn drop_permit_releases_permit() {
 
 /// parity: MISSING (async `reserve_many`)
 #[tokio::test]
-#[ignore = "MISSING: async reserve_many, issue 12"]
 async fn drop_permit_iterator_releases_permits() {
     // One SPSC producer: the second waiter is the same handle after the chunk is dropped.
     for n in 1..20 {
@@ -1706,22 +1694,3 @@ async fn release_waker_on_rx_drop() {
         "dropping rx did not drop its waker"
     );
 }
-
-// --- the APIs issue 12 adds ----------------------------------------------------------------
-
-/// The method issue 12 still lacks, with the signature these tests expect; it panics here.
-/// A real inherent method of the same name takes precedence as soon as it exists, after which
-/// this trait and its impl should be deleted.
-///
-/// - `Producer<Spsc>::reserve_many(&mut self, n)` -> a future of `Result<WriteChunk>`: waits
-///   for `n` free slots; `n > capacity` is an error at once; `Err(Error::Closed)` when closed.
-#[allow(dead_code)]
-trait MissingReserveMany {
-    fn reserve_many(
-        &mut self,
-        _n: usize,
-    ) -> futures::future::BoxFuture<'_, shmchan::Result<shmchan::channel::WriteChunk<'_>>> {
-        unimplemented!("MISSING: async Producer::reserve_many, issue 12")
-    }
-}
-impl MissingReserveMany for spsc::Producer {}

@@ -396,16 +396,75 @@ impl Producer<Spsc> {
     ///
     /// # Errors
     ///
+    /// [`Error::Closed`] once the consumer left (as `try_send`), [`Error::PeerGone`],
     /// [`Error::Corrupt`].
     pub fn try_reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_>> {
-        // The Sink's pending item goes first; its reservation (if any) is the chunk's first
-        // slot (an SPSC reservation is the unpublished tail).
-        if !deliver_pending(&mut self.core, &mut self.tx)? {
-            return Ok(WriteChunk::new(self, 0, 0));
+        match chunk_claim(&mut self.core, &mut self.tx, n, false)? {
+            Some((pos, k)) => Ok(WriteChunk::new(self, pos, k)),
+            None => Ok(WriteChunk::new(self, 0, 0)),
         }
-        self.tx.reserved = None;
-        let (pos, k) = self.tx.algo.claim(&self.core.ring, n as u64)?;
-        Ok(WriteChunk::new(self, pos, k as usize))
+    }
+}
+
+/// Claims up to `n` consecutive SPSC slots (exactly `n`, or `None`, with `all`): the close
+/// and liveness checks of a send first, then the Sink's pending item, whose reservation (if
+/// any) is the chunk's first slot (an SPSC reservation is the unpublished tail).
+pub(super) fn chunk_claim(
+    core: &mut Core,
+    tx: &mut Sender<crate::ring::spsc::Tx>,
+    n: usize,
+    all: bool,
+) -> Result<Option<(u64, usize)>> {
+    if core.clock_due() {
+        core.check_peers(false)?;
+    }
+    if let Some(e) = core.closed_error() {
+        return Err(e);
+    }
+    if !deliver_pending(core, tx)? {
+        return Ok(None);
+    }
+    tx.reserved = None;
+    let (pos, k) = tx.algo.claim(&core.ring, n as u64)?;
+    if all && (k as usize) < n {
+        return Ok(None);
+    }
+    Ok(Some((pos, k as usize)))
+}
+
+impl Producer<Spsc> {
+    /// Reserves exactly `n` consecutive slots, waiting asynchronously until that many are
+    /// free (tokio's `Sender::reserve_many`); fill and commit them as with
+    /// [`try_reserve_many`](Self::try_reserve_many).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] at once if `n` exceeds the capacity (it could never be
+    /// met); [`Error::Closed`], [`Error::PeerGone`], [`Error::Corrupt`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is claimed until the poll that returns the chunk.
+    pub async fn reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_>> {
+        if n > self.capacity() {
+            return Err(Error::InvalidArgument(format!(
+                "reserve_many({n}) on '{}', whose capacity is {}",
+                self.core.name,
+                self.capacity()
+            )));
+        }
+        let mut started = None;
+        let tx = &mut self.tx;
+        let core = &mut self.core;
+        let r = std::future::poll_fn(|cx| {
+            crate::wait::reactor::poll_op(core, cx, &mut started, |core| {
+                chunk_claim(core, tx, n, true)
+            })
+        })
+        .await;
+        crate::wait::reactor::retract(&mut self.core);
+        let (pos, k) = r?;
+        Ok(WriteChunk::new(self, pos, k))
     }
 }
 
