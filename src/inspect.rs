@@ -47,9 +47,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::layout::{
-    HEADER_LEN, Kind, LAYOUT_VERSION, Layout, MAGIC, RECORD_AUX_WORDS, RECORD_LEN, Role,
-};
+use crate::layout::{HEADER_LEN, Kind, LAYOUT_VERSION, Layout, MAGIC, RECORD_LEN, Role};
 use crate::ring::{self, ABANDONED_TAG, CTRL_LEN, DISCARDED, Geometry};
 use crate::segment::{Mode, Segment};
 use crate::sys::process::{Namespaces, ProcessId};
@@ -58,18 +56,11 @@ use crate::wait::protocol::AUX_PARKED;
 /// Where POSIX shared-memory objects live on Linux.
 pub const SHM_DIR: &str = "/dev/shm";
 
-// Header offsets (see `layout.rs`; the layout is versioned, so these are fixed for version 1).
-const OFF_MAGIC: usize = 0;
-const OFF_STATE: usize = 8;
-const OFF_VERSION: usize = 12;
-const OFF_KIND: usize = 16;
-const OFF_PCAP: usize = 20;
-const OFF_TOTAL: usize = 24;
-const OFF_CPID: usize = 32;
-const OFF_CSTART: usize = 40;
-const OFF_PIDNS: usize = 128;
-/// Where a record's auxiliary words start.
-const REC_AUX: usize = RECORD_LEN - RECORD_AUX_WORDS * 8;
+// Header and record offsets: the layout's own (one definition, `layout.rs`).
+use crate::layout::{
+    OFF_CPID, OFF_CSTART, OFF_KIND, OFF_MAGIC, OFF_PCAP, OFF_PIDNS, OFF_STATE, OFF_TOTAL,
+    OFF_VERSION, REC_AUX,
+};
 /// Slots at the head of a Vyukov ring that [`inspect`] describes.
 const HEAD_SLOTS: u64 = 8;
 /// The role heap participants register with (`heap/api.rs`).

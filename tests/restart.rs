@@ -327,3 +327,20 @@ fn mpsc_failed_attach_does_not_close_the_channel() {
 fn mpmc_failed_attach_does_not_close_the_channel() {
     failed_attach_changes_nothing("mpmc");
 }
+
+/// A stale-looking segment made in another pid namespace is never reclaimed: its pids mean
+/// nothing here, so its participants only look dead. (`create` used to take it over.)
+#[test]
+fn a_segment_of_another_pid_namespace_is_never_reclaimed() {
+    let name = ShmName::new("reclaim-ns");
+    leave_a_stale_channel(&name, "spsc", "1");
+    let seg = shmchan::Segment::open(name.as_str(), shmchan::Mode::ReadWrite).unwrap();
+    let word = seg.atomic_u64(128).unwrap(); // the creator's pid-namespace inode
+    let ours = word.load(std::sync::atomic::Ordering::SeqCst);
+    word.store(ours ^ 0x5a5a, std::sync::atomic::Ordering::SeqCst);
+    match spsc::Producer::create(name.as_str(), opts()) {
+        Err(Error::Mismatch { what, .. }) => assert_eq!(what, "pid namespace"),
+        other => panic!("a foreign namespace's segment was taken over: {other:?}"),
+    }
+    assert!(name.exists(), "the segment must be left alone");
+}
