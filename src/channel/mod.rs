@@ -128,7 +128,6 @@ macro_rules! common_methods {
 mod asynch;
 mod consumer;
 mod core;
-mod error;
 mod message;
 mod options;
 mod peers;
@@ -140,7 +139,6 @@ mod fault_tests;
 
 pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
 pub use consumer::Consumer;
-pub use error::SendError;
 pub use message::{INLINE_MESSAGE, Message};
 pub use options::{Lifetime, Options, Stale, Unlink};
 pub use producer::Producer;
