@@ -164,7 +164,22 @@ async fn child(role: &str, args: &[String]) {
             let mut tx =
                 spsc::Producer::open(&args[0], opts(size, WaitStrategy::default())).unwrap();
             let payload = vec![7u8; size];
-            while tx.send(&payload[..]).await.is_ok() {}
+            if args.get(2).map(String::as_str) == Some("feed") {
+                // As the Framed sender: `feed` 64, then one `flush` (staged on the SPSC ring,
+                // published with one store and one wake check).
+                'outer: loop {
+                    for _ in 0..64 {
+                        if tx.feed(&payload[..]).await.is_err() {
+                            break 'outer;
+                        }
+                    }
+                    if tx.flush().await.is_err() {
+                        break;
+                    }
+                }
+            } else {
+                while tx.send(&payload[..]).await.is_ok() {}
+            }
         }
         "send-uds" => {
             let size: usize = args[1].parse().unwrap();
@@ -253,10 +268,10 @@ async fn floor_cold(pl: Placement) -> Rtt {
     percentiles(rtt)
 }
 
-async fn shm_throughput(pl: Placement, size: usize, n: u64) -> f64 {
+async fn shm_throughput(pl: Placement, size: usize, n: u64, how: &str) -> f64 {
     let nm = name(&format!("tp{size}"));
     let mut rx = spsc::Consumer::create(&nm, opts(size, WaitStrategy::default())).unwrap();
-    let c = spawn(pl, "send-shm", &[&nm, &size.to_string()]);
+    let c = spawn(pl, "send-shm", &[&nm, &size.to_string(), how]);
     for _ in 0..1000 {
         rx.recv().await.unwrap();
     }
@@ -386,23 +401,31 @@ fn main() {
                 continue;
             }
             let (mut s, mut m, mut u, mut rm, mut ru) = (vec![], vec![], vec![], vec![], vec![]);
+            let (mut fe, mut rfm, mut rfu) = (vec![], vec![], vec![]);
             for _ in 0..rounds {
-                let a = rt.block_on(shm_throughput(pl, size, n));
+                let a = rt.block_on(shm_throughput(pl, size, n, "send"));
                 let b = tokio_mpsc_throughput(pl, size, n);
+                let f = rt.block_on(shm_throughput(pl, size, n, "feed"));
                 let c = rt.block_on(uds_throughput(pl, size, n));
                 rm.push(a / b);
                 ru.push(a / c);
+                rfm.push(f / b);
+                rfu.push(f / c);
                 s.push(a);
                 m.push(b);
+                fe.push(f);
                 u.push(c);
             }
             println!(
-                "[{p:>8}] async one-way {size:>5} B: shmchan {:>6.2} M msg/s | tokio mpsc in-process {:>6.2} M/s | UnixStream Framed {:>6.2} M/s | median ratios {:.2}x mpsc, {:.2}x UnixStream",
+                "[{p:>8}] async one-way {size:>5} B: shmchan send {:>6.2} M msg/s, feed+flush/64 {:>6.2} M/s | tokio mpsc in-process {:>6.2} M/s | UnixStream Framed {:>6.2} M/s | median ratios send {:.2}x mpsc, {:.2}x UnixStream; feed {:.2}x mpsc, {:.2}x UnixStream",
                 median(s) / 1e6,
+                median(fe) / 1e6,
                 median(m) / 1e6,
                 median(u) / 1e6,
                 median(rm),
-                median(ru)
+                median(ru),
+                median(rfm),
+                median(rfu)
             );
         }
     }

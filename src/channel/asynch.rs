@@ -24,7 +24,7 @@ use super::core::Core;
 use super::message::Message;
 use super::producer::{Producer, claim_with, deliver_pending, flush_staged, write_stage_at};
 use crate::error::{Error, Result};
-use crate::wait::reactor::{self, poll_op};
+use crate::wait::reactor::{self, Interest, poll_op, poll_op_for};
 
 /// The future of [`Producer::closed`] and [`Consumer::closed`]: resolves to
 /// [`Error::Closed`] when the other side left cleanly, [`Error::PeerGone`] when it died, or
@@ -45,12 +45,18 @@ impl Future for ClosedFuture<'_> {
     type Output = Error;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Error> {
         let this = self.get_mut();
-        let r = poll_op(&mut *this.core, cx, &mut this.started, |core| {
-            if core.clock_due() {
-                core.check_peers(false)?;
-            }
-            Ok(core.closed_error())
-        });
+        let r = poll_op_for(
+            &mut *this.core,
+            cx,
+            &mut this.started,
+            Interest::Events,
+            |core| {
+                if core.clock_due() {
+                    core.check_peers(false)?;
+                }
+                Ok(core.closed_error())
+            },
+        );
         match r {
             Poll::Ready(Ok(e)) | Poll::Ready(Err(e)) => Poll::Ready(e),
             Poll::Pending => Poll::Pending,

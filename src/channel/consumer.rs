@@ -233,9 +233,8 @@ impl<F: Flavour> Consumer<F> {
         }
         Self::flush_releases(&mut self.core, &mut self.rx);
         if n > 0 {
-            // Every deferred release wakes through the flush; Vyukov releases were visible at
-            // once and wake here.
-            self.core.wake_peers();
+            // One wake check for the batch, ringing up to `n` producers waiting for space.
+            self.core.wake_peers_n(n);
         }
         match r {
             Ok(()) | Err(Error::Closed) => Ok(n), // the end is reported by the next receive

@@ -471,7 +471,13 @@ impl Core {
     /// load unless somebody is parked.
     #[inline]
     pub(super) fn wake_peers(&self) {
-        self.wait_set(self.side.other()).wake(&self.bells);
+        self.wait_set(self.side.other()).wake(&self.bells, 1);
+    }
+
+    /// As [`wake_peers`](Self::wake_peers) after `n` items became visible at once (a batch
+    /// receive freed `n` slots): up to `n` async waiters are rung.
+    pub(super) fn wake_peers_n(&self, n: usize) {
+        self.wait_set(self.side.other()).wake(&self.bells, n);
     }
 
     /// Wakes everybody parked on either side (close, repair).
@@ -639,6 +645,10 @@ impl AsyncPark for Core {
     }
     fn force_checks(&mut self) {
         Core::force_checks(self)
+    }
+    fn pass_on(&self) {
+        // Our own side's waiters: the wake we were given was for work of our side.
+        self.wait_set(self.side).wake(&self.bells, 1);
     }
 }
 

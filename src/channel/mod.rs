@@ -87,6 +87,12 @@ macro_rules! common_methods {
         pub fn name(&self) -> &str {
             &self.core.name
         }
+        /// Async waiters' doorbells this handle has rung (a diagnostic for tests: a
+        /// publish rings one waiter, not every one).
+        #[doc(hidden)]
+        pub fn doorbells_rung(&self) -> u64 {
+            self.core.bells.rung()
+        }
         /// Largest message in bytes.
         pub fn slot_size(&self) -> usize {
             self.core.ring.slot_size
