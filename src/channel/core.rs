@@ -421,10 +421,12 @@ impl Core {
         self.counted = true;
     }
 
+    #[inline]
     pub(super) fn reg(&self) -> Registration {
         self.reg.expect("registered while the handle lives")
     }
 
+    #[inline]
     pub(super) fn intent(&self) -> &AtomicU64 {
         self.layout
             .intent_word(self.reg().index())
@@ -557,6 +559,7 @@ impl Core {
 
     /// Messages queued now (a snapshot, clamped to the capacity: a hostile peer's positions
     /// cannot make it larger).
+    #[inline]
     pub(super) fn pending(&self) -> u64 {
         // Acquire (both): pair with the Release stores of tail (publish) and head (free).
         let tail = self.ring.tail().load(Ordering::Acquire);
