@@ -17,8 +17,13 @@
 //! placement of `support/placement.rs` (unpinned, both on one CPU, each on its own CPU, beside
 //! a CPU burner), against the same placement of its baseline; RTTs report p50 / p99 / p99.9.
 //!
+//! - Executor citizenship: the gaps between turns of a neighbour task on the same
+//!   current_thread runtime as a task waiting for messages paced ~200 µs apart (shmchan from
+//!   another process against tokio mpsc from another thread): how long a wait holds the
+//!   executor.
+//!
 //! `cargo bench --bench async` (`BENCH_PLACEMENTS=one-cpu,busy`, `BENCH_ROUNDS=7`,
-//! `BENCH_ONLY=rtt` or `BENCH_ONLY=64` narrow a run).
+//! `BENCH_ONLY=rtt`, `BENCH_ONLY=64` or `BENCH_ONLY=neighbour` narrow a run).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command};
@@ -197,8 +202,84 @@ async fn child(role: &str, args: &[String]) {
                 }
             }
         }
+        "send-paced" => {
+            // One message every ~200 µs (a waiting consumer: spin, yield, park, woken), as
+            // a blocking sender so that the pacing needs no runtime.
+            let n: u64 = args[1].parse().unwrap();
+            let mut tx = spsc::Producer::open(&args[0], opts(64, WaitStrategy::default())).unwrap();
+            for i in 0..n {
+                std::thread::sleep(Duration::from_micros(200));
+                if tx.send_blocking(i.to_le_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
         _ => panic!("unknown role {role}"),
     }
+}
+
+/// Gaps between the turns of a neighbour task (`yield_now` in a loop) on a current_thread
+/// runtime while another task of it receives `PACED` messages sent ~200 µs apart: by
+/// shmchan from another process, or by tokio mpsc from another thread. p50 / p99 / p99.9.
+const PACED: u64 = 5_000;
+
+fn neighbour_gaps(pl: Placement, shm: bool) -> Rtt {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let local = tokio::task::LocalSet::new();
+    let nm = name("paced");
+    let mut child = None;
+    let mut thread = None;
+    let mut rx_shm = None;
+    let mut rx_tokio = None;
+    if shm {
+        rx_shm = Some(spsc::Consumer::create(&nm, opts(64, WaitStrategy::default())).unwrap());
+        child = Some(spawn(pl, "send-paced", &[&nm, &PACED.to_string()]));
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel::<[u8; 8]>(256);
+        rx_tokio = Some(rx);
+        thread = Some(std::thread::spawn(move || {
+            placement::pin(pl.peer_cpu());
+            for i in 0..PACED {
+                std::thread::sleep(Duration::from_micros(200));
+                if tx.blocking_send(i.to_le_bytes()).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let gaps = local.block_on(&rt(), async move {
+        let stop = Rc::new(Cell::new(false));
+        let s2 = stop.clone();
+        let other = tokio::task::spawn_local(async move {
+            let mut v = Vec::with_capacity(100_000);
+            let mut last = Instant::now();
+            while !s2.get() {
+                tokio::task::yield_now().await;
+                let now = Instant::now();
+                v.push(now - last);
+                last = now;
+            }
+            v
+        });
+        for _ in 0..PACED {
+            if let Some(rx) = rx_shm.as_mut() {
+                rx.recv().await.unwrap();
+            } else if let Some(rx) = rx_tokio.as_mut() {
+                rx.recv().await.unwrap();
+            }
+        }
+        stop.set(true);
+        other.await.unwrap()
+    });
+    if let Some(c) = child {
+        stop(c);
+    }
+    if let Some(t) = thread {
+        t.join().unwrap();
+    }
+    let _ = Segment::unlink(&nm);
+    percentiles(gaps)
 }
 
 async fn shm_rtt(pl: Placement, mode: &str) -> Rtt {
@@ -393,6 +474,27 @@ fn main() {
                 m(&f, 0),
                 m(&f, 1),
                 m(&f, 2),
+                median(r)
+            );
+        }
+        if want("neighbour") {
+            let (mut s, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let a = neighbour_gaps(pl, true);
+                let b = neighbour_gaps(pl, false);
+                r.push(us(a[1]) / us(b[1]));
+                s.push(a);
+                t.push(b);
+            }
+            let m = |v: &[Rtt], k: usize| median(v.iter().map(|x| us(x[k])).collect());
+            println!(
+                "[{p:>8}] neighbour task's gap beside a waiting receiver: shmchan p50/p99/p99.9 {:>7.2}/{:>8.2}/{:>8.2} µs | tokio mpsc {:>7.2}/{:>8.2}/{:>8.2} µs | median ratio p99 shmchan/mpsc {:.2}",
+                m(&s, 0),
+                m(&s, 1),
+                m(&s, 2),
+                m(&t, 0),
+                m(&t, 1),
+                m(&t, 2),
                 median(r)
             );
         }
