@@ -128,6 +128,7 @@ macro_rules! common_methods {
 mod asynch;
 mod consumer;
 mod core;
+mod large;
 mod error;
 mod message;
 mod options;
@@ -140,6 +141,9 @@ mod fault_tests;
 
 pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
 pub use consumer::Consumer;
+pub use large::{
+    InlineMessage, LARGE_HEADER, LARGE_MIN_SLOT, LargeMessage, LargeSink, TrustedMessage,
+};
 pub use error::SendError;
 pub use message::{INLINE_MESSAGE, Message};
 pub use options::{Lifetime, Options, Stale, Unlink};

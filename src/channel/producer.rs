@@ -474,6 +474,7 @@ impl<F: Flavour> Drop for Producer<F> {
         // no promise beyond that).
         let _ = deliver_pending(&mut self.core, &mut self.tx);
         self.release_sink_reservation();
+        self.reclaim_large_at_drop();
         self.core.leave();
     }
 }

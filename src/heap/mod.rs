@@ -119,7 +119,11 @@ mod loom_models;
 mod region;
 
 #[cfg(not(loom))]
-pub use api::{Handle, Heap, HeapOptions, ShmBuf};
+pub use api::{Handle, Heap, HeapOptions, ShmBuf, TrustedBuf};
+#[cfg(not(loom))]
+pub use wait::AllocFuture;
 
 #[cfg(not(loom))]
 mod api;
+#[cfg(not(loom))]
+mod wait;
