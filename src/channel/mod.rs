@@ -128,8 +128,8 @@ macro_rules! common_methods {
 mod asynch;
 mod consumer;
 mod core;
-mod large;
 mod error;
+mod large;
 mod message;
 mod options;
 mod peers;
@@ -141,10 +141,10 @@ mod fault_tests;
 
 pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
 pub use consumer::Consumer;
+pub use error::SendError;
 pub use large::{
     InlineMessage, LARGE_HEADER, LARGE_MIN_SLOT, LargeMessage, LargeSink, TrustedMessage,
 };
-pub use error::SendError;
 pub use message::{INLINE_MESSAGE, Message};
 pub use options::{Lifetime, Options, Stale, Unlink};
 pub use producer::Producer;

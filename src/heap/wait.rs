@@ -59,7 +59,10 @@ impl Machinery {
     fn new() -> Result<Machinery> {
         let io = |what: &'static str| move |e| Error::from_errno(e, || what.into());
         let bell = Doorbell::bind().map_err(io("binding a doorbell socket for the heap"))?;
-        let reg = Registered::new(bell.try_clone_fd().map_err(io("duplicating the doorbell"))?)?;
+        let reg = Registered::new(
+            bell.try_clone_fd()
+                .map_err(io("duplicating the doorbell"))?,
+        )?;
         let timer = Timer::new().map_err(io("making the heap's reclaim timer"))?;
         let timer_reg =
             Registered::new(timer.try_clone_fd().map_err(io("duplicating the timer"))?)?;
@@ -132,7 +135,11 @@ impl AllocFuture {
     fn leave(&mut self) {
         let Some(id) = self.id.take() else { return };
         let inner = &self.heap.inner;
-        let mut st = inner.waiting.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = inner
+            .waiting
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         st.wakers.retain(|(i, _)| *i != id);
         let others: Vec<Waker> = st.wakers.iter().map(|(_, w)| w.clone()).collect();
         if others.is_empty() {
@@ -160,7 +167,11 @@ impl Future for AllocFuture {
             }
             let heap = this.heap.clone();
             let inner = &heap.inner;
-            let mut st = inner.waiting.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = inner
+                .waiting
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if st.machinery.is_none() {
                 let made = Machinery::new().and_then(|m| {
                     let token = inner.layout.aux_word(inner.reg.index(), AUX_TOKEN)?;
