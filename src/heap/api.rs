@@ -174,7 +174,7 @@ impl HeapOptions {
     /// that maps it. Share it by passing [`Heap::as_fd`] to another process (over a Unix
     /// socket with `SCM_RIGHTS`, or by inheritance), which attaches with
     /// [`attach_fd`](Self::attach_fd). [`Listener`](crate::endpoint::Listener) and
-    /// [`connect`](crate::endpoint::connect) do this for every connection when asked to
+    /// [`Endpoint::connect`](crate::endpoint::Endpoint::connect) do this for every connection when asked to
     /// ([`Listener::heap_size`](crate::endpoint::Listener::heap_size)).
     ///
     /// # Errors
