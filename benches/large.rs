@@ -8,6 +8,8 @@
 //!   messages). Against `memcpy` of the same size in one process (the goal: the transport adds
 //!   < 10 %, i.e. >= 0.9x memcpy's bytes/s), and against a std `UnixStream` carrying the same
 //!   bytes to a consumer that reads and checksums them (goal: >= 5x at 1 MiB and 16 MiB).
+//! - **Work floor**: the same fill and read in one process with no transport (a warm private
+//!   buffer): what the workload itself costs on one CPU, the ceiling of any transport.
 //! - **Handoff alone**, 16 MiB: the producer allocates a block and sends it without touching
 //!   the payload; the consumer receives it, drops it and acknowledges. Round-trip time per
 //!   block, against a `UnixStream` that copies the 16 MiB and acknowledges (goal: >= 1000x
@@ -182,6 +184,21 @@ fn memcpy(len: usize, n: usize) -> f64 {
     (n * len) as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The work of one end-to-end message with no transport at all, in one process: fill a warm
+/// private buffer and read every byte of it. Bytes per second: the ceiling of any transport
+/// for this workload on one CPU.
+fn work_floor(len: usize, n: usize) -> f64 {
+    let mut buf = source(len);
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..n {
+        buf.fill(i as u8);
+        sum = sum.wrapping_add(checksum(std::hint::black_box(&buf)));
+    }
+    std::hint::black_box(sum);
+    (n * len) as f64 / t.elapsed().as_secs_f64()
+}
+
 fn uds_pair(len: usize, warm: usize, n: usize, every: bool) -> (UnixStream, Child, String) {
     let path =
         std::env::temp_dir().join(format!("shmchan-bench-large-{}.sock", std::process::id()));
@@ -309,22 +326,26 @@ fn main() {
     for (tag, len, n) in sizes {
         let warm = 8;
         let (mut h, mut cp, mut m, mut u) = (vec![], vec![], vec![], vec![]);
-        let (mut rm, mut ru, mut rc) = (vec![], vec![], vec![]);
+        let (mut rm, mut ru, mut rc, mut rf, mut fl) = (vec![], vec![], vec![], vec![], vec![]);
         for r in 0..rounds {
             // Alternate which side runs first.
-            let (a, d, b, c) = if r % 2 == 0 {
+            let (a, d, b, c, f) = if r % 2 == 0 {
                 let a = heap_e2e(len, warm, n, true);
                 let d = heap_e2e(len, warm, n, false);
                 let b = memcpy(len, n);
+                let f = work_floor(len, n);
                 let c = uds_e2e(len, warm, n);
-                (a, d, b, c)
+                (a, d, b, c, f)
             } else {
                 let c = uds_e2e(len, warm, n);
+                let f = work_floor(len, n);
                 let b = memcpy(len, n);
                 let d = heap_e2e(len, warm, n, false);
                 let a = heap_e2e(len, warm, n, true);
-                (a, d, b, c)
+                (a, d, b, c, f)
             };
+            fl.push(f);
+            rf.push(a / f);
             h.push(a);
             cp.push(d);
             m.push(b);
@@ -336,14 +357,17 @@ fn main() {
         println!(
             "{tag:>3} end to end: in place {:>6.2} GB/s | send_large (copy in) {:>6.2} GB/s | \
              memcpy {:>6.2} GB/s | UnixStream {:>6.2} GB/s | median ratios: in place {:.2}x \
-             memcpy, {:.1}x UnixStream; send_large {:.2}x memcpy",
+             memcpy, {:.1}x UnixStream; send_large {:.2}x memcpy | fill+read in one process \
+             {:>6.2} GB/s, in place {:.2}x of it",
             gbps(median(h)),
             gbps(median(cp)),
             gbps(median(m)),
             gbps(median(u)),
             median(rm),
             median(ru),
-            median(rc)
+            median(rc),
+            gbps(median(fl)),
+            median(rf)
         );
     }
     if std::env::var("BENCH_SIZES").map_or(true, |s| s.split(',').any(|x| x == "handoff")) {
