@@ -2,8 +2,6 @@
 //! halves, and the heap a [`Listener`](super::Listener) gives each connection (a sealed
 //! memfd passed in the handshake beside the rings, so nothing is left in `/dev/shm`).
 
-use std::time::Duration;
-
 use super::Endpoint;
 use crate::channel::{LargeMessage, SendError};
 use crate::error::Result;
@@ -107,7 +105,7 @@ pub(super) fn connection_heap(size: usize) -> Result<Option<Heap>> {
 pub(super) fn attach_connection_heap(
     ep: &mut Endpoint,
     fd: std::os::fd::OwnedFd,
-    timeout: Duration,
+    timeout: std::time::Duration,
 ) -> Result<()> {
     let heap = Heap::options().init_timeout(timeout).attach_fd(fd)?;
     ep.attach_heap(&heap)
