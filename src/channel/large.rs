@@ -27,6 +27,17 @@
 //! the ring leaks nothing, and blocks a dead consumer had already received are owned by a dead
 //! process, which every [`Heap::alloc`] that finds no room reclaims. A consumer that attaches
 //! later to a channel whose blocks were reclaimed gets [`Error::Corrupt`] for those slots.
+//! If the producers die too, the blocks left in the ring die with a memfd heap; a named heap
+//! keeps them until [`Heap::reclaim_dead_in_flight`].
+//!
+//! # Trust
+//!
+//! Every process attached to a heap can take any handle in flight in it (a handle is plain
+//! bytes) and write any block. Channels that share one heap therefore trust each other's
+//! peers; give each trust domain its own heap ([`Listener::heap_size`] gives each connection
+//! one). What a hostile peer can do to the bytes you read is on [`LargeMessage`].
+//!
+//! [`Listener::heap_size`]: crate::endpoint::Listener::heap_size
 
 use std::future::Future;
 use std::pin::Pin;
