@@ -217,7 +217,7 @@ pub mod wait;
 pub use channel::{INLINE_MESSAGE, Lifetime, Message, Options, Stale, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
 #[cfg(not(loom))]
-pub use heap::{Handle, Heap, HeapOptions, ShmBuf};
+pub use heap::{Handle, Heap, HeapOptions, ShmBuf, TrustedBuf};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
 pub use wait::WaitStrategy;

@@ -100,6 +100,8 @@ pub(super) struct Core {
     /// Something the handle keeps open for as long as it lives (a connected endpoint's
     /// socket, the liveness line, shared by both halves so that `split` keeps it).
     pub(super) keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// The heap of large messages and the blocks sent still in flight (`large.rs`).
+    pub(super) large: super::large::LargeState,
 }
 
 impl fmt::Debug for Core {
@@ -369,6 +371,7 @@ impl Core {
             counted: false,
             creator_gone: false,
             keepalive: None,
+            large: Default::default(),
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by

@@ -134,6 +134,7 @@ macro_rules! common_methods {
 mod asynch;
 mod consumer;
 mod core;
+mod large;
 mod message;
 mod options;
 mod peers;
@@ -145,6 +146,9 @@ mod fault_tests;
 
 pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
 pub use consumer::Consumer;
+pub use large::{
+    InlineMessage, LARGE_HEADER, LARGE_MIN_SLOT, LargeMessage, LargeSink, TrustedMessage,
+};
 pub use message::{INLINE_MESSAGE, Message};
 pub use options::{Lifetime, Options, Stale, Unlink};
 pub use producer::Producer;

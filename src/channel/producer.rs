@@ -498,6 +498,7 @@ impl<F: Flavour> Drop for Producer<F> {
         let _ = deliver_pending(&mut self.core, &mut self.tx);
         self.release_sink_reservation();
         flush_staged(&self.core, &mut self.tx.algo);
+        self.reclaim_large_at_drop();
         self.core.leave();
     }
 }

@@ -40,6 +40,8 @@ pub struct Listener {
     any_uid: bool,
     timeout: Duration,
     handshakes: Vec<Handshake>,
+    /// Bytes of the heap each connection gets (0: none); see `heap_size`.
+    heap_size: usize,
 }
 
 impl std::fmt::Debug for Listener {
@@ -77,6 +79,7 @@ impl Listener {
             any_uid: false,
             timeout: Duration::from_secs(2),
             handshakes: Vec::new(),
+            heap_size: 0,
         })
     }
 
@@ -89,6 +92,15 @@ impl Listener {
     /// Bound on each handshake step (default 2 s).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
+        self
+    }
+
+    /// Gives every connection its own heap of `size` bytes for large messages
+    /// ([`Endpoint::send_large`]), in a sealed memfd passed in the handshake: it has no name,
+    /// nothing is left in `/dev/shm`, and it vanishes with the connection. Both endpoints
+    /// have it attached. 0 (the default): no heap.
+    pub fn heap_size(mut self, size: usize) -> Self {
+        self.heap_size = size;
         self
     }
 
@@ -116,6 +128,7 @@ impl Listener {
                             self.opts.clone(),
                             self.any_uid,
                             self.timeout,
+                            self.heap_size,
                         );
                         self.handshakes.push(Box::pin(fut));
                     }
@@ -176,6 +189,7 @@ async fn server_handshake(
     opts: Options,
     any_uid: bool,
     d: Duration,
+    heap_size: usize,
 ) -> Result<Endpoint> {
     let mut hello = [0u8; 16];
     read_within(&mut stream, &mut hello, d, "reading the client's hello").await?;
@@ -226,7 +240,9 @@ async fn server_handshake(
     let mut reply = [0u8; 20];
     reply[4..12].copy_from_slice(&(slot as u64).to_le_bytes());
     reply[12..20].copy_from_slice(&(cap as u64).to_le_bytes());
-    let fds = [tx.segment().as_fd(), rx.segment().as_fd()];
+    let heap = super::large::connection_heap(heap_size)?;
+    let mut fds = vec![tx.segment().as_fd(), rx.segment().as_fd()];
+    fds.extend(heap.as_ref().map(|h| h.as_fd()));
     with_timeout(d, "sending the rings", async {
         stream
             .async_io(Interest::WRITABLE, || {
@@ -238,7 +254,11 @@ async fn server_handshake(
     .await?;
     let mut ack = [0u8; 1];
     read_within(&mut stream, &mut ack, d, "waiting for the client to attach").await?;
-    Ok(Endpoint::connected(tx, rx, Side::A, stream.into_std()?))
+    let mut ep = Endpoint::connected(tx, rx, Side::A, stream.into_std()?);
+    if let Some(heap) = &heap {
+        ep.attach_heap(heap)?;
+    }
+    Ok(ep)
 }
 
 /// Options for [`Endpoint::connect_with`].
@@ -396,9 +416,10 @@ impl Endpoint {
                 }
             });
         }
-        if n != 20 || fds.len() != 2 {
+        if n != 20 || !(2..=3).contains(&fds.len()) {
             return Err(Error::Corrupt(format!(
-                "listener '{name}' replied {n} bytes with {} descriptors, expected 20 and 2",
+                "listener '{name}' replied {n} bytes with {} descriptors, expected 20 and 2 \
+                 (3 with a connection heap)",
                 fds.len()
             )));
         }
@@ -413,7 +434,11 @@ impl Endpoint {
             stream.write_all(&[1]).await.map_err(Error::Io)
         })
         .await?;
-        Ok(Endpoint::connected(tx, rx, Side::B, stream.into_std()?))
+        let mut ep = Endpoint::connected(tx, rx, Side::B, stream.into_std()?);
+        if let Some(fd) = fds.next() {
+            super::large::attach_connection_heap(&mut ep, fd, d)?;
+        }
+        Ok(ep)
     }
 }
 

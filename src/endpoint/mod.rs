@@ -235,5 +235,6 @@ impl Endpoint {
 #[cfg(feature = "tokio")]
 pub use listener::{ConnectOptions, Listener};
 
+mod large;
 #[cfg(feature = "tokio")]
 mod listener;
