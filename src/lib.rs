@@ -211,6 +211,9 @@ mod segment;
 #[cfg(not(loom))]
 pub mod spsc;
 mod sys;
+#[cfg(all(feature = "serde", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod typed;
 pub mod wait;
 
 #[cfg(not(loom))]

@@ -100,6 +100,9 @@ pub(super) struct Core {
     /// Something the handle keeps open for as long as it lives (a connected endpoint's
     /// socket, the liveness line, shared by both halves so that `split` keeps it).
     pub(super) keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// Consumers: a message claimed by `recv_into` whose buffer was too small, kept claimed
+    /// (position, length) so that the next receive of any kind returns it first.
+    pub(super) held: Option<(u64, usize)>,
 }
 
 impl fmt::Debug for Core {
@@ -369,6 +372,7 @@ impl Core {
             counted: false,
             creator_gone: false,
             keepalive: None,
+            held: None,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by

@@ -139,12 +139,12 @@ mod zero_copy;
 mod fault_tests;
 
 pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
-pub use consumer::Consumer;
+pub use consumer::{Consumer, RecvIntoFuture};
 pub use error::SendError;
 pub use message::{INLINE_MESSAGE, Message};
 pub use options::{Lifetime, Options, Stale, Unlink};
 pub use producer::Producer;
-pub use zero_copy::{ReadChunk, ReadSlot, WriteChunk, WriteSlot};
+pub use zero_copy::{ReadChunk, ReadSlot, ReserveFuture, WriteChunk, WriteSlot};
 
 #[cfg_attr(not(feature = "tokio"), allow(unused_imports))]
 pub(crate) use consumer::spsc_segment_len;

@@ -230,6 +230,16 @@ impl Endpoint {
     pub fn split(self) -> (crate::channel::Producer<Spsc>, Consumer<Spsc>) {
         (self.tx, self.rx)
     }
+
+    /// The endpoint made of the halves [`split`](Self::split) gave (the typed endpoints).
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn from_halves(
+        tx: crate::channel::Producer<Spsc>,
+        rx: Consumer<Spsc>,
+        side: Side,
+    ) -> Endpoint {
+        Endpoint { tx, rx, side }
+    }
 }
 
 #[cfg(feature = "tokio")]
