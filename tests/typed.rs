@@ -328,18 +328,28 @@ fn typed_endpoint_by_name_across_processes_async_io() {
     named_endpoint_across_processes("async-io");
 }
 
-#[test]
-fn typed_endpoint_over_listener_and_connect_tokio() {
-    let name = format!("/shmchan-t-typed-listen-{}", std::process::id());
-    let mut server = spawn("listener-server", &[&name, "tokio"]);
+fn listener_across_processes(rt: &str) {
+    let name = format!("/shmchan-t-typed-listen-{rt}-{}", std::process::id());
+    let mut server = spawn("listener-server", &[&name, rt]);
     assert_eq!(read_report(&mut server), "listening");
-    run("tokio", async {
+    run(rt, async {
         let ep = TypedEndpoint::<Request, Response>::connect(&name)
             .await
             .unwrap();
         client(ep, 40).await;
     });
     assert_eq!(reports(&server.wait_ok()), ["served 40"]);
+}
+
+#[test]
+fn typed_endpoint_over_listener_and_connect_tokio() {
+    listener_across_processes("tokio");
+}
+
+#[cfg(feature = "async-io")]
+#[test]
+fn typed_endpoint_over_listener_and_connect_async_io() {
+    listener_across_processes("async-io");
 }
 
 /// A raw-bytes producer in another process sends garbage: the typed consumer gets

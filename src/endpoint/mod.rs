@@ -130,6 +130,17 @@ impl Endpoint {
         self.rx.has_producer()
     }
 
+    /// Largest message in bytes, each way (both rings of an endpoint have one geometry; a
+    /// connected endpoint's comes from the listener's `Options`).
+    pub fn slot_size(&self) -> usize {
+        self.tx.slot_size()
+    }
+
+    /// Slots per ring (each way).
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
     /// Free slots for sending now.
     pub fn available(&self) -> usize {
         self.tx.available()
@@ -210,7 +221,7 @@ impl Endpoint {
 
     /// A connected endpoint: both halves keep the socket open (the liveness line) for as long
     /// as either lives, also after [`split`](Self::split).
-    #[cfg(feature = "tokio")]
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn connected(
         mut tx: crate::channel::Producer<Spsc>,
         mut rx: Consumer<Spsc>,
@@ -242,8 +253,62 @@ impl Endpoint {
     }
 }
 
-#[cfg(feature = "tokio")]
+/// The whole endpoint is a `Sink`, without [`split`](Endpoint::split): it sends what its
+/// sending half (a `Producer<Spsc>`) sends, with the same item types and error.
+impl<M> futures_sink::Sink<M> for Endpoint
+where
+    crate::channel::Producer<Spsc>: futures_sink::Sink<M>,
+{
+    type Error = <crate::channel::Producer<Spsc> as futures_sink::Sink<M>>::Error;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().tx).poll_ready(cx)
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: M) -> Result<(), Self::Error> {
+        std::pin::Pin::new(&mut self.get_mut().tx).start_send(item)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().tx).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().tx).poll_close(cx)
+    }
+}
+
+/// The whole endpoint is a `Stream` of what the peer sends, without
+/// [`split`](Endpoint::split): as its receiving half (a `Consumer<Spsc>`), `None` after the
+/// peer closed cleanly.
+impl futures_core::Stream for Endpoint {
+    type Item = <Consumer<Spsc> as futures_core::Stream>::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.get_mut().rx).poll_next(cx)
+    }
+}
+
+impl futures_core::FusedStream for Endpoint {
+    fn is_terminated(&self) -> bool {
+        self.rx.is_terminated()
+    }
+}
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 pub use listener::{ConnectOptions, Listener};
 
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 mod listener;
