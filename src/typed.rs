@@ -126,7 +126,7 @@ fn encode_into<F: Flavour, T: Serialize + ?Sized>(
         Ok(len) => len,
         Err(e) => {
             return Err(Error::InvalidArgument(format!(
-                "channel '{}': a {} cannot be encoded: {e}",
+                "{}: a {} cannot be encoded: {e}",
                 slot.channel(),
                 std::any::type_name::<T>()
             )));
@@ -134,8 +134,8 @@ fn encode_into<F: Flavour, T: Serialize + ?Sized>(
     };
     if len > cap {
         return Err(Error::InvalidArgument(format!(
-            "channel '{}': a {} encodes to {len} bytes, more than the slot size of {cap} bytes; \
-             nothing was sent (create the channel with a larger Options::slot_size)",
+            "{}: a {} encodes to {len} bytes, more than the slot size of {cap} bytes; nothing \
+             was sent (create the channel with a larger Options::slot_size)",
             slot.channel(),
             std::any::type_name::<T>()
         )));
@@ -144,19 +144,21 @@ fn encode_into<F: Flavour, T: Serialize + ?Sized>(
 }
 
 /// Decodes a whole message as a `T`: bytes that do not decode, or bytes left over, are corrupt.
-fn decode<T: DeserializeOwned>(bytes: &[u8], channel: &str) -> Result<T> {
+fn decode<T: DeserializeOwned>(bytes: &[u8], channel: impl FnOnce() -> String) -> Result<T> {
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Corrupt(format!(
-            "channel '{channel}': a {}-byte message holds a {} and {} bytes more; the \
+            "{}: a {}-byte message holds a {} and {} bytes more; the \
              producer sends another type",
+            channel(),
             bytes.len(),
             std::any::type_name::<T>(),
             rest.len()
         ))),
         Err(e) => Err(Error::Corrupt(format!(
-            "channel '{channel}': a {}-byte message does not decode as a {}: {e} (the \
-             producer sends another type, or garbage)",
+            "{}: a {}-byte message does not decode as a {}: {e} (the producer sends another \
+             type, or garbage)",
+            channel(),
             bytes.len(),
             std::any::type_name::<T>()
         ))),
@@ -315,8 +317,8 @@ impl<F: Flavour, T: Serialize> Sink<T> for TypedProducer<F, T> {
         let this = self.get_mut();
         if !this.inner.has_reservation() {
             return Err(Error::InvalidArgument(format!(
-                "Sink::start_send on typed channel '{}' without a successful poll_ready",
-                this.inner.name()
+                "Sink::start_send on {} without a successful poll_ready",
+                this.inner.describe()
             )));
         }
         // The reservation is next in line: `try_reserve` hands it out.
@@ -324,8 +326,8 @@ impl<F: Flavour, T: Serialize> Sink<T> for TypedProducer<F, T> {
             return encode_into(slot, &item);
         }
         Err(Error::InvalidArgument(format!(
-            "Sink::start_send on typed channel '{}': the reservation was used by another send",
-            this.inner.name()
+            "Sink::start_send on {}: the reservation was used by another send",
+            this.inner.describe()
         )))
     }
 
@@ -430,7 +432,7 @@ impl<F: Flavour, T: DeserializeOwned> TypedConsumer<F, T> {
     /// message does not decode as a `T` (it is consumed).
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let n = self.inner.try_recv_into(&mut self.buf)?;
-        Ok(decode(&self.buf[..n], self.inner.name())?)
+        Ok(decode(&self.buf[..n], || self.inner.describe())?)
     }
 
     /// Takes and decodes a value, parking the thread while the ring is empty.
@@ -440,7 +442,7 @@ impl<F: Flavour, T: DeserializeOwned> TypedConsumer<F, T> {
     /// As [`Consumer::recv_blocking`]; [`Error::Corrupt`] if the message does not decode.
     pub fn recv_blocking(&mut self) -> Result<T> {
         let n = self.inner.recv_into_blocking(&mut self.buf)?;
-        decode(&self.buf[..n], self.inner.name())
+        decode(&self.buf[..n], || self.inner.describe())
     }
 
     /// Takes and decodes a value, waiting at most `timeout`.
@@ -450,7 +452,7 @@ impl<F: Flavour, T: DeserializeOwned> TypedConsumer<F, T> {
     /// As [`Consumer::recv_timeout`]; [`Error::Corrupt`] if the message does not decode.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
         let n = self.inner.recv_into_timeout(&mut self.buf, timeout)?;
-        decode(&self.buf[..n], self.inner.name())
+        decode(&self.buf[..n], || self.inner.describe())
     }
 
     /// Takes and decodes a value, waiting asynchronously.
@@ -464,7 +466,7 @@ impl<F: Flavour, T: DeserializeOwned> TypedConsumer<F, T> {
     /// Cancel safe: a message is taken only in the poll that returns it.
     pub async fn recv(&mut self) -> Result<T> {
         let n = self.inner.recv_into(&mut self.buf).await?;
-        decode(&self.buf[..n], self.inner.name())
+        decode(&self.buf[..n], || self.inner.describe())
     }
 }
 
@@ -487,7 +489,7 @@ impl<F: Flavour, T: DeserializeOwned> Stream for TypedConsumer<F, T> {
         };
         this.stream_started = None;
         this.inner.retract_wait();
-        match r.and_then(|n| decode(&this.buf[..n], this.inner.name())) {
+        match r.and_then(|n| decode(&this.buf[..n], || this.inner.describe())) {
             Ok(v) => Poll::Ready(Some(Ok(v))),
             Err(Error::Closed) => {
                 this.terminated = true;

@@ -259,8 +259,8 @@ impl<F: Flavour> Consumer<F> {
         match self.take_until(Some(crate::deadline_after(timeout)))? {
             Some((pos, len)) => Ok(self.read_message(pos, len)),
             None => Err(Error::TimedOut(format!(
-                "no message on '{}' within {timeout:?}",
-                self.core.name
+                "no message on {} within {timeout:?}",
+                self.core.describe()
             ))),
         }
     }
@@ -373,9 +373,9 @@ impl<F: Flavour> Consumer<F> {
         if len > buf.len() {
             self.core.held = Some((pos, len));
             return Err(Error::InvalidArgument(format!(
-                "recv_into on channel '{}': the next message is {len} bytes and the buffer {} \
-                 bytes; the message stays queued (a buffer of slot_size() = {} bytes always fits)",
-                self.core.name,
+                "recv_into on {}: the next message is {len} bytes and the buffer {} bytes; the \
+                 message stays queued (a buffer of slot_size() = {} bytes always fits)",
+                self.core.describe(),
                 buf.len(),
                 self.core.ring.slot_size
             )));
@@ -441,8 +441,8 @@ impl<F: Flavour> Consumer<F> {
         match self.take_until(Some(crate::deadline_after(timeout)))? {
             Some((pos, len)) => self.copy_into(pos, len, buf),
             None => Err(Error::TimedOut(format!(
-                "no message on '{}' within {timeout:?}",
-                self.core.name
+                "no message on {} within {timeout:?}",
+                self.core.describe()
             ))),
         }
     }

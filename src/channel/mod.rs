@@ -83,6 +83,18 @@ macro_rules! common_methods {
             self.core.keepalive.as_ref()
         }
 
+        /// Makes errors name the endpoint `endpoint` and the peer as `peer` ("the server",
+        /// "the client", "side A", "side B") instead of this ring.
+        pub(crate) fn set_endpoint(&mut self, endpoint: &str, peer: &'static str) {
+            self.core.owner = Some((endpoint.to_owned(), peer));
+        }
+
+        /// The channel as errors name it: `endpoint '/usersvc'` or `mpsc channel '/orders'`.
+        #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+        pub(crate) fn describe(&self) -> String {
+            self.core.describe()
+        }
+
         /// The channel's name.
         pub fn name(&self) -> &str {
             &self.core.name

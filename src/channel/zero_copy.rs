@@ -42,10 +42,10 @@ impl<'a, F: Flavour> WriteSlot<'a, F> {
         self.producer.core.ring.slot_size
     }
 
-    /// The channel's name (for error messages).
+    /// The channel as errors name it.
     #[cfg_attr(not(feature = "serde"), allow(dead_code))]
-    pub(crate) fn channel(&self) -> &str {
-        &self.producer.core.name
+    pub(crate) fn channel(&self) -> String {
+        self.producer.core.describe()
     }
 
     /// Copies `data` into the slot at byte `at`.

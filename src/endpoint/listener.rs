@@ -343,8 +343,10 @@ async fn server_handshake(
     }
     let len = spsc_segment_len(&opts)?;
     let label = |dir: &str| format!("{name}#{pid}-{dir}");
-    let tx = Producer::<Spsc>::create_in(Segment::memfd(len)?, &label("a2b"), &opts)?;
-    let rx = Consumer::<Spsc>::create_in(Segment::memfd(len)?, &label("b2a"), &opts)?;
+    let mut tx = Producer::<Spsc>::create_in(Segment::memfd(len)?, &label("a2b"), &opts)?;
+    let mut rx = Consumer::<Spsc>::create_in(Segment::memfd(len)?, &label("b2a"), &opts)?;
+    tx.set_endpoint(&name, "the client");
+    rx.set_endpoint(&name, "the client");
     let (slot, cap) = opts.geometry();
     let mut reply = [0u8; 20];
     reply[4..12].copy_from_slice(&(slot as u64).to_le_bytes());
@@ -565,8 +567,10 @@ async fn connect_in(
     let b2a = Segment::from_fd(fds.next().expect("2 fds"), Mode::ReadWrite)?;
     let opts = &options.options;
     let label = format!("{name}#{}", std::process::id());
-    let rx = Consumer::<Spsc>::open_in(a2b, &format!("{label}-a2b"), opts)?;
-    let tx = Producer::<Spsc>::open_in(b2a, &format!("{label}-b2a"), opts)?;
+    let mut rx = Consumer::<Spsc>::open_in(a2b, &format!("{label}-a2b"), opts)?;
+    let mut tx = Producer::<Spsc>::open_in(b2a, &format!("{label}-b2a"), opts)?;
+    rx.set_endpoint(name, "the server");
+    tx.set_endpoint(name, "the server");
     conn.write_all(&[1], "acknowledging").await?;
     Ok(Endpoint::connected(tx, rx, Side::B, conn.into_line()?))
 }

@@ -47,6 +47,16 @@ pub enum Side {
     B,
 }
 
+impl Side {
+    /// How errors name the other side of an endpoint by name.
+    fn peer_name(self) -> &'static str {
+        match self {
+            Side::A => "side B",
+            Side::B => "side A",
+        }
+    }
+}
+
 /// A duplex connection: send to the peer, receive from the peer.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -96,10 +106,12 @@ impl Endpoint {
             Side::A => (&a2b, &b2a),
             Side::B => (&b2a, &a2b),
         };
-        let tx = crate::channel::Producer::<Spsc>::create(out_name, opts.clone())?;
-        let rx = Consumer::<Spsc>::create(in_name, opts).inspect_err(|_| {
+        let mut tx = crate::channel::Producer::<Spsc>::create(out_name, opts.clone())?;
+        let mut rx = Consumer::<Spsc>::create(in_name, opts).inspect_err(|_| {
             let _ = crate::Segment::unlink(out_name);
         })?;
+        tx.set_endpoint(name, side.peer_name());
+        rx.set_endpoint(name, side.peer_name());
         Ok(Endpoint { tx, rx, side })
     }
 
@@ -115,8 +127,10 @@ impl Endpoint {
             Side::A => (&a2b, &b2a),
             Side::B => (&b2a, &a2b),
         };
-        let tx = crate::channel::Producer::<Spsc>::open(out_name, opts.clone())?;
-        let rx = Consumer::<Spsc>::open(in_name, opts)?;
+        let mut tx = crate::channel::Producer::<Spsc>::open(out_name, opts.clone())?;
+        let mut rx = Consumer::<Spsc>::open(in_name, opts)?;
+        tx.set_endpoint(name, side.peer_name());
+        rx.set_endpoint(name, side.peer_name());
         Ok(Endpoint { tx, rx, side })
     }
 
