@@ -485,7 +485,7 @@ impl Endpoint {
     /// # async fn f() -> shmchan::Result<()> {
     /// // Park at once when idle, and give the handshake 500 ms per step.
     /// let opts = Options::new()
-    ///     .wait_strategy(WaitStrategy::park())
+    ///     .wait_strategy(WaitStrategy::park_only())
     ///     .init_timeout(Duration::from_millis(500));
     /// let ep = Endpoint::connect_with("/svc", opts).await?;
     /// // A service that runs under its own uid, on purpose.
