@@ -17,13 +17,13 @@
 //!
 //! Why postcard and not bincode: `benches/serde_codec.rs` measures both on the same structs
 //! (encode + decode into and from a preallocated buffer, alternating rounds). bincode 2 was
-//! the faster of the two, by about a quarter (on this 2-vCPU VM: 126 ns against 98 ns for a
-//! 25-byte order, 4.7 µs against 3.7 µs for a 1 KiB batch), and postcard's encoding the
+//! the faster of the two, by 13 to 22 % (on the 2-vCPU VM: 113 ns against 100 ns for a
+//! 25-byte order, 4.9 µs against 3.8 µs for a 1 KiB batch), and postcard's encoding the
 //! smaller (25 against 28 bytes, 1017 against 1067: varints everywhere), which matters where
 //! the slot size is the limit. The choice is postcard because bincode is unmaintained: its
 //! authors ceased development in December 2025 (RUSTSEC-2025-0141, which names postcard as an
 //! alternative; its 3.0 release is a `compile_error!`), while postcard has a documented,
-//! stable 1.x wire format and is kept up. A few tens of nanoseconds per message is the price;
+//! stable 1.x wire format and is kept up. Some nanoseconds per small message are the price;
 //! the README has the numbers. postcard also writes through a custom output (its `Flavor`
 //! trait), so the slot needs no `&mut [u8]`.
 //!

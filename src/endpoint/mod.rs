@@ -5,7 +5,8 @@
 //!
 //! - **By name**: [`Endpoint::create`]`(name, Side::A, ..)` makes the rings `<name>-a2b` and
 //!   `<name>-b2a` in `/dev/shm`; [`Endpoint::open`]`(name, Side::B, ..)` attaches to them.
-//! - **Listener / connect** (feature `tokio`): `Listener::bind``(name, ..)` listens on a Unix
+//! - **Listener / connect** (feature `tokio` or `async-io`; either runtime, see below):
+//!   `Listener::bind``(name, ..)` listens on a Unix
 //!   socket in the abstract namespace; each `Endpoint::connect``(name)` gets its own pair of
 //!   rings in two memfd segments that the listener passes over the socket with `SCM_RIGHTS`,
 //!   so nothing is ever left in `/dev/shm`, even after SIGKILL.
@@ -24,7 +25,13 @@
 //! 3. The client maps the rings, attaches as side B, and sends one byte; the listener then
 //!    returns the endpoint from `Listener::accept`.
 //!
-//! Each step is bounded by the handshake timeout (default 2 s); handshakes run concurrently
+//! The sockets are registered in the reactor of the task that polls them (tokio's inside a
+//! tokio runtime, else async-io's), and the step bounds are timerfds in the same reactor, so
+//! a smol client and a tokio server (or any mix) connect alike; with no runtime usable the call
+//! is an `Error::Io` of kind `Unsupported`, never a panic.
+//!
+//! Each step is bounded by the handshake timeout (the `Options`' init timeout, default 2 s;
+//! `Listener::handshake_timeout` and `ConnectOptions::handshake_timeout` override it); handshakes run concurrently
 //! inside `accept`, so a client that stalls or sends garbage never delays the others, and its
 //! failure is the `Err` of one `accept` call (the listener stays usable). After the handshake
 //! the socket stays open as the connection's liveness line; peer death is also seen through
