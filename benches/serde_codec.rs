@@ -13,7 +13,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 #[path = "support/placement.rs"]
-#[allow(dead_code)]
 mod placement;
 use placement::median;
 

@@ -57,7 +57,7 @@ async fn server() -> Result<(), Box<dyn std::error::Error>> {
         .args(["client", &name])
         .spawn()?;
     let mut ep = TypedEndpoint::<Response, Request>::accept(&mut listener).await?;
-    let mut users = vec![(1u64, "ada".to_owned()), (2, "grace".to_owned())];
+    let mut users = [(1u64, "ada".to_owned()), (2, "grace".to_owned())];
     let mut served = 0;
     loop {
         let reply = match ep.recv().await {
