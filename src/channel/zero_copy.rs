@@ -373,12 +373,14 @@ impl<F: Flavour> Producer<F> {
 
     /// Keeps the claimed `pos` as the `Sink` reservation: every send path uses it next, and
     /// dropping the producer discards it.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     pub(crate) fn hold_reservation(&mut self, pos: u64) {
         debug_assert!(self.tx.reserved.is_none());
         self.tx.reserved = Some(pos);
     }
 
     /// Whether a reservation is held (see [`hold_reservation`](Self::hold_reservation)).
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     pub(crate) fn has_reservation(&self) -> bool {
         self.tx.reserved.is_some()
     }
