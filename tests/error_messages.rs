@@ -121,6 +121,30 @@ fn a_dead_side_of_a_named_endpoint_is_named_with_its_pid() {
 }
 
 #[test]
+fn a_side_held_by_a_live_process_is_named_with_its_pid() {
+    let name = ShmName::new("err-ep-held");
+    let _a = Endpoint::create(name.as_str(), Side::A, opts()).unwrap();
+    let mut child = spawn_holding("side-b", &[name.as_str()]);
+    assert_eq!(read_report(&mut child), "attached");
+    let e = Endpoint::open(name.as_str(), Side::B, opts()).unwrap_err();
+    assert!(matches!(e, Error::InUse(_)), "{e:?}");
+    let text = e.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "in use: side B of endpoint '{}' is already held by a live process (pid {})",
+            name.as_str(),
+            child.id()
+        )
+    );
+    no_internal_names(&text);
+    drop(child);
+    for dir in ["-a2b", "-b2a"] {
+        let _ = shmchan::Segment::unlink(&format!("{}{dir}", name.as_str()));
+    }
+}
+
+#[test]
 fn a_dead_producer_of_a_channel_is_named_with_its_pid() {
     let name = ShmName::new("err-mpsc");
     let mut rx = mpsc::Consumer::create(name.as_str(), opts()).unwrap();

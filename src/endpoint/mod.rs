@@ -54,6 +54,30 @@ pub enum Side {
     B,
 }
 
+/// `InUse` from one of the rings, said of the endpoint: "side B of endpoint '/svc' is already
+/// held by a live process (pid 4242)".
+fn side_in_use(name: &str, side: Side, e: Error) -> Error {
+    match e {
+        Error::InUse(m) => {
+            // The participant table's message ends "... held by live process <pid>".
+            let pid = m
+                .rsplit_once("live process ")
+                .map(|(_, rest)| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
+                .filter(|pid| !pid.is_empty())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            Error::InUse(format!(
+                "side {side:?} of endpoint '{name}' is already held by a live process{pid}"
+            ))
+        }
+        e => e,
+    }
+}
+
 impl Side {
     /// How errors name the other side of an endpoint by name.
     fn peer_name(self) -> &'static str {
@@ -134,8 +158,10 @@ impl Endpoint {
             Side::A => (&a2b, &b2a),
             Side::B => (&b2a, &a2b),
         };
-        let mut tx = crate::channel::Producer::<Spsc>::open(out_name, opts.clone())?;
-        let mut rx = Consumer::<Spsc>::open(in_name, opts)?;
+        let in_use = |e| side_in_use(name, side, e);
+        let mut tx =
+            crate::channel::Producer::<Spsc>::open(out_name, opts.clone()).map_err(in_use)?;
+        let mut rx = Consumer::<Spsc>::open(in_name, opts).map_err(in_use)?;
         tx.set_endpoint(name, side.peer_name());
         rx.set_endpoint(name, side.peer_name());
         Ok(Endpoint { tx, rx, side })
