@@ -5,6 +5,11 @@
 //! copy of the message). The two codecs alternate (A B A B ..., `BENCH_ROUNDS` rounds, at
 //! least 5) and the median of the per-round ratios is printed with the medians of each.
 //!
+//! Then what the codec costs in a channel: a typed SPSC send + receive (`shmchan::typed`,
+//! postcard into the slot, decode from the consumer's copy) against the same bytes, encoded
+//! once beforehand, through a byte channel, both in one thread (no waiting: the cost of the
+//! calls themselves), alternating.
+//!
 //! `cargo bench --bench serde_codec --features serde` (`BENCH_ROUNDS=9`, `BENCH_ITERS=200000`).
 
 use std::hint::black_box;
@@ -135,9 +140,66 @@ fn compare<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debu
     );
 }
 
+/// ns per typed send + receive of `v` on an SPSC channel.
+fn typed_round<T>(name: &str, v: &T, iters: usize) -> f64
+where
+    T: Serialize + for<'de> Deserialize<'de>,
+{
+    use shmchan::channel::Spsc;
+    use shmchan::typed::{TypedConsumer, TypedProducer};
+    let opts = shmchan::Options::new().slot_size(2048).capacity(16);
+    let mut tx = TypedProducer::<Spsc, T>::create(name, opts.clone()).unwrap();
+    let mut rx = TypedConsumer::<Spsc, T>::open(name, opts).unwrap();
+    let t = Instant::now();
+    for _ in 0..iters {
+        tx.try_send(black_box(v)).unwrap();
+        black_box(rx.try_recv().unwrap());
+    }
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// ns per send + receive of `bytes` (already encoded) on an SPSC byte channel.
+fn bytes_round(name: &str, bytes: &[u8], iters: usize) -> f64 {
+    let opts = shmchan::Options::new().slot_size(2048).capacity(16);
+    let mut tx = shmchan::spsc::Producer::create(name, opts.clone()).unwrap();
+    let mut rx = shmchan::spsc::Consumer::open(name, opts).unwrap();
+    let t = Instant::now();
+    for _ in 0..iters {
+        tx.try_send(black_box(bytes)).unwrap();
+        black_box(rx.try_recv().unwrap());
+    }
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
+fn channel_compare<T>(what: &str, v: &T, rounds: usize, iters: usize)
+where
+    T: Serialize + for<'de> Deserialize<'de>,
+{
+    let name = format!("/shmchan-bench-serde-{}", std::process::id());
+    let bytes = postcard::to_allocvec(v).unwrap();
+    let (mut typed, mut raw, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let a = typed_round(&name, v, iters);
+        let b = bytes_round(&name, &bytes, iters);
+        ratio.push(a / b);
+        typed.push(a);
+        raw.push(b);
+    }
+    let _ = shmchan::Segment::unlink(&name);
+    println!(
+        "{what} through a channel: typed {:.0} ns, bytes {:.0} ns per send + receive; \
+         typed/bytes {:.2}x (median of {rounds} alternating rounds, {iters} each)",
+        median(typed),
+        median(raw),
+        median(ratio)
+    );
+}
+
 fn main() {
     let rounds = env("BENCH_ROUNDS", 7).max(5);
     let iters = env("BENCH_ITERS", 200_000);
     compare("small order", &small(), rounds, iters);
     compare("~1 KiB batch", &large(), rounds, iters / 8);
+    channel_compare("small order", &small(), rounds, iters);
+    channel_compare("~1 KiB batch", &large(), rounds, iters / 8);
 }
