@@ -220,7 +220,7 @@ pub mod typed;
 pub mod wait;
 
 #[cfg(not(loom))]
-pub use channel::{INLINE_MESSAGE, Lifetime, Message, Options, SendError, Stale, Unlink};
+pub use channel::{INLINE_MESSAGE, Lifetime, Message, Options, Stale, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
 #[cfg(not(loom))]
 pub use heap::{Handle, Heap, HeapOptions, ShmBuf};

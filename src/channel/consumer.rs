@@ -202,10 +202,55 @@ impl<F: Flavour> Consumer<F> {
         core.wake_peers();
     }
 
+    /// Makes deferred frees visible: the end of a batch receive (which then wakes).
+    fn flush_releases(core: &mut Core, rx: &mut RxOf<F>) {
+        let _ = rx.flush(&core.ring);
+    }
+
     pub(super) fn read_message(&mut self, pos: u64, len: usize) -> Message {
-        // `len <= slot_size` (checked_len in `take`); the slot is ours until release_pos.
+        let msg = self.copy_message(pos, len);
+        Self::release_pos(&mut self.core, &mut self.rx, pos);
+        msg
+    }
+
+    /// Takes the messages ready now, up to `limit`, into `buf`, freeing their slots with one
+    /// store and at most one wake-up at the end (SPSC; Vyukov rings free each slot's sequence
+    /// word, with one wake-up): how many. A clean close ends the batch (reported by the next
+    /// receive); another error is returned, with the messages taken before it in `buf`.
+    pub(super) fn take_ready(&mut self, buf: &mut Vec<Message>, limit: usize) -> Result<usize> {
+        let mut n = 0;
+        let mut r = Ok(());
+        while n < limit {
+            match Self::take(&mut self.core, &mut self.rx) {
+                Ok(Some((pos, len))) => {
+                    buf.push(self.copy_message(pos, len));
+                    self.rx
+                        .defer_release(&self.core.ring, pos, self.core.intent());
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        Self::flush_releases(&mut self.core, &mut self.rx);
+        if n > 0 {
+            // One wake check for the batch, ringing up to `n` producers waiting for space.
+            self.core.wake_peers_n(n);
+        }
+        match r {
+            Ok(()) | Err(Error::Closed) => Ok(n), // the end is reported by the next receive
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the message at the claimed `pos` out of its slot (not yet freed).
+    fn copy_message(&mut self, pos: u64, len: usize) -> Message {
+        // `len <= slot_size` (checked_len in `take`); the slot is ours until it is released.
         let idx = self.core.ring.index(pos);
-        let msg = if len <= INLINE_MESSAGE {
+        if len <= INLINE_MESSAGE {
             let mut msg = Message::with_len(len);
             self.core.ring.read_payload(idx, 0, msg.bytes_mut());
             msg
@@ -220,9 +265,7 @@ impl<F: Flavour> Consumer<F> {
                 bytes.set_len(len);
             }
             Message::from_vec(bytes)
-        };
-        Self::release_pos(&mut self.core, &mut self.rx, pos);
-        msg
+        }
     }
 
     /// Takes a message if one is queued now.

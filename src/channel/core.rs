@@ -432,10 +432,12 @@ impl Core {
         self.counted = true;
     }
 
+    #[inline]
     pub(super) fn reg(&self) -> Registration {
         self.reg.expect("registered while the handle lives")
     }
 
+    #[inline]
     pub(super) fn intent(&self) -> &AtomicU64 {
         self.layout
             .intent_word(self.reg().index())
@@ -482,7 +484,13 @@ impl Core {
     /// load unless somebody is parked.
     #[inline]
     pub(super) fn wake_peers(&self) {
-        self.wait_set(self.side.other()).wake(&self.bells);
+        self.wait_set(self.side.other()).wake(&self.bells, 1);
+    }
+
+    /// As [`wake_peers`](Self::wake_peers) after `n` items became visible at once (a batch
+    /// receive freed `n` slots): up to `n` async waiters are rung.
+    pub(super) fn wake_peers_n(&self, n: usize) {
+        self.wait_set(self.side.other()).wake(&self.bells, n);
     }
 
     /// Wakes everybody parked on either side (close, repair).
@@ -562,6 +570,7 @@ impl Core {
 
     /// Messages queued now (a snapshot, clamped to the capacity: a hostile peer's positions
     /// cannot make it larger).
+    #[inline]
     pub(super) fn pending(&self) -> u64 {
         // Acquire (both): pair with the Release stores of tail (publish) and head (free).
         let tail = self.ring.tail().load(Ordering::Acquire);
@@ -661,6 +670,10 @@ impl AsyncPark for Core {
     }
     fn force_checks(&mut self) {
         Core::force_checks(self)
+    }
+    fn pass_on(&self) {
+        // Our own side's waiters: the wake we were given was for work of our side.
+        self.wait_set(self.side).wake(&self.bells, 1);
     }
 }
 

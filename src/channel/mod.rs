@@ -99,6 +99,12 @@ macro_rules! common_methods {
         pub fn name(&self) -> &str {
             &self.core.name
         }
+        /// Async waiters' doorbells this handle has rung (a diagnostic for tests: a
+        /// publish rings one waiter, not every one).
+        #[doc(hidden)]
+        pub fn doorbells_rung(&self) -> u64 {
+            self.core.bells.rung()
+        }
         /// Largest message in bytes.
         pub fn slot_size(&self) -> usize {
             self.core.ring.slot_size
@@ -140,7 +146,6 @@ macro_rules! common_methods {
 mod asynch;
 mod consumer;
 mod core;
-mod error;
 mod message;
 mod options;
 mod peers;
@@ -152,7 +157,6 @@ mod fault_tests;
 
 pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
 pub use consumer::{Consumer, RecvIntoFuture};
-pub use error::SendError;
 pub use message::{INLINE_MESSAGE, Message};
 pub use options::{Lifetime, Options, Stale, Unlink};
 pub use producer::Producer;

@@ -26,6 +26,7 @@ impl Core {
     /// Cheap check on an empty (full) ring: are peers of the other side gone? Uses the
     /// clean-close counter as a hint and the participant table as the truth; never reads
     /// `/proc`.
+    #[inline]
     pub(super) fn peers_closed(&self) -> bool {
         let (counter, flag) = self.side.other().counter_and_flag();
         // Acquire: pairs with the AcqRel updates in finish/drop; a peer's last publish happens
@@ -66,6 +67,7 @@ impl Core {
     }
 
     /// When every peer of the other side is gone: `PeerGone` if one died, else `Closed`.
+    #[inline]
     pub(super) fn closed_error(&self) -> Option<Error> {
         if !self.peers_closed() {
             return None;

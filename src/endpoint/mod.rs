@@ -42,7 +42,7 @@
 
 use std::time::Duration;
 
-use crate::channel::{Consumer, Message, Options, RecvFuture, SendError, SendFuture, Spsc};
+use crate::channel::{Consumer, Message, Options, RecvFuture, SendFuture, Spsc};
 use crate::error::{Error, Result, SendTimeoutError, TryRecvError, TrySendError};
 
 /// Which end of an endpoint: A sends on `a2b` and receives on `b2a`, B the other way round.
@@ -231,7 +231,7 @@ impl Endpoint {
     /// # Errors
     ///
     /// As [`Producer::send_blocking`](crate::channel::Producer::send_blocking).
-    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<()> {
         self.tx.send_blocking(msg)
     }
 
