@@ -9,7 +9,7 @@
 //! | [`process`] | `getpid`, `/proc/<pid>/stat`, `pidfd_open` | liveness of participants (pid + start time) |
 //! | `fdpass` (feature `tokio` or `async-io`) | `sendmsg` / `recvmsg` with `SCM_RIGHTS`, `getsockopt(SO_PEERCRED)` | the listener handshake: passing memfd rings, checking the peer's uid |
 //! | [`doorbell`] | `socket(AF_UNIX, SOCK_DGRAM)`, `bind` (abstract names), `sendto`, `recv` | waking tasks parked in a reactor |
-//! | [`timer`] | `timerfd_create`, `timerfd_settime`, `read` | a fallback liveness re-check for async waits that could not watch a pidfd |
+//! | [`timer`] | `timerfd_create`, `timerfd_settime`, `read` | a fallback liveness re-check for async waits that could not watch a pidfd; the bound of each listener handshake step, in any reactor |
 //! | [`futex`] | `futex(FUTEX_WAIT / FUTEX_WAKE)` without `FUTEX_PRIVATE_FLAG` | parking blocked threads across processes |
 //!
 //! Mappings themselves are made by memmap2's `MmapRaw`, which hands out raw pointers only.
