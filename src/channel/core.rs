@@ -102,6 +102,14 @@ pub(super) struct Core {
     pub(super) keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
     /// The heap of large messages and the blocks sent still in flight (`large.rs`).
     pub(super) large: super::large::LargeState,
+    /// Consumers: a message claimed by `recv_into` whose buffer was too small, kept claimed
+    /// (position, length) so that the next receive of any kind returns it first.
+    pub(super) held: Option<(u64, usize)>,
+    /// For the rings of an endpoint: the endpoint's name and what the peer is to us
+    /// ("server", "client", "side A", "side B"), so that errors name those, not the ring.
+    pub(super) owner: Option<(String, &'static str)>,
+    /// The pid of the last peer a liveness check found dead (for the `PeerGone` message).
+    pub(super) dead_peer: Option<u32>,
 }
 
 impl fmt::Debug for Core {
@@ -372,6 +380,9 @@ impl Core {
             creator_gone: false,
             keepalive: None,
             large: Default::default(),
+            held: None,
+            owner: None,
+            dead_peer: None,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by
@@ -578,6 +589,17 @@ pub(super) fn kind_name(k: Kind) -> &'static str {
         Kind::MPSC => "mpsc",
         Kind::MPMC => "mpmc",
         _ => "unknown",
+    }
+}
+
+impl Core {
+    /// The channel as a person knows it: `endpoint '/usersvc'` for the rings of an endpoint,
+    /// else `mpsc channel '/orders'`.
+    pub(super) fn describe(&self) -> String {
+        match &self.owner {
+            Some((endpoint, _)) => format!("endpoint '{endpoint}'"),
+            None => format!("{} channel '{}'", kind_name(self.kind), self.name),
+        }
     }
 }
 

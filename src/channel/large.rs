@@ -254,13 +254,8 @@ impl<F: Flavour> Producer<F> {
     ///
     /// Cancel safe: if the future is dropped, nothing was sent and the block is freed.
     pub async fn send_buf(&mut self, buf: ShmBuf) -> Result<()> {
-        let heap = match self.check_buf(&buf) {
-            Ok(h) => h,
-            Err(e) => return Err(e), // the block is freed on drop
-        };
-        if let Err(e) = self.reclaim_if_gone() {
-            return Err(e);
-        }
+        let heap = self.check_buf(&buf)?; // on error the block is freed on drop
+        self.reclaim_if_gone()?;
         let flight = Flight::new(&heap, buf);
         let frame = block_frame(&flight.handle());
         match self.send(frame).await {
@@ -300,13 +295,8 @@ impl<F: Flavour> Producer<F> {
     ///
     /// As [`send_buf`](Self::send_buf).
     pub fn send_buf_blocking(&mut self, buf: ShmBuf) -> Result<()> {
-        let heap = match self.check_buf(&buf) {
-            Ok(h) => h,
-            Err(e) => return Err(e), // the block is freed on drop
-        };
-        if let Err(e) = self.reclaim_if_gone() {
-            return Err(e);
-        }
+        let heap = self.check_buf(&buf)?; // on error the block is freed on drop
+        self.reclaim_if_gone()?;
         let flight = Flight::new(&heap, buf);
         let frame = block_frame(&flight.handle());
         match self.send_blocking(frame) {

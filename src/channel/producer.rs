@@ -141,8 +141,9 @@ impl<F: Flavour> Producer<F> {
     pub(super) fn check_len(&self, len: usize) -> Result<()> {
         if len > self.core.ring.slot_size {
             return Err(Error::InvalidArgument(format!(
-                "message of {len} bytes is longer than the {} bytes of a slot of '{}'",
-                self.core.ring.slot_size, self.core.name
+                "message of {len} bytes is longer than the {} bytes of a slot of {}",
+                self.core.ring.slot_size,
+                self.core.describe()
             )));
         }
         Ok(())
