@@ -310,3 +310,21 @@ fn feeding_past_a_full_ring_across_processes_delivers_everything_in_order() {
     let got = read_report(&mut child);
     assert_eq!(got, "ok 5000");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_endpoint_batches_what_it_feeds_until_flush() {
+    use futures::SinkExt;
+    use shmchan::endpoint::{Endpoint, Side};
+    let name = ShmName::new("ep-feed");
+    let mut a = Endpoint::create(name.as_str(), Side::A, big()).unwrap();
+    let mut b = Endpoint::open(name.as_str(), Side::B, big()).unwrap();
+    for i in 0..10u8 {
+        a.feed([i]).await.unwrap();
+    }
+    assert!(b.try_recv().is_err(), "fed, not flushed: not visible");
+    a.flush().await.unwrap();
+    for i in 0..10u8 {
+        assert_eq!(&*b.recv().await.unwrap(), &[i]);
+    }
+    a.close().await.unwrap();
+}

@@ -208,6 +208,26 @@ impl Endpoint {
         self.rx.recv()
     }
 
+    /// Publishes what the endpoint's `Sink` fed (one store, one wake check); see
+    /// [`Producer::flush`](crate::channel::Producer::flush). Needs no item type.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::flush`](crate::channel::Producer::flush).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.tx.flush().await
+    }
+
+    /// Flushes and gives back the `Sink`'s reservation, as `SinkExt::close`; see
+    /// [`Producer::close`](crate::channel::Producer::close). The endpoint stays connected.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::flush`](crate::channel::Producer::flush).
+    pub async fn close(&mut self) -> Result<()> {
+        self.tx.close().await
+    }
+
     /// Sends if there is room now.
     ///
     /// # Errors
