@@ -328,3 +328,31 @@ async fn an_endpoint_batches_what_it_feeds_until_flush() {
     }
     a.close().await.unwrap();
 }
+
+/// A `Sink` stages only while nobody waits: a message fed while the consumer is parked is
+/// published at once (a parked consumer gains nothing from a batch it sleeps through; before,
+/// each batch cost it a park and a wake, 0.35 M msg/s against 7 M beside a CPU burner).
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_fed_to_a_parked_consumer_is_published_at_once() {
+    use futures::SinkExt;
+    use std::task::Poll;
+    let name = ShmName::new("feed-parked");
+    let park = big().wait_strategy(shmchan::WaitStrategy::park_only());
+    let mut tx = spsc::Producer::create(name.as_str(), park.clone()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), park).unwrap();
+    let mut recv = std::pin::pin!(rx.recv());
+    poll_fn(|cx| {
+        assert!(
+            recv.as_mut().poll(cx).is_pending(),
+            "parks: nothing sent yet"
+        );
+        Poll::Ready(())
+    })
+    .await;
+    tx.feed(&b"now"[..]).await.unwrap(); // no flush
+    let got = tokio::time::timeout(Duration::from_secs(10), recv)
+        .await
+        .expect("the parked consumer gets the fed message without a flush")
+        .unwrap();
+    assert_eq!(&*got, b"now");
+}

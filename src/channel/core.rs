@@ -490,6 +490,20 @@ impl Core {
         self.wait_set(self.side.other()).wake(&self.bells, 1);
     }
 
+    /// Whether a peer seems to be parked now: a plain look at the other side's sleeper count,
+    /// without the waker's fence, so it may miss one that is announcing this instant (the
+    /// fenced [`wake_peers`](Self::wake_peers) of the next publish or flush rings that one).
+    /// A `Sink` stages messages only while nobody waits for them: a parked consumer gains
+    /// nothing from a batch it sleeps through, and each batch would cost it a park.
+    #[inline]
+    pub(super) fn peer_parked_hint(&self) -> bool {
+        // Relaxed: a hint; correctness rests on the fenced wake of every publish and flush.
+        self.sleepers(self.side.other())
+            .count
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
     /// As [`wake_peers`](Self::wake_peers) after `n` items became visible at once (a batch
     /// receive freed `n` slots): up to `n` async waiters are rung.
     pub(super) fn wake_peers_n(&self, n: usize) {

@@ -341,7 +341,8 @@ pub(super) fn write_stage_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, b
     ring.len(ring.index(pos))
         .store(bytes.len() as u32, Ordering::Relaxed);
     if algo.stage(ring, pos, core.intent())
-        || (algo.staged() >= (ring.cap / 4).clamp(1, STAGE_BATCH) && algo.flush(ring))
+        || ((algo.staged() >= (ring.cap / 4).clamp(1, STAGE_BATCH) || core.peer_parked_hint())
+            && algo.flush(ring))
     {
         core.wake_peers();
     }

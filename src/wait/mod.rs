@@ -49,9 +49,19 @@
 //! | beside a CPU burner | 1.0 µs -> 6.1 µs (0.37x) | 0.65 -> 7.5 M msg/s (1.6x) |
 //!
 //! (The hot floor also hands the CPU to the OS every 16th check, else it starves itself when
-//! its two sides share a CPU.) Known miss: with many peers (MPMC `worker_pool`, 8 workers on
-//! 2 CPUs) there is no CPU word to read and the learned budget makes the pool ~1.7x slower
-//! than the executor-only yield did (13-15 s against 7-8 s for 200 k jobs, alternating runs).
+//! its two sides share a CPU.)
+//!
+//! **Wake one per item** (`protocol.rs`, `WaitSet::wake`): a publish rings one parked async
+//! waiter, a free of `n` slots up to `n`. Waking every parked waiter for every item made the
+//! MPMC `worker_pool` example 7x slower with 8 workers than with 1 (10.2 s against 1.5 s for
+//! 100 k jobs on the loaded VM: seven of eight workers woke, found nothing and parked again,
+//! per job); with wake-one the 8-worker run took 2.0-3.7 s. A waiter that was rung but does
+//! not take an item passes the wake on (`reactor::retract`; loom model
+//! `loom_wake_one_passes_on_a_wake_it_does_not_use`). `closed()` waits as an *event* waiter:
+//! it parks at once and only close and death wakes ring it, so it never absorbs a wake meant
+//! for a waiter of work. Still a miss: 8 workers are slower than 1 on 2 CPUs (each extra
+//! worker that spins or yields takes CPU from the coordinator; `cargo bench --bench
+//! worker_pool`).
 //!
 //! Everything a waiting handle does lives in this module, below the channel types:
 //!
