@@ -237,3 +237,7 @@ pub use listener::{ConnectOptions, Listener};
 
 #[cfg(feature = "tokio")]
 mod listener;
+
+pub use stream::{ShmReadHalf, ShmStream, ShmWriteHalf};
+
+mod stream;
