@@ -314,6 +314,7 @@ impl Drop for ReadChunk<'_> {
 /// by several writes, a message read by several reads. SPSC only: there a claim is the
 /// unpublished tail (the unreleased head), which stays ours, and stays the same position,
 /// until this handle publishes (releases) it; nothing in shared memory records it.
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 impl Producer<Spsc> {
     /// Waits asynchronously for a free slot and reserves it.
     pub(crate) fn poll_reserve(
@@ -340,6 +341,7 @@ impl Producer<Spsc> {
     }
 }
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 impl WriteSlot<'_, Spsc> {
     /// Puts the reservation aside, unpublished, and returns its position for
     /// [`Producer::resume_slot`].
@@ -349,6 +351,7 @@ impl WriteSlot<'_, Spsc> {
     }
 }
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 impl Consumer<Spsc> {
     /// Waits asynchronously for a message and borrows it in place.
     pub(crate) fn poll_recv_ref(
@@ -375,6 +378,7 @@ impl Consumer<Spsc> {
     }
 }
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 impl ReadSlot<'_, Spsc> {
     /// Puts the message aside, unreleased (still ours, `len` still validated), and returns
     /// its position and length for [`Consumer::resume_ref`].

@@ -238,6 +238,8 @@ pub use listener::{ConnectOptions, Listener};
 #[cfg(feature = "tokio")]
 mod listener;
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 pub use stream::{ShmReadHalf, ShmStream, ShmWriteHalf};
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 mod stream;
