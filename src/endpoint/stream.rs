@@ -78,6 +78,8 @@ pub struct ShmReadHalf {
     eof: bool,
     /// The error that ended the stream, reported again on every later read.
     failed: Option<(io::ErrorKind, String)>,
+    /// The current wait has looked once and yielded (see `poll_read_raw`).
+    looked: bool,
     started: Option<Instant>,
     label: String,
 }
@@ -169,6 +171,7 @@ impl ShmStream {
                 offset: 0,
                 eof: false,
                 failed: None,
+                looked: false,
                 started: None,
                 label: label.clone(),
             },
@@ -237,8 +240,21 @@ impl ShmReadHalf {
             let slot = match self.current.take() {
                 Some((pos, len)) => self.rx.resume_ref(pos, len),
                 None => {
-                    let r = if done == 0 {
+                    let r = if done == 0 && self.looked {
                         self.rx.poll_recv_ref(cx, &mut self.started)
+                    } else if done == 0 {
+                        // A new wait looks once and yields to the task's other work (a
+                        // protocol polls its read side before it writes what it owes the
+                        // peer); the wait proper (spin, then park) starts at the next poll.
+                        match self.rx.try_recv_ref() {
+                            Ok(Some(slot)) => Poll::Ready(Ok(slot)),
+                            Ok(None) => {
+                                self.looked = true;
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            Err(e) => Poll::Ready(Err(e)),
+                        }
                     } else {
                         // Bytes in hand: take more only if they are there now.
                         match self.rx.try_recv_ref() {
@@ -251,6 +267,7 @@ impl ShmReadHalf {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(slot)) => {
                             self.offset = 0;
+                            self.looked = false;
                             slot
                         }
                         Poll::Ready(Err(Error::Closed)) => {
