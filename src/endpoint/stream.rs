@@ -2,24 +2,7 @@
 //! tokio (feature `tokio`) and for `futures::io` (feature `async-io`), so that protocol crates
 //! (hyper, tonic, tokio-util codecs) run over shared memory as over a `UnixStream`.
 //!
-//! # How bytes travel
-//!
-//! Each direction is the endpoint's SPSC ring; a message is a run of stream bytes (never empty).
-//!
-//! - **Writes** fill the slot being built in place: the first write reserves a slot
-//!   ([`WriteSlot`](crate::channel::WriteSlot)) and copies its bytes there, later writes append
-//!   to the same slot, and the slot is published when it is full or on `poll_flush`. So a run
-//!   of small writes (a protocol's header, then its body) costs one copy each into shared
-//!   memory and one publish, with no buffer in between. A write waits only for a free slot;
-//!   `poll_flush` never waits (the slot it publishes is already ours). Dropping a write half
-//!   publishes what it holds.
-//! - **Reads** copy straight out of the message at the head of the ring into the caller's
-//!   buffer; a message larger than the buffer stays in its slot (unreleased) for the next read.
-//! - **`poll_shutdown`** publishes what is held and leaves the ring: the peer reads everything
-//!   sent and then `Ok(0)` (end of stream), as after a TCP `FIN`. Our read direction stays open.
-//! - **A dead peer** is an [`io::Error`] of kind `ConnectionReset` on read and `BrokenPipe` on
-//!   write, naming the endpoint, within a liveness interval at worst (a pidfd wakes a parked
-//!   task at once). A write to a peer that closed its read side cleanly is `BrokenPipe` too.
+//! How bytes travel is in the docs of [`ShmStream`].
 //!
 //! This module may call `channel` (the SPSC reservations that stay across polls).
 
@@ -33,8 +16,28 @@ use crate::channel::{Consumer, Producer, Spsc};
 use crate::error::Error;
 
 /// A byte stream over an [`Endpoint`]: `AsyncRead` + `AsyncWrite` (tokio's with feature
-/// `tokio`, `futures::io`'s with feature `async-io`). See the [module docs](self) for how
-/// bytes travel.
+/// `tokio`, `futures::io`'s with feature `async-io`).
+///
+/// # How bytes travel
+///
+/// Each direction is the endpoint's SPSC ring; a message is a run of stream bytes.
+///
+/// - **Writes** fill the slot being built in place: the first write reserves a slot
+///   ([`WriteSlot`](crate::channel::WriteSlot)) and copies its bytes there, later writes append
+///   to the same slot, and the slot is published when it is full or on `poll_flush`. So a run
+///   of small writes (a protocol's header, then its body) costs one copy each into shared
+///   memory and one publish, with no buffer in between. A write waits only for a free slot;
+///   `poll_flush` never waits (the slot it publishes is already ours). Dropping a write half
+///   publishes what it holds.
+/// - **Reads** copy straight out of the message at the head of the ring into the caller's
+///   buffer; a message larger than the buffer stays in its slot (unreleased) for the next read.
+///   A read that finds nothing yields to the executor once before it waits (spin, then park):
+///   protocols poll their read side before they write what they owe the peer.
+/// - **`poll_shutdown`** (`poll_close` on `futures::io`) publishes what is held and leaves the ring: the peer reads everything
+///   sent and then `Ok(0)` (end of stream), as after a TCP `FIN`. Our read direction stays open.
+/// - **A dead peer** is an [`io::Error`] of kind `ConnectionReset` on read and `BrokenPipe` on
+///   write, naming the endpoint, within a liveness interval at worst (a pidfd wakes a parked
+///   task at once). A write to a peer that closed its read side cleanly is `BrokenPipe` too.
 ///
 /// Larger slots carry more bytes per message: for HTTP or gRPC, 16 KiB to 64 KiB slots
 /// (`Options::slot_size`) do well.
