@@ -17,8 +17,13 @@
 //! placement of `support/placement.rs` (unpinned, both on one CPU, each on its own CPU, beside
 //! a CPU burner), against the same placement of its baseline; RTTs report p50 / p99 / p99.9.
 //!
+//! - Executor citizenship: the gaps between turns of a neighbour task on the same
+//!   current_thread runtime as a task waiting for messages paced ~200 µs apart (shmchan from
+//!   another process against tokio mpsc from another thread): how long a wait holds the
+//!   executor.
+//!
 //! `cargo bench --bench async` (`BENCH_PLACEMENTS=one-cpu,busy`, `BENCH_ROUNDS=7`,
-//! `BENCH_ONLY=rtt` or `BENCH_ONLY=64` narrow a run).
+//! `BENCH_ONLY=rtt`, `BENCH_ONLY=64` or `BENCH_ONLY=neighbour` narrow a run).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command};
@@ -164,7 +169,22 @@ async fn child(role: &str, args: &[String]) {
             let mut tx =
                 spsc::Producer::open(&args[0], opts(size, WaitStrategy::default())).unwrap();
             let payload = vec![7u8; size];
-            while tx.send(&payload[..]).await.is_ok() {}
+            if args.get(2).map(String::as_str) == Some("feed") {
+                // As the Framed sender: `feed` 64, then one `flush` (staged on the SPSC ring,
+                // published with one store and one wake check).
+                'outer: loop {
+                    for _ in 0..64 {
+                        if tx.feed(&payload[..]).await.is_err() {
+                            break 'outer;
+                        }
+                    }
+                    if tx.flush().await.is_err() {
+                        break;
+                    }
+                }
+            } else {
+                while tx.send(&payload[..]).await.is_ok() {}
+            }
         }
         "send-uds" => {
             let size: usize = args[1].parse().unwrap();
@@ -182,8 +202,84 @@ async fn child(role: &str, args: &[String]) {
                 }
             }
         }
+        "send-paced" => {
+            // One message every ~200 µs (a waiting consumer: spin, yield, park, woken), as
+            // a blocking sender so that the pacing needs no runtime.
+            let n: u64 = args[1].parse().unwrap();
+            let mut tx = spsc::Producer::open(&args[0], opts(64, WaitStrategy::default())).unwrap();
+            for i in 0..n {
+                std::thread::sleep(Duration::from_micros(200));
+                if tx.send_blocking(i.to_le_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
         _ => panic!("unknown role {role}"),
     }
+}
+
+/// Gaps between the turns of a neighbour task (`yield_now` in a loop) on a current_thread
+/// runtime while another task of it receives `PACED` messages sent ~200 µs apart: by
+/// shmchan from another process, or by tokio mpsc from another thread. p50 / p99 / p99.9.
+const PACED: u64 = 5_000;
+
+fn neighbour_gaps(pl: Placement, shm: bool) -> Rtt {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let local = tokio::task::LocalSet::new();
+    let nm = name("paced");
+    let mut child = None;
+    let mut thread = None;
+    let mut rx_shm = None;
+    let mut rx_tokio = None;
+    if shm {
+        rx_shm = Some(spsc::Consumer::create(&nm, opts(64, WaitStrategy::default())).unwrap());
+        child = Some(spawn(pl, "send-paced", &[&nm, &PACED.to_string()]));
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel::<[u8; 8]>(256);
+        rx_tokio = Some(rx);
+        thread = Some(std::thread::spawn(move || {
+            placement::pin(pl.peer_cpu());
+            for i in 0..PACED {
+                std::thread::sleep(Duration::from_micros(200));
+                if tx.blocking_send(i.to_le_bytes()).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let gaps = local.block_on(&rt(), async move {
+        let stop = Rc::new(Cell::new(false));
+        let s2 = stop.clone();
+        let other = tokio::task::spawn_local(async move {
+            let mut v = Vec::with_capacity(100_000);
+            let mut last = Instant::now();
+            while !s2.get() {
+                tokio::task::yield_now().await;
+                let now = Instant::now();
+                v.push(now - last);
+                last = now;
+            }
+            v
+        });
+        for _ in 0..PACED {
+            if let Some(rx) = rx_shm.as_mut() {
+                rx.recv().await.unwrap();
+            } else if let Some(rx) = rx_tokio.as_mut() {
+                rx.recv().await.unwrap();
+            }
+        }
+        stop.set(true);
+        other.await.unwrap()
+    });
+    if let Some(c) = child {
+        stop(c);
+    }
+    if let Some(t) = thread {
+        t.join().unwrap();
+    }
+    let _ = Segment::unlink(&nm);
+    percentiles(gaps)
 }
 
 async fn shm_rtt(pl: Placement, mode: &str) -> Rtt {
@@ -253,10 +349,10 @@ async fn floor_cold(pl: Placement) -> Rtt {
     percentiles(rtt)
 }
 
-async fn shm_throughput(pl: Placement, size: usize, n: u64) -> f64 {
+async fn shm_throughput(pl: Placement, size: usize, n: u64, how: &str) -> f64 {
     let nm = name(&format!("tp{size}"));
     let mut rx = spsc::Consumer::create(&nm, opts(size, WaitStrategy::default())).unwrap();
-    let c = spawn(pl, "send-shm", &[&nm, &size.to_string()]);
+    let c = spawn(pl, "send-shm", &[&nm, &size.to_string(), how]);
     for _ in 0..1000 {
         rx.recv().await.unwrap();
     }
@@ -381,28 +477,57 @@ fn main() {
                 median(r)
             );
         }
+        if want("neighbour") {
+            let (mut s, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let a = neighbour_gaps(pl, true);
+                let b = neighbour_gaps(pl, false);
+                r.push(us(a[1]) / us(b[1]));
+                s.push(a);
+                t.push(b);
+            }
+            let m = |v: &[Rtt], k: usize| median(v.iter().map(|x| us(x[k])).collect());
+            println!(
+                "[{p:>8}] neighbour task's gap beside a waiting receiver: shmchan p50/p99/p99.9 {:>7.2}/{:>8.2}/{:>8.2} µs | tokio mpsc {:>7.2}/{:>8.2}/{:>8.2} µs | median ratio p99 shmchan/mpsc {:.2}",
+                m(&s, 0),
+                m(&s, 1),
+                m(&s, 2),
+                m(&t, 0),
+                m(&t, 1),
+                m(&t, 2),
+                median(r)
+            );
+        }
         for (size, n) in [(64usize, 1_000_000u64), (1024, 300_000), (65536, 10_000)] {
             if !want(&size.to_string()) {
                 continue;
             }
             let (mut s, mut m, mut u, mut rm, mut ru) = (vec![], vec![], vec![], vec![], vec![]);
+            let (mut fe, mut rfm, mut rfu) = (vec![], vec![], vec![]);
             for _ in 0..rounds {
-                let a = rt.block_on(shm_throughput(pl, size, n));
+                let a = rt.block_on(shm_throughput(pl, size, n, "send"));
                 let b = tokio_mpsc_throughput(pl, size, n);
+                let f = rt.block_on(shm_throughput(pl, size, n, "feed"));
                 let c = rt.block_on(uds_throughput(pl, size, n));
                 rm.push(a / b);
                 ru.push(a / c);
+                rfm.push(f / b);
+                rfu.push(f / c);
                 s.push(a);
                 m.push(b);
+                fe.push(f);
                 u.push(c);
             }
             println!(
-                "[{p:>8}] async one-way {size:>5} B: shmchan {:>6.2} M msg/s | tokio mpsc in-process {:>6.2} M/s | UnixStream Framed {:>6.2} M/s | median ratios {:.2}x mpsc, {:.2}x UnixStream",
+                "[{p:>8}] async one-way {size:>5} B: shmchan send {:>6.2} M msg/s, feed+flush/64 {:>6.2} M/s | tokio mpsc in-process {:>6.2} M/s | UnixStream Framed {:>6.2} M/s | median ratios send {:.2}x mpsc, {:.2}x UnixStream; feed {:.2}x mpsc, {:.2}x UnixStream",
                 median(s) / 1e6,
+                median(fe) / 1e6,
                 median(m) / 1e6,
                 median(u) / 1e6,
                 median(rm),
-                median(ru)
+                median(ru),
+                median(rfm),
+                median(rfu)
             );
         }
     }

@@ -7,8 +7,12 @@
 //! placement of `support/placement.rs` (unpinned; server and clients on one CPU; server on
 //! CPU 0, clients on CPU 1; unpinned beside a CPU burner).
 //!
+//! The server runs on a tokio current_thread runtime and on a multi_thread one (two workers:
+//! its accepted endpoints are served by tasks that move between threads); clients are
+//! current_thread processes.
+//!
 //! `cargo bench --bench endpoint` (`BENCH_PLACEMENTS=one-cpu`, `BENCH_ROUNDS=7`,
-//! `BENCH_CLIENTS=1,4` narrow a run).
+//! `BENCH_CLIENTS=1,4`, `BENCH_RUNTIME=current` or `multi` narrow a run).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,7 +69,7 @@ async fn client(transport: &str, addr: &str) -> (u128, u128) {
 
 /// Server for one round: serves `n` clients; returns (requests per second, median of the
 /// clients' RTT p50s, median of their p99s).
-fn round(pl: Placement, transport: &str, n: usize) -> (f64, Duration, Duration) {
+fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> (f64, Duration, Duration) {
     let pid = std::process::id();
     let addr = if transport == "shm" {
         format!("/shmchan-bench-ep-{pid}")
@@ -76,7 +80,16 @@ fn round(pl: Placement, transport: &str, n: usize) -> (f64, Duration, Duration) 
             .to_string()
     };
     let _ = std::fs::remove_file(&addr);
-    rt().block_on(async {
+    let server = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        rt()
+    };
+    server.block_on(async {
         let mut shm = (transport == "shm")
             .then(|| Listener::bind(&addr, Options::new().slot_size(64).capacity(16)).unwrap());
         let uds = (transport == "uds").then(|| tokio::net::UnixListener::bind(&addr).unwrap());
@@ -153,17 +166,25 @@ fn main() {
     let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
         .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
         .unwrap_or_else(|_| vec![1, 4, 16]);
+    let runtimes: Vec<bool> = std::env::var("BENCH_RUNTIME")
+        .unwrap_or_else(|_| "current,multi".into())
+        .split(',')
+        .map(|r| r == "multi")
+        .collect();
     println!(
         "request/response, {REQUESTS} requests per client, {rounds} alternating rounds, medians:"
     );
     for pl in Placement::selected() {
         let _in = pl.enter();
-        for &n in &clients {
+        for (&n, &multi) in clients
+            .iter()
+            .flat_map(|n| runtimes.iter().map(move |m| (n, m)))
+        {
             let (mut rps_ratio, mut rtt_ratio) = (Vec::new(), Vec::new());
             let (mut s, mut u) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                let a = round(pl, "shm", n);
-                let b = round(pl, "uds", n);
+                let a = round(pl, "shm", n, multi);
+                let b = round(pl, "uds", n, multi);
                 rps_ratio.push(a.0 / b.0);
                 rtt_ratio.push(b.1.as_secs_f64() / a.1.as_secs_f64());
                 s.push(a);
@@ -181,8 +202,9 @@ fn main() {
                 )
             };
             println!(
-                "[{:>8}] {n:>2} clients: shmchan {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | UnixStream {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | median ratios: {:.2}x req/s, {:.2}x lower RTT p50",
+                "[{:>8}] {:>7} server, {n:>2} clients: shmchan {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | UnixStream {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | median ratios: {:.2}x req/s, {:.2}x lower RTT p50",
                 pl.name(),
+                if multi { "multi" } else { "current" },
                 m(&s, 0),
                 m(&s, 1),
                 m(&s, 2),

@@ -18,8 +18,7 @@ async fn main() -> shmchan::Result<()> {
         for i in 0..lines {
             let level = ["INFO", "WARN", "DEBUG"][(i % 3) as usize];
             tx.send(format!("{level} pid={pid} line {i}: request served"))
-                .await
-                .map_err(|e| e.into_parts().1)?;
+                .await?;
         }
         return Ok(()); // dropping the producer tells the collector this writer is done
     }

@@ -108,9 +108,7 @@ async fn serve(mut ep: Endpoint) -> Result<(), Error> {
                 .try_into()
                 .map_err(|_| Error::InvalidArgument(format!("a {}-byte request", req.len())))?,
         );
-        ep.send(x.wrapping_mul(x).to_le_bytes())
-            .await
-            .map_err(|e| e.into_parts().1)?;
+        ep.send(x.wrapping_mul(x).to_le_bytes()).await?;
         SERVED.fetch_add(1, Ordering::Relaxed);
     }
 }

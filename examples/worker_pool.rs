@@ -42,7 +42,7 @@ async fn main() -> shmchan::Result<()> {
         tokio::select! {
             // Feed jobs while there are some left (send is cancel safe: a lost race sends nothing).
             r = jobs_tx.send(sent.to_le_bytes()), if sent < jobs => {
-                r.map_err(|e| e.into_parts().1)?;
+                r?;
                 sent += 1;
             }
             r = tokio::time::timeout(Duration::from_secs(2), results.recv()) => {
@@ -79,6 +79,6 @@ async fn worker(id: u64, jobs: &str, results: &str) -> shmchan::Result<()> {
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&id.to_le_bytes());
         out[8..].copy_from_slice(&x.wrapping_mul(x).to_le_bytes());
-        tx.send(out).await.map_err(|e| e.into_parts().1)?;
+        tx.send(out).await?;
     }
 }

@@ -110,6 +110,24 @@ impl fmt::Display for Error {
             | Error::PeerGone(m)
             | Error::InUse(m)
             | Error::OutOfMemory(m) => write!(f, "{kind}: {m}"),
+            // Kinds by name: "segment '/x' is an spsc channel, expected an mpsc channel".
+            Error::Mismatch {
+                segment,
+                what: "kind",
+                expected,
+                found,
+            } => {
+                let name = |k: &u64| match u32::try_from(*k) {
+                    Ok(k) => crate::layout::Kind(k).describe(),
+                    Err(_) => format!("a segment of kind {k}"),
+                };
+                write!(
+                    f,
+                    "{kind}: {segment} is {}, expected {}",
+                    name(found),
+                    name(expected)
+                )
+            }
             Error::Mismatch {
                 segment,
                 what,

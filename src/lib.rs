@@ -67,7 +67,7 @@
 //! ```
 //!
 //! A service with many clients uses `Listener::bind` and `listener.accept().await` on the
-//! server and `Endpoint::connect(name).await` on each client (feature `tokio`): every client
+//! server and `Endpoint::connect(name).await` on each client (feature `tokio` or `async-io`): every client
 //! gets its own pair of rings, handed over a Unix socket, so nothing is left in `/dev/shm`.
 //!
 //! ```
@@ -98,7 +98,10 @@
 //! - `tokio` (on by default): async operations that have to wait park in tokio's reactor;
 //!   adds `endpoint::Listener` and `Endpoint::connect`.
 //! - `async-io`: async operations park in async-io's reactor (smol, async-std) when the task
-//!   does not run inside a tokio runtime.
+//!   does not run inside a tokio runtime; adds `Listener` and `connect` too (they work on
+//!   either runtime).
+//! - `serde`: the `typed` module, channels and endpoints that send serde values (postcard,
+//!   encoded straight into the slot).
 //!
 //! With neither, the try, blocking and timed operations work as usual, and an async operation
 //! that would have to park fails with an error that names the missing feature.
@@ -211,13 +214,16 @@ mod segment;
 #[cfg(not(loom))]
 pub mod spsc;
 mod sys;
+#[cfg(all(feature = "serde", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod typed;
 pub mod wait;
 
 #[cfg(not(loom))]
-pub use channel::{INLINE_MESSAGE, Lifetime, Message, Options, SendError, Stale, Unlink};
+pub use channel::{INLINE_MESSAGE, Lifetime, Message, Options, Stale, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
 #[cfg(not(loom))]
-pub use heap::{Handle, Heap, HeapOptions, ShmBuf};
+pub use heap::{Handle, Heap, HeapOptions, ShmBuf, TrustedBuf};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
 pub use wait::WaitStrategy;

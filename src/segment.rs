@@ -475,6 +475,7 @@ impl Segment {
 
     /// Start of the mapping, for reading. Another process may write these bytes at any time:
     /// read them with `ptr::read_volatile`, atomics or copies, never through a `&[u8]`.
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.map.as_ptr()
     }
@@ -484,6 +485,7 @@ impl Segment {
     /// # Errors
     ///
     /// [`Error::PermissionDenied`] if the segment is mapped read-only.
+    #[inline]
     pub fn as_mut_ptr(&self) -> Result<*mut u8> {
         match self.mode {
             Mode::ReadWrite => Ok(self.map.as_mut_ptr()),

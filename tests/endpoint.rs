@@ -38,9 +38,7 @@ async fn serve(mut ep: Endpoint) -> Result<u64, Error> {
     loop {
         match ep.recv().await {
             Ok(req) => {
-                ep.send(reply_to(&req))
-                    .await
-                    .map_err(|e| e.into_parts().1)?;
+                ep.send(reply_to(&req)).await?;
                 n += 1;
             }
             Err(Error::Closed) => return Ok(n),

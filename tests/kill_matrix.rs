@@ -451,7 +451,7 @@ fn child_produce<F: Flavour>(spec: &Spec, name: &str, ledger: &Ledger, args: &[S
     let limit = if count == 0 { MAX_SEQ } else { count };
     for seq in 0..limit {
         if let Err(e) = tx.send_blocking(make_msg(spec.salt, id, seq, slot)) {
-            panic!("producer {id}: send {seq} failed: {}", e.error());
+            panic!("producer {id}: send {seq} failed: {}", e);
         }
         ledger.commit(id, seq + 1);
     }

@@ -196,7 +196,7 @@ fn messages_longer_than_a_slot_are_refused_and_given_back() {
         other => panic!("{other:?}"),
     }
     let e = tx.send_blocking(&big[..]).unwrap_err();
-    assert!(matches!(e.error(), Error::InvalidArgument(_)));
+    assert!(matches!(e, Error::InvalidArgument(_)));
     tx.try_send(b"").unwrap(); // empty messages are fine
     tx.try_send([7u8; 8]).unwrap();
     let mut rx = shmchan::mpsc::Consumer::open(name.as_str(), Options::new()).unwrap();

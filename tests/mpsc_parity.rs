@@ -572,7 +572,7 @@ async fn recv_close_gets_none_idle() {
     rx.close();
     assert!(is_closed_err(&rx.recv().await));
     let e = tx.send(b(1)).await.unwrap_err();
-    assert!(matches!(e.error(), Error::Closed), "{e:?}");
+    assert!(matches!(e, Error::Closed), "{e:?}");
 }
 
 /// parity: MISSING (`Consumer::close` wakes waiting senders with `Closed`; a reservation taken before the close still delivers)
@@ -588,7 +588,7 @@ async fn recv_close_gets_none_reserved() {
         rx.close();
         assert!(permit2.woken().await);
         match permit2.poll() {
-            Poll::Ready(Err(e)) => assert!(matches!(e.error(), Error::Closed), "{e:?}"),
+            Poll::Ready(Err(e)) => assert!(matches!(e, Error::Closed), "{e:?}"),
             other => panic!("{other:?}"),
         }
     }
@@ -653,7 +653,7 @@ async fn failed_reserve_wakes_closed_receiver() {
         rx.close();
         assert!(reserve.woken().await);
         match reserve.poll() {
-            Poll::Ready(Err(e)) => assert!(matches!(e.error(), Error::Closed), "{e:?}"),
+            Poll::Ready(Err(e)) => assert!(matches!(e, Error::Closed), "{e:?}"),
             other => panic!("{other:?}"),
         }
     }
@@ -980,7 +980,7 @@ async fn dropping_rx_closes_channel() {
     tx.try_send(b(1)).unwrap();
     drop(rx);
     let e = tx.send(b(2)).await.unwrap_err();
-    assert!(matches!(e.error(), Error::Closed), "{e:?}");
+    assert!(matches!(e, Error::Closed), "{e:?}");
     let e =
         futures::future::poll_fn(|cx| futures::Sink::<&[u8]>::poll_ready(Pin::new(&mut tx), cx))
             .await

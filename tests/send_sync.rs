@@ -19,7 +19,7 @@ use shmchan::endpoint::{Endpoint, Side};
 use shmchan::layout::{Kind, Layout, LayoutSpec, Participant, Registration, Role};
 use shmchan::{
     Error, ErrorBox, Handle, Heap, HeapOptions, Message, Mode, Options, Segment, SegmentOptions,
-    SendError, SendTimeoutError, ShmBuf, TryRecvError, TrySendError, Unlink, WaitStrategy,
+    SendTimeoutError, ShmBuf, TryRecvError, TrySendError, Unlink, WaitStrategy,
 };
 
 fn require_send<T: Send>(_t: &T) {}
@@ -190,7 +190,5 @@ assert_value!(ErrorBox: Send & Sync & Unpin);
 assert_value!(TryRecvError: Send & Sync & Unpin);
 assert_value!(TrySendError<Vec<u8>>: Send & Sync & Unpin);
 assert_value!(TrySendError<Rc<[u8]>>: !Send & !Sync & Unpin);
-assert_value!(SendError<Vec<u8>>: Send & Sync & Unpin);
-assert_value!(SendError<Rc<[u8]>>: !Send & !Sync & Unpin);
 assert_value!(SendTimeoutError<Vec<u8>>: Send & Sync & Unpin);
 assert_value!(SendTimeoutError<Rc<[u8]>>: !Send & !Sync & Unpin);

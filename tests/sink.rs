@@ -44,6 +44,19 @@ fn child_entry() {
             }
             report(format!("{} abandoned {}", got.join(","), rx.abandoned()));
         }
+        // An SPSC consumer: receives `count` u32 messages, checks they count up from 0.
+        "consume-spsc" => {
+            let count: u32 = args[1].parse().unwrap();
+            let mut rx = spsc::Consumer::open(&args[0], opts()).unwrap();
+            for i in 0..count {
+                match rx.recv_timeout(Duration::from_secs(10)) {
+                    Ok(m) if *m == i.to_le_bytes() => {}
+                    Ok(m) => return report(format!("message {i} was {:?}", &*m)),
+                    Err(e) => return report(format!("error {e} at {i}")),
+                }
+            }
+            report(format!("ok {count}"));
+        }
         other => panic!("unknown role {other}"),
     });
 }
@@ -147,4 +160,171 @@ async fn mpmc_reserved_slot_of_a_live_producer_is_never_abandoned() {
     flush(&mut tx).await;
     tx.send(b"C").await.unwrap();
     assert_eq!(read_report(&mut child), "A,B,C abandoned 0");
+}
+
+// Batching: `feed` stages messages on SPSC rings; `flush` (or a direct send, a full ring, a
+// quarter of the ring staged, dropping the producer) publishes them in order.
+
+fn big() -> Options {
+    Options::new()
+        .slot_size(16)
+        .capacity(128)
+        .liveness_interval(Duration::from_millis(20))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn fed_messages_are_visible_after_flush_not_before() {
+    use futures::SinkExt;
+    let name = ShmName::new("feed-flush");
+    let mut tx = spsc::Producer::create(name.as_str(), big()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), big()).unwrap();
+    for i in 0..10u8 {
+        tx.feed([i]).await.unwrap();
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "staged messages are not visible before a flush"
+    );
+    assert_eq!(rx.pending(), 0);
+    tx.flush().await.unwrap();
+    for i in 0..10u8 {
+        assert_eq!(&*rx.try_recv().unwrap(), &[i]);
+    }
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_quarter_of_the_ring_staged_is_published_without_flush() {
+    use futures::SinkExt;
+    let name = ShmName::new("feed-quarter");
+    let mut tx = spsc::Producer::create(name.as_str(), big()).unwrap();
+    let rx = spsc::Consumer::open(name.as_str(), big()).unwrap();
+    for i in 0..31u8 {
+        tx.feed([i]).await.unwrap();
+    }
+    assert_eq!(rx.pending(), 0);
+    tx.feed([31]).await.unwrap();
+    assert_eq!(
+        rx.pending(),
+        32,
+        "32 staged (a quarter of 128) are published"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_direct_send_after_feed_keeps_the_order_and_publishes_both() {
+    use futures::SinkExt;
+    let name = ShmName::new("feed-direct");
+    let mut tx = spsc::Producer::create(name.as_str(), big()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), big()).unwrap();
+    tx.feed(&b"fed"[..]).await.unwrap();
+    tx.try_send(b"direct").unwrap();
+    assert_eq!(&*rx.try_recv().unwrap(), b"fed");
+    assert_eq!(&*rx.try_recv().unwrap(), b"direct");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_producer_publishes_what_it_staged() {
+    use futures::SinkExt;
+    let name = ShmName::new("feed-drop");
+    let mut tx = spsc::Producer::create(name.as_str(), big()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), big()).unwrap();
+    for i in 0..3u8 {
+        tx.feed([i]).await.unwrap();
+    }
+    drop(tx);
+    for i in 0..3u8 {
+        assert_eq!(&*rx.recv().await.unwrap(), &[i]);
+    }
+    assert!(matches!(rx.recv().await, Err(shmchan::Error::Closed)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn close_and_forward_need_no_item_type() {
+    use futures::{StreamExt, stream};
+    let name = ShmName::new("feed-infer");
+    let mut tx = spsc::Producer::create(name.as_str(), big()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), big()).unwrap();
+    let items = stream::iter((0..100u8).map(|i| Ok::<_, shmchan::Error>(vec![i])));
+    items.forward(&mut tx).await.unwrap();
+    tx.close().await.unwrap();
+    for i in 0..100u8 {
+        assert_eq!(&*rx.recv().await.unwrap(), &[i]);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn send_errors_are_static_and_convert_with_question_mark() {
+    async fn send_to_nobody(name: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut tx = spsc::Producer::create(name, big())?;
+        drop(spsc::Consumer::open(name, big())?);
+        let local = [1u8, 2, 3];
+        tx.send(&local[..]).await?; // a borrowed message: the error does not borrow it
+        Ok(())
+    }
+    let name = ShmName::new("send-static");
+    let e = send_to_nobody(name.as_str()).await.unwrap_err();
+    assert!(e.to_string().contains("closed"), "{e}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn recv_many_frees_every_slot_it_took() {
+    let name = ShmName::new("recv-many");
+    let mut tx = spsc::Producer::create(name.as_str(), big()).unwrap();
+    let mut rx = spsc::Consumer::open(name.as_str(), big()).unwrap();
+    for i in 0..128u8 {
+        tx.try_send([i]).unwrap();
+    }
+    assert_eq!(tx.available(), 0);
+    let mut buf = Vec::new();
+    assert_eq!(rx.recv_many(&mut buf, 100).await.unwrap(), 100);
+    assert_eq!(
+        tx.available(),
+        100,
+        "the batch's slots are free when it returns"
+    );
+    assert!(buf.iter().enumerate().all(|(i, m)| **m == [i as u8]));
+    assert_eq!(rx.recv_many(&mut buf, 100).await.unwrap(), 28);
+    assert_eq!(tx.available(), 128);
+}
+
+/// A Sink fed far more than the ring holds, never flushed until the end, with the consumer in
+/// another process: a full ring publishes what is staged before waiting, so this cannot hang,
+/// and every message arrives once, in order.
+#[test]
+fn feeding_past_a_full_ring_across_processes_delivers_everything_in_order() {
+    use futures::SinkExt;
+    let name = ShmName::new("feed-xproc");
+    let mut tx = spsc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut child = spawn_holding("consume-spsc", &[name.as_str(), "5000"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..5000u32 {
+            tx.feed(i.to_le_bytes()).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+    });
+    let got = read_report(&mut child);
+    assert_eq!(got, "ok 5000");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_endpoint_batches_what_it_feeds_until_flush() {
+    use futures::SinkExt;
+    use shmchan::endpoint::{Endpoint, Side};
+    let name = ShmName::new("ep-feed");
+    let mut a = Endpoint::create(name.as_str(), Side::A, big()).unwrap();
+    let mut b = Endpoint::open(name.as_str(), Side::B, big()).unwrap();
+    for i in 0..10u8 {
+        a.feed([i]).await.unwrap();
+    }
+    assert!(b.try_recv().is_err(), "fed, not flushed: not visible");
+    a.flush().await.unwrap();
+    for i in 0..10u8 {
+        assert_eq!(&*b.recv().await.unwrap(), &[i]);
+    }
+    a.close().await.unwrap();
 }

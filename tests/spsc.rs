@@ -137,7 +137,7 @@ fn a_killed_consumer_is_peer_gone_and_a_new_consumer_resumes() {
     let end = loop {
         match tx.send_blocking(message(0, sent, MAX)) {
             Ok(()) => sent += 1,
-            Err(e) => break e.into_parts().1,
+            Err(e) => break e,
         }
     };
     assert!(matches!(end, Error::PeerGone(_)), "{end}");

@@ -18,13 +18,13 @@ use futures_core::{FusedStream, Stream};
 use futures_sink::Sink;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+use super::Flavour;
 use super::consumer::{Consumer, value_from};
 use super::core::Core;
 use super::message::Message;
-use super::producer::{Producer, claim_with, deliver_pending};
-use super::{Flavour, SendError};
+use super::producer::{Producer, claim_with, deliver_pending, flush_staged, write_stage_at};
 use crate::error::{Error, Result};
-use crate::wait::reactor::{self, poll_op};
+use crate::wait::reactor::{self, Interest, poll_op, poll_op_for};
 
 /// The future of [`Producer::closed`] and [`Consumer::closed`]: resolves to
 /// [`Error::Closed`] when the other side left cleanly, [`Error::PeerGone`] when it died, or
@@ -45,12 +45,18 @@ impl Future for ClosedFuture<'_> {
     type Output = Error;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Error> {
         let this = self.get_mut();
-        let r = poll_op(&mut *this.core, cx, &mut this.started, |core| {
-            if core.clock_due() {
-                core.check_peers(false)?;
-            }
-            Ok(core.closed_error())
-        });
+        let r = poll_op_for(
+            &mut *this.core,
+            cx,
+            &mut this.started,
+            Interest::Events,
+            |core| {
+                if core.clock_due() {
+                    core.check_peers(false)?;
+                }
+                Ok(core.closed_error())
+            },
+        );
         match r {
             Poll::Ready(Ok(e)) | Poll::Ready(Err(e)) => Poll::Ready(e),
             Poll::Pending => Poll::Pending,
@@ -106,21 +112,15 @@ impl<F: Flavour, M> std::fmt::Debug for SendFuture<'_, F, M> {
 }
 
 impl<F: Flavour, M: AsRef<[u8]> + Unpin> Future for SendFuture<'_, F, M> {
-    type Output = std::result::Result<(), SendError<M>>;
+    type Output = Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let msg = this.msg.as_ref().expect("Send polled after completion");
-        match this.tx.poll_send_bytes(cx, msg.as_ref(), &mut this.started) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => {
-                this.msg = None;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => {
-                let msg = this.msg.take().expect("present until completion");
-                Poll::Ready(Err(SendError::new(msg, e)))
-            }
+        let r = this.tx.poll_send_bytes(cx, msg.as_ref(), &mut this.started);
+        if r.is_ready() {
+            this.msg = None;
         }
+        r
     }
 }
 
@@ -135,9 +135,12 @@ impl<F: Flavour> Producer<F> {
     ///
     /// # Errors
     ///
-    /// The message comes back in a [`SendError`] with [`Error::Closed`],
-    /// [`Error::PeerGone`], [`Error::InvalidArgument`] (longer than a slot),
-    /// [`Error::Corrupt`], or [`Error::Io`] if no async runtime can be used.
+    /// [`Error::Closed`], [`Error::PeerGone`], [`Error::InvalidArgument`] (longer than a
+    /// slot), [`Error::Corrupt`], or [`Error::Io`] if no async runtime can be used. Each is
+    /// final for this channel, so the message is not given back (it is dropped; a borrowed
+    /// one is still the caller's), and the error is `'static`: `?` turns it into a
+    /// `Box<dyn Error>` or an `io::Error`. [`try_send`](Self::try_send) gives the message
+    /// back when the ring is full.
     ///
     /// # Cancel safety
     ///
@@ -171,20 +174,17 @@ impl<F: Flavour> Producer<F> {
     ///
     /// # Errors
     ///
-    /// As [`send`](Self::send), with the value given back.
+    /// As [`send`](Self::send).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, as [`send`](Self::send).
-    pub async fn send_value<T: IntoBytes + Immutable>(
-        &mut self,
-        value: T,
-    ) -> std::result::Result<(), SendError<T>> {
+    pub async fn send_value<T: IntoBytes + Immutable>(&mut self, value: T) -> Result<()> {
         let mut started = None;
         let r = std::future::poll_fn(|cx| self.poll_send_bytes(cx, value.as_bytes(), &mut started))
             .await;
         reactor::retract(&mut self.core);
-        r.map_err(|e| SendError::new(value, e))
+        r
     }
 
     fn poll_send_bytes(
@@ -240,6 +240,63 @@ impl<F: Flavour> Producer<F> {
         }
     }
 
+    /// Makes every message the `Sink` accepted visible to the consumers: what `feed` staged,
+    /// and an item kept because the ring was full (waiting for room for it). The same as
+    /// `SinkExt::flush`, callable without naming the item type.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: what was staged is published by the first poll; an item kept for a full
+    /// ring stays kept (the next flush or the producer's drop delivers it if there is room).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::SinkExt;
+    /// use shmchan::{Options, spsc};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-flush-{}", std::process::id());
+    /// let mut tx = spsc::Producer::create(&name, Options::new())?;
+    /// let mut rx = spsc::Consumer::open(&name, Options::new())?;
+    /// for i in 0..10u8 {
+    ///     tx.feed([i]).await?; // written into its slot, not yet visible
+    /// }
+    /// tx.flush().await?; // all ten visible, with one store and one wake check
+    /// let mut got = Vec::new();
+    /// assert_eq!(rx.recv_many(&mut got, 10).await?, 10);
+    /// assert_eq!(&*got[9], &[9]);
+    /// tx.close().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn flush(&mut self) -> Result<()> {
+        std::future::poll_fn(|cx| {
+            flush_staged(&self.core, &mut self.tx.algo);
+            self.poll_pending(cx)
+        })
+        .await
+    }
+
+    /// Flushes (as [`flush`](Self::flush)) and gives back the `Sink`'s reservation: what
+    /// `SinkExt::close` does, callable without naming the item type. The producer stays
+    /// attached; drop it to leave the channel.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn close(&mut self) -> Result<()> {
+        self.flush().await?;
+        self.release_sink_reservation();
+        reactor::retract(&mut self.core);
+        Ok(())
+    }
+
     /// Gives back a slot reserved by `Sink::poll_ready` and not used.
     pub(crate) fn release_sink_reservation(&mut self) {
         self.tx.granted = false;
@@ -264,17 +321,23 @@ impl<F: Flavour> Producer<F> {
 }
 
 /// `Sink` built reserve-then-send (tokio-util's `PollSender`): `poll_ready` reserves a slot,
-/// `start_send` fills and publishes it, so `poll_flush` has nothing left to do (a sent message
-/// is visible to the consumers). A reservation not used is released by `poll_close` or when
-/// the producer is dropped.
+/// `start_send` fills it, `poll_flush` makes everything sent visible to the consumers.
+///
+/// **Batching.** On an SPSC ring (and so on an [`Endpoint`](crate::endpoint::Endpoint)),
+/// `start_send` *stages* the message: it is written into its slot but the shared `tail` is
+/// not stored, so `feed` after `feed` costs no cross-core cache-line transfer and no wake
+/// check. Staged messages become visible, in order, with one store and at most one wake-up
+/// on `poll_flush` (`SinkExt::flush`, `send`, `send_all`, `close`), on any direct send
+/// (`send`, `try_send`, ...), when 32 (or a quarter of the ring) are staged, when the ring is
+/// full (before waiting for space), and when the producer is dropped. Like a buffered socket:
+/// feed many, flush once. A producer killed with staged messages never published them (the
+/// consumer sees none of them, never a torn one). MPSC and MPMC rings publish each message in
+/// `start_send`: an unpublished claim there would hold back other producers' messages.
 ///
 /// The reservation is the next slot in line: a direct send (`try_send`, `send`, ...) made
 /// between `poll_ready` and `start_send` uses it, and `start_send` then takes the next free
 /// slot, or keeps its item until `poll_flush` (or the next `poll_ready`) can put it in. Either
 /// way the messages arrive in the order they were sent and none is lost or invented.
-///
-/// `SinkExt::send` flushes after every item; `feed` + one `flush` is the same here, since every
-/// item is published by `start_send`.
 impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
     type Error = Error;
 
@@ -291,7 +354,12 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
         let mut started = this.sink_started.take();
         let tx = &mut this.tx;
         let r = poll_op(&mut this.core, cx, &mut started, |core| {
-            claim_with(core, tx)
+            let r = claim_with(core, tx)?;
+            if r.is_none() {
+                // Full: what is staged must be visible before we wait for the consumer.
+                flush_staged(core, &mut tx.algo);
+            }
+            Ok(r)
         });
         this.sink_started = started;
         match r {
@@ -318,24 +386,30 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
         this.check_len(bytes.len())?;
         this.tx.granted = false;
         if let Some(pos) = this.tx.reserved.take() {
-            this.write_commit(pos, bytes);
+            write_stage_at(&this.core, &mut this.tx.algo, pos, bytes);
             return Ok(());
         }
         // Another send path used our reservation: take the next slot if one is free now,
         // else keep the item for poll_flush.
         match claim_with(&mut this.core, &mut this.tx)? {
-            Some(pos) => this.write_commit(pos, bytes),
-            None => this.tx.pending = Some(bytes.to_vec()),
+            Some(pos) => write_stage_at(&this.core, &mut this.tx.algo, pos, bytes),
+            None => {
+                flush_staged(&this.core, &mut this.tx.algo);
+                this.tx.pending = Some(bytes.to_vec());
+            }
         }
         Ok(())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.get_mut().poll_pending(cx)
+        let this = self.get_mut();
+        flush_staged(&this.core, &mut this.tx.algo);
+        this.poll_pending(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
+        flush_staged(&this.core, &mut this.tx.algo);
         match this.poll_pending(cx) {
             Poll::Ready(Ok(())) => {}
             other => return other,
@@ -402,18 +476,8 @@ impl<F: Flavour> Consumer<F> {
             Err(Error::Closed) => return Ok(0),
             Err(e) => return Err(e),
         }
-        let mut n = 1;
-        while n < limit {
-            match self.try_recv() {
-                Ok(m) => {
-                    buf.push(m);
-                    n += 1;
-                }
-                Err(crate::error::TryRecvError::Other(e)) => return Err(e),
-                Err(_) => break, // empty, or closed: the end is reported next time
-            }
-        }
-        Ok(n)
+        // The rest of what is ready, freed with one store of `head` and one wake check.
+        Ok(1 + self.take_ready(buf, limit - 1)?)
     }
 
     /// Takes a plain-old-data value, waiting asynchronously.

@@ -22,6 +22,7 @@ use crate::loom::Ordering;
 use crate::ring::{self, Content, RecvSide, repair};
 use crate::segment::Segment;
 use crate::wait::blocking;
+use crate::wait::reactor::{self, poll_op};
 
 /// The receiving side of a channel.
 pub struct Consumer<F: Flavour> {
@@ -134,6 +135,9 @@ impl<F: Flavour> Consumer<F> {
     /// released after reading), `Ok(None)` when nothing is ready, errors for closed / gone.
     #[inline]
     pub(super) fn take(core: &mut Core, rx: &mut RxOf<F>) -> Result<Option<(u64, usize)>> {
+        if let Some(held) = core.held.take() {
+            return Ok(Some(held)); // a message `recv_into` could not take: still ours, first
+        }
         loop {
             let Some(pos) = rx.claim(&core.ring, core.intent())? else {
                 return Self::nothing_ready(core, rx);
@@ -198,10 +202,55 @@ impl<F: Flavour> Consumer<F> {
         core.wake_peers();
     }
 
+    /// Makes deferred frees visible: the end of a batch receive (which then wakes).
+    fn flush_releases(core: &mut Core, rx: &mut RxOf<F>) {
+        let _ = rx.flush(&core.ring);
+    }
+
     pub(super) fn read_message(&mut self, pos: u64, len: usize) -> Message {
-        // `len <= slot_size` (checked_len in `take`); the slot is ours until release_pos.
+        let msg = self.copy_message(pos, len);
+        Self::release_pos(&mut self.core, &mut self.rx, pos);
+        msg
+    }
+
+    /// Takes the messages ready now, up to `limit`, into `buf`, freeing their slots with one
+    /// store and at most one wake-up at the end (SPSC; Vyukov rings free each slot's sequence
+    /// word, with one wake-up): how many. A clean close ends the batch (reported by the next
+    /// receive); another error is returned, with the messages taken before it in `buf`.
+    pub(super) fn take_ready(&mut self, buf: &mut Vec<Message>, limit: usize) -> Result<usize> {
+        let mut n = 0;
+        let mut r = Ok(());
+        while n < limit {
+            match Self::take(&mut self.core, &mut self.rx) {
+                Ok(Some((pos, len))) => {
+                    buf.push(self.copy_message(pos, len));
+                    self.rx
+                        .defer_release(&self.core.ring, pos, self.core.intent());
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        Self::flush_releases(&mut self.core, &mut self.rx);
+        if n > 0 {
+            // One wake check for the batch, ringing up to `n` producers waiting for space.
+            self.core.wake_peers_n(n);
+        }
+        match r {
+            Ok(()) | Err(Error::Closed) => Ok(n), // the end is reported by the next receive
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the message at the claimed `pos` out of its slot (not yet freed).
+    fn copy_message(&mut self, pos: u64, len: usize) -> Message {
+        // `len <= slot_size` (checked_len in `take`); the slot is ours until it is released.
         let idx = self.core.ring.index(pos);
-        let msg = if len <= INLINE_MESSAGE {
+        if len <= INLINE_MESSAGE {
             let mut msg = Message::with_len(len);
             self.core.ring.read_payload(idx, 0, msg.bytes_mut());
             msg
@@ -216,9 +265,7 @@ impl<F: Flavour> Consumer<F> {
                 bytes.set_len(len);
             }
             Message::from_vec(bytes)
-        };
-        Self::release_pos(&mut self.core, &mut self.rx, pos);
-        msg
+        }
     }
 
     /// Takes a message if one is queued now.
@@ -255,8 +302,8 @@ impl<F: Flavour> Consumer<F> {
         match self.take_until(Some(crate::deadline_after(timeout)))? {
             Some((pos, len)) => Ok(self.read_message(pos, len)),
             None => Err(Error::TimedOut(format!(
-                "no message on '{}' within {timeout:?}",
-                self.core.name
+                "no message on {} within {timeout:?}",
+                self.core.describe()
             ))),
         }
     }
@@ -320,6 +367,8 @@ impl Consumer<Spsc> {
     ///
     /// [`Error::Corrupt`] if a length in the chunk is out of range.
     pub fn try_recv_many(&mut self, max: usize) -> Result<ReadChunk<'_>> {
+        // A message held by `recv_into` is the head of the ring: the chunk starts with it.
+        self.core.held = None;
         let (pos, n) = self.rx.peek(&self.core.ring, max as u64)?;
         let mut lens = Vec::with_capacity(n as usize);
         for i in 0..n {
@@ -346,6 +395,9 @@ pub(super) fn value_from<T: FromBytes>(msg: &[u8], name: &str) -> Result<T> {
 
 impl<F: Flavour> Drop for Consumer<F> {
     fn drop(&mut self) {
+        if let Some((pos, _)) = self.core.held.take() {
+            Self::release_pos(&mut self.core, &mut self.rx, pos);
+        }
         self.core.leave();
     }
 }
@@ -354,4 +406,160 @@ impl<F: Flavour> Drop for Consumer<F> {
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) fn spsc_segment_len(opts: &Options) -> Result<usize> {
     Core::segment_len(Kind::SPSC, opts)
+}
+
+/// Receiving into a caller's buffer: `recv_into` and friends.
+impl<F: Flavour> Consumer<F> {
+    /// Copies the claimed message at `pos` into `buf` and frees its slot, or, if `buf` is too
+    /// small, keeps the message claimed (the next receive of any kind returns it) and says so.
+    fn copy_into(&mut self, pos: u64, len: usize, buf: &mut [u8]) -> Result<usize> {
+        if len > buf.len() {
+            self.core.held = Some((pos, len));
+            return Err(Error::InvalidArgument(format!(
+                "recv_into on {}: the next message is {len} bytes and the buffer {} bytes; the \
+                 message stays queued (a buffer of slot_size() = {} bytes always fits)",
+                self.core.describe(),
+                buf.len(),
+                self.core.ring.slot_size
+            )));
+        }
+        let idx = self.core.ring.index(pos);
+        self.core.ring.read_payload(idx, 0, &mut buf[..len]);
+        Self::release_pos(&mut self.core, &mut self.rx, pos);
+        Ok(len)
+    }
+
+    /// Takes a message into `buf` if one is queued now: its length. No allocation.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv); [`TryRecvError::Other`] with
+    /// [`Error::InvalidArgument`] naming both sizes if the message is longer than `buf`: the
+    /// message is not lost, the next receive (with a larger buffer, or any other receive
+    /// method) returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::{Options, spsc};
+    ///
+    /// # fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-recv-into-{}", std::process::id());
+    /// let mut tx = spsc::Producer::create(&name, Options::new())?;
+    /// let mut rx = spsc::Consumer::open(&name, Options::new())?;
+    /// tx.try_send(b"hello").unwrap();
+    /// let mut small = [0u8; 2];
+    /// assert!(rx.try_recv_into(&mut small).is_err()); // too small: still queued
+    /// let mut buf = [0u8; 16];
+    /// let n = rx.try_recv_into(&mut buf).unwrap();
+    /// assert_eq!(&buf[..n], b"hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        match Self::take(&mut self.core, &mut self.rx)? {
+            Some((pos, len)) => Ok(self.copy_into(pos, len, buf)?),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Takes a message into `buf`, waiting (spin, yield, park) while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_blocking`](Self::recv_blocking), and as
+    /// [`try_recv_into`](Self::try_recv_into) for a buffer too small.
+    pub fn recv_into_blocking(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let (pos, len) = self.take_until(None)?.expect("no deadline");
+        self.copy_into(pos, len, buf)
+    }
+
+    /// Takes a message into `buf`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] if nothing came, else as
+    /// [`recv_into_blocking`](Self::recv_into_blocking).
+    pub fn recv_into_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        match self.take_until(Some(crate::deadline_after(timeout)))? {
+            Some((pos, len)) => self.copy_into(pos, len, buf),
+            None => Err(Error::TimedOut(format!(
+                "no message on {} within {timeout:?}",
+                self.core.describe()
+            ))),
+        }
+    }
+
+    /// Takes a message into `buf`, waiting asynchronously: its length.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), and as [`try_recv_into`](Self::try_recv_into) for a buffer
+    /// too small (the message stays queued).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is taken only in the poll that copies it into `buf`.
+    pub fn recv_into<'a>(&'a mut self, buf: &'a mut [u8]) -> RecvIntoFuture<'a, F> {
+        RecvIntoFuture {
+            rx: self,
+            buf,
+            started: None,
+        }
+    }
+
+    /// Polls for a message into `buf` (the typed consumers' stream).
+    pub(crate) fn poll_recv_into(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+        started: &mut Option<Instant>,
+    ) -> std::task::Poll<Result<usize>> {
+        let rx = &mut self.rx;
+        match poll_op(&mut self.core, cx, started, |core| Self::take(core, rx)) {
+            std::task::Poll::Ready(Ok((pos, len))) => {
+                std::task::Poll::Ready(self.copy_into(pos, len, buf))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    /// Withdraws an async wait announced by [`poll_recv_into`](Self::poll_recv_into).
+    pub(crate) fn retract_wait(&mut self) {
+        reactor::retract(&mut self.core);
+    }
+}
+
+/// The future of [`Consumer::recv_into`]: the length of the message copied into the buffer.
+#[must_use = "futures do nothing unless polled"]
+pub struct RecvIntoFuture<'a, F: Flavour> {
+    rx: &'a mut Consumer<F>,
+    buf: &'a mut [u8],
+    started: Option<Instant>,
+}
+
+impl<F: Flavour> fmt::Debug for RecvIntoFuture<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvIntoFuture")
+            .field("buf_len", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Flavour> std::future::Future for RecvIntoFuture<'_, F> {
+    type Output = Result<usize>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<usize>> {
+        let this = self.get_mut();
+        this.rx.poll_recv_into(cx, this.buf, &mut this.started)
+    }
+}
+
+impl<F: Flavour> Drop for RecvIntoFuture<'_, F> {
+    fn drop(&mut self) {
+        self.rx.retract_wait();
+    }
 }

@@ -100,6 +100,16 @@ pub(super) struct Core {
     /// Something the handle keeps open for as long as it lives (a connected endpoint's
     /// socket, the liveness line, shared by both halves so that `split` keeps it).
     pub(super) keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// The heap of large messages and the blocks sent still in flight (`large.rs`).
+    pub(super) large: super::large::LargeState,
+    /// Consumers: a message claimed by `recv_into` whose buffer was too small, kept claimed
+    /// (position, length) so that the next receive of any kind returns it first.
+    pub(super) held: Option<(u64, usize)>,
+    /// For the rings of an endpoint: the endpoint's name and what the peer is to us
+    /// ("server", "client", "side A", "side B"), so that errors name those, not the ring.
+    pub(super) owner: Option<(String, &'static str)>,
+    /// The pid of the last peer a liveness check found dead (for the `PeerGone` message).
+    pub(super) dead_peer: Option<u32>,
 }
 
 impl fmt::Debug for Core {
@@ -369,6 +379,10 @@ impl Core {
             counted: false,
             creator_gone: false,
             keepalive: None,
+            large: Default::default(),
+            held: None,
+            owner: None,
+            dead_peer: None,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by
@@ -421,10 +435,12 @@ impl Core {
         self.counted = true;
     }
 
+    #[inline]
     pub(super) fn reg(&self) -> Registration {
         self.reg.expect("registered while the handle lives")
     }
 
+    #[inline]
     pub(super) fn intent(&self) -> &AtomicU64 {
         self.layout
             .intent_word(self.reg().index())
@@ -471,7 +487,13 @@ impl Core {
     /// load unless somebody is parked.
     #[inline]
     pub(super) fn wake_peers(&self) {
-        self.wait_set(self.side.other()).wake(&self.bells);
+        self.wait_set(self.side.other()).wake(&self.bells, 1);
+    }
+
+    /// As [`wake_peers`](Self::wake_peers) after `n` items became visible at once (a batch
+    /// receive freed `n` slots): up to `n` async waiters are rung.
+    pub(super) fn wake_peers_n(&self, n: usize) {
+        self.wait_set(self.side.other()).wake(&self.bells, n);
     }
 
     /// Wakes everybody parked on either side (close, repair).
@@ -551,6 +573,7 @@ impl Core {
 
     /// Messages queued now (a snapshot, clamped to the capacity: a hostile peer's positions
     /// cannot make it larger).
+    #[inline]
     pub(super) fn pending(&self) -> u64 {
         // Acquire (both): pair with the Release stores of tail (publish) and head (free).
         let tail = self.ring.tail().load(Ordering::Acquire);
@@ -566,6 +589,17 @@ pub(super) fn kind_name(k: Kind) -> &'static str {
         Kind::MPSC => "mpsc",
         Kind::MPMC => "mpmc",
         _ => "unknown",
+    }
+}
+
+impl Core {
+    /// The channel as a person knows it: `endpoint '/usersvc'` for the rings of an endpoint,
+    /// else `mpsc channel '/orders'`.
+    pub(super) fn describe(&self) -> String {
+        match &self.owner {
+            Some((endpoint, _)) => format!("endpoint '{endpoint}'"),
+            None => format!("{} channel '{}'", kind_name(self.kind), self.name),
+        }
     }
 }
 
@@ -639,6 +673,10 @@ impl AsyncPark for Core {
     }
     fn force_checks(&mut self) {
         Core::force_checks(self)
+    }
+    fn pass_on(&self) {
+        // Our own side's waiters: the wake we were given was for work of our side.
+        self.wait_set(self.side).wake(&self.bells, 1);
     }
 }
 

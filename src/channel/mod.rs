@@ -83,9 +83,27 @@ macro_rules! common_methods {
             self.core.keepalive.as_ref()
         }
 
+        /// Makes errors name the endpoint `endpoint` and the peer as `peer` ("the server",
+        /// "the client", "side A", "side B") instead of this ring.
+        pub(crate) fn set_endpoint(&mut self, endpoint: &str, peer: &'static str) {
+            self.core.owner = Some((endpoint.to_owned(), peer));
+        }
+
+        /// The channel as errors name it: `endpoint '/usersvc'` or `mpsc channel '/orders'`.
+        #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+        pub(crate) fn describe(&self) -> String {
+            self.core.describe()
+        }
+
         /// The channel's name.
         pub fn name(&self) -> &str {
             &self.core.name
+        }
+        /// Async waiters' doorbells this handle has rung (a diagnostic for tests: a
+        /// publish rings one waiter, not every one).
+        #[doc(hidden)]
+        pub fn doorbells_rung(&self) -> u64 {
+            self.core.bells.rung()
         }
         /// Largest message in bytes.
         pub fn slot_size(&self) -> usize {
@@ -128,7 +146,7 @@ macro_rules! common_methods {
 mod asynch;
 mod consumer;
 mod core;
-mod error;
+mod large;
 mod message;
 mod options;
 mod peers;
@@ -139,12 +157,14 @@ mod zero_copy;
 mod fault_tests;
 
 pub use asynch::{ClosedFuture, RecvFuture, SendFuture};
-pub use consumer::Consumer;
-pub use error::SendError;
+pub use consumer::{Consumer, RecvIntoFuture};
+pub use large::{
+    InlineMessage, LARGE_HEADER, LARGE_MIN_SLOT, LargeMessage, LargeSink, TrustedMessage,
+};
 pub use message::{INLINE_MESSAGE, Message};
 pub use options::{Lifetime, Options, Stale, Unlink};
 pub use producer::Producer;
-pub use zero_copy::{ReadChunk, ReadSlot, WriteChunk, WriteSlot};
+pub use zero_copy::{ReadChunk, ReadSlot, ReserveFuture, WriteChunk, WriteSlot};
 
 #[cfg_attr(not(feature = "tokio"), allow(unused_imports))]
 pub(crate) use consumer::spsc_segment_len;

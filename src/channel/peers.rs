@@ -26,6 +26,7 @@ impl Core {
     /// Cheap check on an empty (full) ring: are peers of the other side gone? Uses the
     /// clean-close counter as a hint and the participant table as the truth; never reads
     /// `/proc`.
+    #[inline]
     pub(super) fn peers_closed(&self) -> bool {
         let (counter, flag) = self.side.other().counter_and_flag();
         // Acquire: pairs with the AcqRel updates in finish/drop; a peer's last publish happens
@@ -66,6 +67,7 @@ impl Core {
     }
 
     /// When every peer of the other side is gone: `PeerGone` if one died, else `Closed`.
+    #[inline]
     pub(super) fn closed_error(&self) -> Option<Error> {
         if !self.peers_closed() {
             return None;
@@ -74,14 +76,32 @@ impl Core {
         let by_close =
             self.ring.word32(ring::OFF_FLAGS).load(Ordering::Relaxed) & ring::FLAG_RECV_CLOSED != 0;
         Some(if self.peer_died && !by_close {
-            Error::PeerGone(format!(
-                "every {} of '{}' is gone and at least one died",
-                self.side.other().name(),
-                self.name
-            ))
+            Error::PeerGone(self.peer_gone_message())
         } else {
             Error::Closed
         })
+    }
+
+    /// "the server (pid 4242) of endpoint '/usersvc' died", or for a channel "the producer
+    /// (pid 4242) of mpsc channel '/orders' died, and no other producer is attached".
+    fn peer_gone_message(&self) -> String {
+        let role = self.side.other().name();
+        let who = match &self.owner {
+            Some((_, peer)) => (*peer).to_owned(),
+            None => format!("the {role}"),
+        };
+        let who = match self.dead_peer {
+            Some(pid) => format!("{who} (pid {pid})"),
+            None => who,
+        };
+        if self.owner.is_some() {
+            format!("{who} of {} died", self.describe())
+        } else {
+            format!(
+                "{who} of {} died, and no other {role} is attached",
+                self.describe()
+            )
+        }
     }
 
     /// The liveness check, at most once per interval unless `force`: reclaims dead peers'
@@ -103,6 +123,7 @@ impl Core {
             if !creator.is_alive() {
                 // The channel's life ended with its creator: from now on, as LastOut.
                 self.creator_gone = true;
+                self.dead_peer = Some(creator.pid);
                 found = true;
             }
         }
@@ -133,6 +154,7 @@ impl Core {
                 continue;
             }
             found = true;
+            self.dead_peer = Some(p.pid());
             let intent = self.layout.intent(i);
             if intent != 0 && self.kind != Kind::SPSC {
                 let pinned = repair::intent_pins_slot(&self.ring, intent, side == Side::Producer);

@@ -12,7 +12,7 @@ use zerocopy::{Immutable, IntoBytes};
 use super::core::{self, Core, Side};
 use super::options::Options;
 use super::zero_copy::{WriteChunk, WriteSlot};
-use super::{Flavour, SendError, Spsc, TxOf};
+use super::{Flavour, Spsc, TxOf};
 use crate::error::{Error, Result, SendTimeoutError, TrySendError};
 use crate::loom::Ordering;
 use crate::ring::SendSide;
@@ -141,8 +141,9 @@ impl<F: Flavour> Producer<F> {
     pub(super) fn check_len(&self, len: usize) -> Result<()> {
         if len > self.core.ring.slot_size {
             return Err(Error::InvalidArgument(format!(
-                "message of {len} bytes is longer than the {} bytes of a slot of '{}'",
-                self.core.ring.slot_size, self.core.name
+                "message of {len} bytes is longer than the {} bytes of a slot of {}",
+                self.core.ring.slot_size,
+                self.core.describe()
             )));
         }
         Ok(())
@@ -198,13 +199,11 @@ impl<F: Flavour> Producer<F> {
     ///
     /// # Errors
     ///
-    /// The message comes back in a [`SendError`] with [`Error::Closed`],
-    /// [`Error::PeerGone`], [`Error::InvalidArgument`] or [`Error::Corrupt`].
-    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        match self.send_until(msg.as_ref(), None) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(SendError::new(msg, e)),
-        }
+    /// [`Error::Closed`], [`Error::PeerGone`], [`Error::InvalidArgument`] or
+    /// [`Error::Corrupt`]: final, so the message is not given back (as
+    /// [`send`](Self::send)).
+    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<()> {
+        self.send_until(msg.as_ref(), None).map(|_| ())
     }
 
     /// Sends `msg`, waiting at most `timeout` while the ring is full.
@@ -264,14 +263,8 @@ impl<F: Flavour> Producer<F> {
     /// # Errors
     ///
     /// As [`send_blocking`](Self::send_blocking).
-    pub fn send_value_blocking<T: IntoBytes + Immutable>(
-        &mut self,
-        value: T,
-    ) -> Result<(), SendError<T>> {
-        match self.send_until(value.as_bytes(), None) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(SendError::new(value, e)),
-        }
+    pub fn send_value_blocking<T: IntoBytes + Immutable>(&mut self, value: T) -> Result<()> {
+        self.send_until(value.as_bytes(), None).map(|_| ())
     }
 
     /// Reserves a slot to write a message in place (zero-copy); `None` when the ring is full.
@@ -329,6 +322,37 @@ fn commit_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, len: u32) {
     ring.len(ring.index(pos)).store(len, Ordering::Relaxed);
     algo.publish(ring, pos, core.intent());
     core.wake_peers();
+}
+
+/// Most messages a `Sink` stages (written, not yet visible) before it publishes them with one
+/// store of `tail` and one wake check, even without `poll_flush`: a quarter of the ring at
+/// most, so that the consumer works on the first batch while the next is written.
+pub(super) const STAGE_BATCH: u64 = 32;
+
+/// Copies `bytes` (at most a slot) into the claimed `pos` and stages it (SPSC; other rings
+/// publish at once): the `Sink`'s `start_send`. Published by the next publish or flush, or
+/// here once `STAGE_BATCH` (or a quarter of the ring) are staged.
+#[inline]
+pub(super) fn write_stage_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, bytes: &[u8]) {
+    debug_assert!(bytes.len() <= core.ring.slot_size);
+    let ring = &core.ring;
+    ring.write_payload(ring.index(pos), 0, bytes);
+    // Relaxed: published by the Release store of the flavour's publish or flush.
+    ring.len(ring.index(pos))
+        .store(bytes.len() as u32, Ordering::Relaxed);
+    if algo.stage(ring, pos, core.intent())
+        || (algo.staged() >= (ring.cap / 4).clamp(1, STAGE_BATCH) && algo.flush(ring))
+    {
+        core.wake_peers();
+    }
+}
+
+/// Publishes what the `Sink` staged, and wakes sleepers if there was any.
+#[inline]
+pub(super) fn flush_staged<T: SendSide>(core: &Core, algo: &mut T) {
+    if algo.flush(&core.ring) {
+        core.wake_peers();
+    }
 }
 
 /// Copies `bytes` (at most a slot) into the claimed `pos` and commits it.
@@ -474,6 +498,8 @@ impl<F: Flavour> Drop for Producer<F> {
         // no promise beyond that).
         let _ = deliver_pending(&mut self.core, &mut self.tx);
         self.release_sink_reservation();
+        flush_staged(&self.core, &mut self.tx.algo);
+        self.reclaim_large_at_drop();
         self.core.leave();
     }
 }

@@ -42,6 +42,12 @@ impl<'a, F: Flavour> WriteSlot<'a, F> {
         self.producer.core.ring.slot_size
     }
 
+    /// The channel as errors name it.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn channel(&self) -> String {
+        self.producer.core.describe()
+    }
+
     /// Copies `data` into the slot at byte `at`.
     ///
     /// # Errors
@@ -385,5 +391,118 @@ impl ReadSlot<'_, Spsc> {
     pub(crate) fn suspend(self) -> (u64, usize) {
         let this = std::mem::ManuallyDrop::new(self);
         (this.pos, this.len)
+    }
+}
+
+/// Reserving asynchronously, and the pieces the typed channels build their `Sink` on.
+impl<F: Flavour> Producer<F> {
+    /// Reserves a slot, waiting asynchronously while the ring is full: write the message in
+    /// place, then [`WriteSlot::commit`] it (dropping the slot sends nothing).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve), and [`Error::Io`] if no async runtime can be
+    /// used.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a slot is claimed only in the poll that returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::{Options, spsc};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-reserve-async-{}", std::process::id());
+    /// let mut tx = spsc::Producer::create(&name, Options::new())?;
+    /// let mut rx = spsc::Consumer::open(&name, Options::new())?;
+    /// let mut slot = tx.reserve().await?;
+    /// slot.write(0, b"in place")?;
+    /// slot.commit(8)?;
+    /// assert_eq!(&*rx.recv().await?, b"in place");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reserve(&mut self) -> ReserveFuture<'_, F> {
+        ReserveFuture {
+            tx: Some(self),
+            started: None,
+        }
+    }
+
+    /// Polls for a claimed position (the Sink's reservation first, as every send path).
+    pub(crate) fn poll_claim(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        started: &mut Option<std::time::Instant>,
+    ) -> std::task::Poll<Result<u64>> {
+        let tx = &mut self.tx;
+        crate::wait::reactor::poll_op(&mut self.core, cx, started, |core| {
+            super::producer::claim_with(core, tx)
+        })
+    }
+
+    /// Withdraws an async wait announced by [`poll_claim`](Self::poll_claim).
+    pub(crate) fn retract_wait(&mut self) {
+        crate::wait::reactor::retract(&mut self.core);
+    }
+
+    /// Keeps the claimed `pos` as the `Sink` reservation: every send path uses it next, and
+    /// dropping the producer discards it.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn hold_reservation(&mut self, pos: u64) {
+        debug_assert!(self.tx.reserved.is_none());
+        self.tx.reserved = Some(pos);
+    }
+
+    /// Whether a reservation is held (see [`hold_reservation`](Self::hold_reservation)).
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn has_reservation(&self) -> bool {
+        self.tx.reserved.is_some()
+    }
+}
+
+/// The future of [`Producer::reserve`].
+#[must_use = "futures do nothing unless polled"]
+pub struct ReserveFuture<'a, F: Flavour> {
+    tx: Option<&'a mut Producer<F>>,
+    started: Option<std::time::Instant>,
+}
+
+impl<F: Flavour> fmt::Debug for ReserveFuture<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReserveFuture").finish_non_exhaustive()
+    }
+}
+
+impl<'a, F: Flavour> std::future::Future for ReserveFuture<'a, F> {
+    type Output = Result<WriteSlot<'a, F>>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let tx = this
+            .tx
+            .as_mut()
+            .expect("ReserveFuture polled after completion");
+        match tx.poll_claim(cx, &mut this.started) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(r) => {
+                let tx = this.tx.take().expect("checked above");
+                tx.retract_wait();
+                std::task::Poll::Ready(r.map(|pos| WriteSlot::new(tx, pos)))
+            }
+        }
+    }
+}
+
+impl<F: Flavour> Drop for ReserveFuture<'_, F> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            tx.retract_wait();
+        }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! - **By name**: [`Endpoint::create`]`(name, Side::A, ..)` makes the rings `<name>-a2b` and
 //!   `<name>-b2a` in `/dev/shm`; [`Endpoint::open`]`(name, Side::B, ..)` attaches to them.
-//! - **Listener / connect** (feature `tokio`): `Listener::bind``(name, ..)` listens on a Unix
+//! - **Listener / connect** (feature `tokio` or `async-io`; either runtime, see below):
+//!   `Listener::bind``(name, ..)` listens on a Unix
 //!   socket in the abstract namespace; each `Endpoint::connect``(name)` gets its own pair of
 //!   rings in two memfd segments that the listener passes over the socket with `SCM_RIGHTS`,
 //!   so nothing is ever left in `/dev/shm`, even after SIGKILL.
@@ -24,7 +25,13 @@
 //! 3. The client maps the rings, attaches as side B, and sends one byte; the listener then
 //!    returns the endpoint from `Listener::accept`.
 //!
-//! Each step is bounded by the handshake timeout (default 2 s); handshakes run concurrently
+//! The sockets are registered in the reactor of the task that polls them (tokio's inside a
+//! tokio runtime, else async-io's), and the step bounds are timerfds in the same reactor, so
+//! a smol client and a tokio server (or any mix) connect alike; with no runtime usable the call
+//! is an `Error::Io` of kind `Unsupported`, never a panic.
+//!
+//! Each step is bounded by the handshake timeout (the `Options`' init timeout, default 2 s;
+//! `Listener::handshake_timeout` and `ConnectOptions::handshake_timeout` override it); handshakes run concurrently
 //! inside `accept`, so a client that stalls or sends garbage never delays the others, and its
 //! failure is the `Err` of one `accept` call (the listener stays usable). After the handshake
 //! the socket stays open as the connection's liveness line; peer death is also seen through
@@ -35,7 +42,7 @@
 
 use std::time::Duration;
 
-use crate::channel::{Consumer, Message, Options, RecvFuture, SendError, SendFuture, Spsc};
+use crate::channel::{Consumer, Message, Options, RecvFuture, SendFuture, Spsc};
 use crate::error::{Error, Result, SendTimeoutError, TryRecvError, TrySendError};
 
 /// Which end of an endpoint: A sends on `a2b` and receives on `b2a`, B the other way round.
@@ -45,6 +52,40 @@ pub enum Side {
     A,
     /// The other side (a client).
     B,
+}
+
+/// `InUse` from one of the rings, said of the endpoint: "side B of endpoint '/svc' is already
+/// held by a live process (pid 4242)".
+fn side_in_use(name: &str, side: Side, e: Error) -> Error {
+    match e {
+        Error::InUse(m) => {
+            // The participant table's message ends "... held by live process <pid>".
+            let pid = m
+                .rsplit_once("live process ")
+                .map(|(_, rest)| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
+                .filter(|pid| !pid.is_empty())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            Error::InUse(format!(
+                "side {side:?} of endpoint '{name}' is already held by a live process{pid}"
+            ))
+        }
+        e => e,
+    }
+}
+
+impl Side {
+    /// How errors name the other side of an endpoint by name.
+    fn peer_name(self) -> &'static str {
+        match self {
+            Side::A => "side B",
+            Side::B => "side A",
+        }
+    }
 }
 
 /// A duplex connection: send to the peer, receive from the peer.
@@ -96,10 +137,12 @@ impl Endpoint {
             Side::A => (&a2b, &b2a),
             Side::B => (&b2a, &a2b),
         };
-        let tx = crate::channel::Producer::<Spsc>::create(out_name, opts.clone())?;
-        let rx = Consumer::<Spsc>::create(in_name, opts).inspect_err(|_| {
+        let mut tx = crate::channel::Producer::<Spsc>::create(out_name, opts.clone())?;
+        let mut rx = Consumer::<Spsc>::create(in_name, opts).inspect_err(|_| {
             let _ = crate::Segment::unlink(out_name);
         })?;
+        tx.set_endpoint(name, side.peer_name());
+        rx.set_endpoint(name, side.peer_name());
         Ok(Endpoint { tx, rx, side })
     }
 
@@ -115,8 +158,12 @@ impl Endpoint {
             Side::A => (&a2b, &b2a),
             Side::B => (&b2a, &a2b),
         };
-        let tx = crate::channel::Producer::<Spsc>::open(out_name, opts.clone())?;
-        let rx = Consumer::<Spsc>::open(in_name, opts)?;
+        let in_use = |e| side_in_use(name, side, e);
+        let mut tx =
+            crate::channel::Producer::<Spsc>::open(out_name, opts.clone()).map_err(in_use)?;
+        let mut rx = Consumer::<Spsc>::open(in_name, opts).map_err(in_use)?;
+        tx.set_endpoint(name, side.peer_name());
+        rx.set_endpoint(name, side.peer_name());
         Ok(Endpoint { tx, rx, side })
     }
 
@@ -128,6 +175,17 @@ impl Endpoint {
     /// Whether the peer is attached now (a snapshot).
     pub fn opened(&self) -> bool {
         self.rx.has_producer()
+    }
+
+    /// Largest message in bytes, each way (both rings of an endpoint have one geometry; a
+    /// connected endpoint's comes from the listener's `Options`).
+    pub fn slot_size(&self) -> usize {
+        self.tx.slot_size()
+    }
+
+    /// Slots per ring (each way).
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
     }
 
     /// Free slots for sending now.
@@ -148,6 +206,26 @@ impl Endpoint {
     /// Receives from the peer, waiting asynchronously. Cancel safe.
     pub fn recv(&mut self) -> RecvFuture<'_, Spsc> {
         self.rx.recv()
+    }
+
+    /// Publishes what the endpoint's `Sink` fed (one store, one wake check); see
+    /// [`Producer::flush`](crate::channel::Producer::flush). Needs no item type.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::flush`](crate::channel::Producer::flush).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.tx.flush().await
+    }
+
+    /// Flushes and gives back the `Sink`'s reservation, as `SinkExt::close`; see
+    /// [`Producer::close`](crate::channel::Producer::close). The endpoint stays connected.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::flush`](crate::channel::Producer::flush).
+    pub async fn close(&mut self) -> Result<()> {
+        self.tx.close().await
     }
 
     /// Sends if there is room now.
@@ -173,7 +251,7 @@ impl Endpoint {
     /// # Errors
     ///
     /// As [`Producer::send_blocking`](crate::channel::Producer::send_blocking).
-    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+    pub fn send_blocking<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<()> {
         self.tx.send_blocking(msg)
     }
 
@@ -210,7 +288,7 @@ impl Endpoint {
 
     /// A connected endpoint: both halves keep the socket open (the liveness line) for as long
     /// as either lives, also after [`split`](Self::split).
-    #[cfg(feature = "tokio")]
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn connected(
         mut tx: crate::channel::Producer<Spsc>,
         mut rx: Consumer<Spsc>,
@@ -230,12 +308,77 @@ impl Endpoint {
     pub fn split(self) -> (crate::channel::Producer<Spsc>, Consumer<Spsc>) {
         (self.tx, self.rx)
     }
+
+    /// The endpoint made of the halves [`split`](Self::split) gave (the typed endpoints).
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn from_halves(
+        tx: crate::channel::Producer<Spsc>,
+        rx: Consumer<Spsc>,
+        side: Side,
+    ) -> Endpoint {
+        Endpoint { tx, rx, side }
+    }
 }
 
-#[cfg(feature = "tokio")]
+/// The whole endpoint is a `Sink`, without [`split`](Endpoint::split): it sends what its
+/// sending half (a `Producer<Spsc>`) sends, with the same item types and error.
+impl<M> futures_sink::Sink<M> for Endpoint
+where
+    crate::channel::Producer<Spsc>: futures_sink::Sink<M>,
+{
+    type Error = <crate::channel::Producer<Spsc> as futures_sink::Sink<M>>::Error;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().tx).poll_ready(cx)
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: M) -> Result<(), Self::Error> {
+        std::pin::Pin::new(&mut self.get_mut().tx).start_send(item)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().tx).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().tx).poll_close(cx)
+    }
+}
+
+/// The whole endpoint is a `Stream` of what the peer sends, without
+/// [`split`](Endpoint::split): as its receiving half (a `Consumer<Spsc>`), `None` after the
+/// peer closed cleanly.
+impl futures_core::Stream for Endpoint {
+    type Item = <Consumer<Spsc> as futures_core::Stream>::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.get_mut().rx).poll_next(cx)
+    }
+}
+
+impl futures_core::FusedStream for Endpoint {
+    fn is_terminated(&self) -> bool {
+        self.rx.is_terminated()
+    }
+}
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 pub use listener::{ConnectOptions, Listener};
 
-#[cfg(feature = "tokio")]
+mod large;
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 mod listener;
 
 #[cfg(any(feature = "tokio", feature = "async-io"))]

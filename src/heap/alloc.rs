@@ -484,6 +484,10 @@ impl Region {
             return false;
         }
         self.free_large_head(h, head);
+        // The next large request looks here first: the run just freed is the most likely to
+        // fit a stream of same-sized messages at once, and its bytes are still in cache.
+        // Relaxed: a hint, validated by the claim.
+        self.ctrl32(OFF_LARGE_HINT).store(h, Relaxed);
         true
     }
 

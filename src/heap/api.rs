@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, DEFAULT_INIT_TIMEOUT, Kind, Layout, LayoutSpec, Registration, Role};
 use crate::segment::{Mode, SegmentOptions};
 use crate::sys::futex;
+use crate::wait::protocol::{Bells, Sleepers, WaitSet};
 
 /// Version of the heap's own format, in geometry word 0.
 const HEAP_FORMAT: u64 = 1;
@@ -24,7 +25,7 @@ const MAX_CHUNKS: u64 = 1 << 24;
 /// The role heap participants register with.
 const HEAP_ROLE: Role = Role(0x48);
 /// Longest a bounded wait sleeps before it re-runs the dead-owner sweep.
-const RECLAIM_INTERVAL: Duration = Duration::from_millis(10);
+pub(super) const RECLAIM_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A block handed from one process to another: plain bytes that any channel can carry.
 ///
@@ -147,6 +148,74 @@ impl HeapOptions {
     /// [`Error::InvalidArgument`] for a bad name, a zero size, more than 1 TiB, or more than
     /// 4096 participants; [`Error::AlreadyExists`]; [`Error::PermissionDenied`]; [`Error::Io`].
     pub fn create(&self, name: &str, size: usize) -> Result<Heap> {
+        let spec = self.spec(name, size)?;
+        let seg_opts = SegmentOptions::new()
+            .permissions(self.permissions)
+            .unlink_on_drop(self.unlink_on_drop);
+        let layout = Layout::create(name, &spec, &seg_opts)?;
+        Heap::from_layout(layout, name)
+    }
+
+    /// Opens the existing heap `name` read-write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::TimedOut`] (creator still
+    /// initialising), [`Error::Mismatch`] (not a heap, or another format),
+    /// [`Error::Corrupt`] (a header that does not fit), [`Error::InUse`] (every participant
+    /// record is held by a live process).
+    pub fn open(&self, name: &str) -> Result<Heap> {
+        let layout = Layout::open(name, Kind::HEAP, Mode::ReadWrite, self.init_timeout)?;
+        Heap::from_layout(layout, name)
+    }
+
+    /// Creates a heap with no name, in a sealed memfd (`memfd_create`, sealed against
+    /// shrinking): nothing appears in `/dev/shm`, and the heap vanishes with the last process
+    /// that maps it. Share it by passing [`Heap::as_fd`] to another process (over a Unix
+    /// socket with `SCM_RIGHTS`, or by inheritance), which attaches with
+    /// [`attach_fd`](Self::attach_fd). [`Listener`](crate::endpoint::Listener) and
+    /// [`Endpoint::connect`](crate::endpoint::Endpoint::connect) do this for every connection when asked to
+    /// ([`Listener::heap_size`](crate::endpoint::Listener::heap_size)).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create), without the name errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmchan::Heap;
+    ///
+    /// # fn main() -> shmchan::Result<()> {
+    /// let heap = Heap::options().create_memfd(1 << 20)?;
+    /// let buf = heap.alloc(1000)?;
+    /// assert_eq!(buf.len(), 1000);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_memfd(&self, size: usize) -> Result<Heap> {
+        let name = "(memfd heap)";
+        let spec = self.spec(name, size)?;
+        let seg = SegmentOptions::new().memfd(spec.total_len()?)?;
+        let layout = Layout::init(seg, &spec)?;
+        Heap::from_layout(layout, name)
+    }
+
+    /// Attaches to a heap received as a descriptor (made by
+    /// [`create_memfd`](Self::create_memfd) in another process). The descriptor must be sealed
+    /// against shrinking (see [`Segment::from_fd`](crate::Segment::from_fd)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a descriptor that is not a sealed writable memfd; as
+    /// [`open`](Self::open) for a segment that is not a heap.
+    pub fn attach_fd(&self, fd: std::os::fd::OwnedFd) -> Result<Heap> {
+        let seg = crate::segment::Segment::from_fd(fd, Mode::ReadWrite)?;
+        let layout = Layout::attach(seg, Kind::HEAP, self.init_timeout)?;
+        Heap::from_layout(layout, "(memfd heap)")
+    }
+
+    fn spec(&self, name: &str, size: usize) -> Result<LayoutSpec> {
         if size == 0 {
             return Err(Error::InvalidArgument(format!(
                 "heap '{name}': size must be at least 1 byte"
@@ -178,41 +247,27 @@ impl HeapOptions {
             let a = t ^ u64::from(std::process::id()) << 32 ^ (&off as *const _ as u64);
             check_bits(a, t, 0x5a17, 7) as u64 | u64::from(check_bits(t, a, 3, 1)) << 32
         };
-        let spec = LayoutSpec {
+        Ok(LayoutSpec {
             kind: Kind::HEAP,
             geometry: [HEAP_FORMAT, CHUNK_SHIFT.into(), n, heap_id, 0, 0, 0, 0],
             participants: self.max_participants,
             data_len: off.total,
-        };
-        let seg_opts = SegmentOptions::new()
-            .permissions(self.permissions)
-            .unlink_on_drop(self.unlink_on_drop);
-        let layout = Layout::create(name, &spec, &seg_opts)?;
-        Heap::from_layout(layout, name)
-    }
-
-    /// Opens the existing heap `name` read-write.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::TimedOut`] (creator still
-    /// initialising), [`Error::Mismatch`] (not a heap, or another format),
-    /// [`Error::Corrupt`] (a header that does not fit), [`Error::InUse`] (every participant
-    /// record is held by a live process).
-    pub fn open(&self, name: &str) -> Result<Heap> {
-        let layout = Layout::open(name, Kind::HEAP, Mode::ReadWrite, self.init_timeout)?;
-        Heap::from_layout(layout, name)
+        })
     }
 }
 
 /// The state shared by a heap handle and its buffers.
-struct Inner {
-    layout: Layout,
+pub(super) struct Inner {
+    pub(super) layout: Layout,
     region: Region,
-    reg: Registration,
+    pub(super) reg: Registration,
     me: u32,
     heap_id: u64,
     name: String,
+    /// Async waiters of this handle (`wait.rs`).
+    pub(super) waiting: super::wait::AsyncWaiters,
+    /// The ringer for async waiters of other handles.
+    bells: Bells,
 }
 
 impl Drop for Inner {
@@ -222,6 +277,15 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The heap's waiting side as the park/wake protocol sees it: the futex word bumped on
+    /// wakes and the count of waiters (blocking ones count themselves, async ones announce).
+    pub(super) fn sleepers(&self) -> Sleepers<'_> {
+        Sleepers {
+            futex: self.futex_word(OFF_FREE_SEQ),
+            count: self.futex_word(OFF_WAITERS),
+        }
+    }
+
     fn futex_word(&self, off: usize) -> &AtomicU32 {
         // The region's control words are std atomics outside loom (this module is not built
         // under loom).
@@ -244,6 +308,17 @@ impl Inner {
             self.futex_word(OFF_FREE_SEQ)
                 .fetch_add(1, Ordering::Release);
             futex::wake(self.futex_word(OFF_FREE_SEQ), u32::MAX);
+            // Async waiters announced in their records: ring their doorbells. The fence pairs
+            // with the one in the waiter's `announce` (wait.rs), whatever the kind of free.
+            let set = WaitSet {
+                sleepers: self.sleepers(),
+                layout: &self.layout,
+                records: 0..self.layout.participant_capacity(),
+                only_role: None,
+            };
+            set.sleepers.waker_fence();
+            // Every waiter: a free may satisfy several allocations of any size.
+            set.ring_parked(&self.bells, usize::MAX);
         }
     }
 
@@ -288,9 +363,10 @@ impl Inner {
 
 /// A shared heap: see the [module documentation](crate::heap) for the design.
 ///
-/// `Heap` is `Send` and `Sync`; share it between threads by reference or in an `Arc`. Each
-/// `Heap` (made by [`create`](Heap::create) or [`open`](Heap::open)) holds one record of the
-/// heap's participant table until it and every [`ShmBuf`] from it are dropped.
+/// `Heap` is `Send` and `Sync`; share it between threads by reference, in an `Arc`, or by
+/// cloning it (clones share one handle). Each `Heap` (made by [`create`](Heap::create),
+/// [`open`](Heap::open) or the memfd constructors) holds one record of the heap's participant
+/// table until it, its clones and every [`ShmBuf`] from it are dropped.
 ///
 /// # Examples
 ///
@@ -307,8 +383,9 @@ impl Inner {
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct Heap {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Heap {
@@ -394,6 +471,8 @@ impl Heap {
                 me,
                 heap_id: g[3],
                 name: name.to_owned(),
+                waiting: Default::default(),
+                bells: Bells::default(),
             }),
         })
     }
@@ -505,6 +584,50 @@ impl Heap {
             futex::wait(seq_word, seq, Some((deadline - now).min(RECLAIM_INTERVAL)));
             waiters.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// One allocation attempt without the slow path (no sweep): the re-check of a waiter.
+    pub(super) fn try_alloc_quiet(&self, len: usize) -> std::result::Result<ShmBuf, ()> {
+        match self.inner.region.alloc(len as u64, self.inner.me) {
+            Ok(b) => Ok(self.buf(b, len)),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Whether `handle` still names a block in flight (sent, not yet taken nor freed). A
+    /// snapshot: a receiver may take it at once.
+    pub fn is_in_flight(&self, handle: &Handle) -> bool {
+        if self.check(handle).is_err() {
+            return false;
+        }
+        let r = &self.inner.region;
+        match r.locate(handle.offset, handle.len, handle.generation) {
+            Ok((b, _)) => {
+                // Acquire: pairs with the Release CAS that put the block in flight.
+                let w = r.meta(b.chunk, b.index).load(Ordering::Acquire);
+                super::alloc::m_state(w) == super::alloc::M_FLIGHT
+                    && super::alloc::m_gen(w) == handle.generation
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether this handle and `other` are attached to the same heap (same heap id and
+    /// mapping size).
+    pub fn same_heap(&self, other: &Heap) -> bool {
+        self.inner.heap_id == other.inner.heap_id && self.capacity() == other.capacity()
+    }
+
+    /// Whether `buf` is a block of this heap.
+    pub fn owns(&self, buf: &ShmBuf) -> bool {
+        self.inner.heap_id == buf.heap.heap_id
+    }
+
+    /// The descriptor of the heap's segment, for passing a memfd heap to another process
+    /// (which attaches with [`HeapOptions::attach_fd`]).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.inner.layout.segment().as_fd()
     }
 
     fn buf(&self, block: Block, len: usize) -> ShmBuf {
@@ -705,6 +828,68 @@ impl ShmBuf {
         self.ptr
     }
 
+    /// The buffer as a byte slice, without a copy: for parsers, `serde`, hashing.
+    ///
+    /// # Safety
+    ///
+    /// The bytes are shared memory. The caller must make sure that **no other process writes
+    /// this block** while the slice lives. An honest peer never does: the block is owned by
+    /// this process (it was allocated here or taken from a handle), and the allocator only
+    /// hands it to someone else after it is freed. A *hostile* process attached to the heap
+    /// can write any byte of the heap at any time (and can even mark the block free so that
+    /// it is allocated again); with a slice over it that is a data race (undefined behaviour,
+    /// in practice bytes that change while you read them). What it can never do is unmap the
+    /// memory or shrink the segment under you (memfd heaps are sealed against shrinking; a
+    /// named heap can be truncated by any process allowed to open it), so the slice never
+    /// points outside the mapping. Use it only when every process attached to the heap is
+    /// trusted; otherwise copy with [`read_at`](Self::read_at) / [`to_vec`](Self::to_vec) and
+    /// validate the copy.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len lies in the mapping kept alive by `heap` (len <= capacity);
+        // the caller guarantees no concurrent writer (this function's contract).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The buffer as a mutable byte slice, to fill it in place (serialise into it, read a
+    /// file into it) without a copy.
+    ///
+    /// # Safety
+    ///
+    /// As [`as_slice`](Self::as_slice): no other process may read or write this block while
+    /// the slice lives. An honest peer never touches a block it does not own; a hostile one
+    /// can, and then this is a data race. Use [`write_at`](Self::write_at) when the peers
+    /// are not trusted (a hostile peer can still overwrite what you wrote, which the receiver
+    /// must validate anyway).
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in as_slice; `&mut self` excludes other users in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// The buffer as a value that derefs to `&[u8]` (and implements `AsRef<[u8]>`), for
+    /// APIs that take an owner, such as `bytes::Bytes::from_owner`. The block is freed when
+    /// the value (and every `Bytes` made from it) is dropped.
+    ///
+    /// # Safety
+    ///
+    /// As [`as_slice`](Self::as_slice), for as long as the returned value lives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> shmchan::Result<()> {
+    /// let heap = shmchan::Heap::options().create_memfd(1 << 20)?;
+    /// let mut buf = heap.alloc(3)?;
+    /// buf.write_at(0, b"abc")?;
+    /// // SAFETY: only this process is attached to the heap.
+    /// let bytes = bytes::Bytes::from_owner(unsafe { buf.assume_trusted() });
+    /// assert_eq!(&bytes[..], b"abc");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub unsafe fn assume_trusted(self) -> TrustedBuf {
+        TrustedBuf(self)
+    }
+
     fn check_range(&self, at: usize, n: usize) -> Result<()> {
         match at.checked_add(n) {
             Some(end) if end <= self.len => Ok(()),
@@ -775,5 +960,33 @@ impl Drop for ShmBuf {
         if self.heap.region.free(&self.block, self.heap.me) {
             self.heap.notify_freed(self.block.class.is_none());
         }
+    }
+}
+
+/// A [`ShmBuf`] whose bytes the user promised no other process writes
+/// ([`ShmBuf::assume_trusted`]): it derefs to `&[u8]`, so it can back a `bytes::Bytes`
+/// (`Bytes::from_owner`) or go to a parser without a copy. Dropping it frees the block.
+#[derive(Debug)]
+pub struct TrustedBuf(ShmBuf);
+
+impl TrustedBuf {
+    /// The buffer back.
+    pub fn into_inner(self) -> ShmBuf {
+        self.0
+    }
+}
+
+impl std::ops::Deref for TrustedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the creator of this value promised (`assume_trusted`'s contract) that no
+        // other process writes the block while it lives.
+        unsafe { self.0.as_slice() }
+    }
+}
+
+impl AsRef<[u8]> for TrustedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
     }
 }

@@ -53,7 +53,16 @@
 //! Blocks **in flight** (turned into handles) are not reclaimed when their sender dies: the
 //! handle may still be in a channel and be taken later. A handle that is lost (never taken)
 //! leaks its block until [`Heap::reclaim_dead_in_flight`] is called at a point where the
-//! application knows no live process can still receive it, or the heap is destroyed.
+//! application knows no live process can still receive it, or the heap is destroyed. Channels
+//! with a heap attached ([`Producer::send_large`](crate::channel::Producer::send_large)) do
+//! this bookkeeping themselves: each producer frees its blocks still in flight once every
+//! consumer is gone.
+//!
+//! # Waiting for room
+//!
+//! [`Heap::alloc_timeout`] parks the thread on a futex; [`Heap::alloc_async`] parks the task
+//! on a doorbell in its runtime's reactor (tokio or async-io). Frees in any process wake
+//! both, with no system call while nobody waits.
 //!
 //! # Fragmentation
 //!
@@ -119,7 +128,11 @@ mod loom_models;
 mod region;
 
 #[cfg(not(loom))]
-pub use api::{Handle, Heap, HeapOptions, ShmBuf};
+pub use api::{Handle, Heap, HeapOptions, ShmBuf, TrustedBuf};
+#[cfg(not(loom))]
+pub use wait::AllocFuture;
 
 #[cfg(not(loom))]
 mod api;
+#[cfg(not(loom))]
+mod wait;

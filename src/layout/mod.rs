@@ -151,6 +151,19 @@ impl Kind {
     pub const ENDPOINT: Kind = Kind(5);
     /// The first kind number free for users.
     pub const USER_FIRST: Kind = Kind(0x1000);
+
+    /// What the kind is, for people: `"an spsc channel"`, `"a shared heap"`, ...,
+    /// `"a segment of kind 4096"` for the others.
+    pub fn describe(self) -> String {
+        match self {
+            Kind::SPSC => "an spsc channel".into(),
+            Kind::MPSC => "an mpsc channel".into(),
+            Kind::MPMC => "an mpmc channel".into(),
+            Kind::HEAP => "a shared heap".into(),
+            Kind::ENDPOINT => "an endpoint".into(),
+            Kind(n) => format!("a segment of kind {n}"),
+        }
+    }
 }
 
 /// What a participant is; the meaning of the numbers is the kind's. The crate's channels use

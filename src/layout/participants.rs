@@ -9,6 +9,7 @@ use super::*;
 
 impl Layout {
     /// Pointer to the word of record `index` at byte offset `off` of the record.
+    #[inline]
     pub(super) fn rec_ptr(&self, index: u32, off: usize) -> *mut u64 {
         assert!(index < self.participant_cap && off + 8 <= RECORD_LEN && off % 8 == 0);
         let at = self.participants_off + index as usize * RECORD_LEN + off;
@@ -20,6 +21,7 @@ impl Layout {
 
     /// A word of record `index` as an atomic, on a writable mapping only (callers check with
     /// `writable()` first; readers use [`rec_load`](Self::rec_load)).
+    #[inline]
     pub(super) fn rec_word(&self, index: u32, off: usize) -> &AtomicU64 {
         debug_assert!(self.segment.mode() == Mode::ReadWrite);
         // SAFETY: rec_ptr is aligned and inside the mapping, which is writable (callers check)
@@ -32,6 +34,7 @@ impl Layout {
         shared_load!(self.segment, self.rec_ptr(index, off), AtomicU64, order)
     }
 
+    #[inline]
     pub(super) fn writable(&self) -> Result<()> {
         self.segment.as_mut_ptr().map(|_| ())
     }
@@ -262,6 +265,7 @@ impl Layout {
     /// # Panics
     ///
     /// If `index >= participant_capacity()`.
+    #[inline]
     pub fn intent_word(&self, index: u32) -> Result<&AtomicU64> {
         self.writable()?;
         Ok(self.rec_word(index, REC_INTENT))

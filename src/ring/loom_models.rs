@@ -61,6 +61,52 @@ fn loom_spsc_in_order_without_tearing() {
     });
 }
 
+/// The `Sink`'s batching: staged slots are invisible until the flush, then all are visible
+/// in order and untorn; a batch receive frees its slots with one deferred store, after which
+/// the producer may overwrite them (and never before).
+#[test]
+fn loom_spsc_staged_batch_and_deferred_release() {
+    loom::model(|| {
+        let r = ring(2);
+        let r2 = r.clone();
+        let producer = thread::spawn(move || {
+            let mut tx = spsc::Tx::attach(&r2).unwrap();
+            let mut v = 1u64;
+            while v <= 4 {
+                let (pos, n) = tx.claim(&r2, 1).unwrap();
+                if n == 1 {
+                    write(&r2, pos, v);
+                    tx.stage(&r2, 1);
+                    v += 1;
+                    if tx.staged() == 2 || v > 4 {
+                        assert!(tx.flush(&r2));
+                    }
+                } else {
+                    // Full: what is staged is published before waiting.
+                    tx.flush(&r2);
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut rx = spsc::Rx::attach(&r).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let (pos, n) = rx.peek(&r, 2).unwrap();
+            if n == 0 {
+                thread::yield_now();
+                continue;
+            }
+            for i in 0..n {
+                got.push(read(&r, pos + i));
+                rx.defer_release(1);
+            }
+            rx.flush(&r);
+        }
+        producer.join().unwrap();
+        assert_eq!(got, [1, 2, 3, 4]);
+    });
+}
+
 fn vyukov_send(r: &Ring, intent: &AtomicU64, v: u64) {
     loop {
         if let Some(pos) = mpmc::claim_send(r, intent).unwrap() {

@@ -478,8 +478,30 @@ pub trait SendSide: Sized + Send + Sync + Unpin + std::fmt::Debug + 'static {
     fn attach(ring: &Ring) -> Result<Self>;
     /// Claims one slot: its position, or `None` when the ring is full.
     fn claim(&mut self, ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>;
-    /// Publishes the claimed `pos`, whose bytes and length word are written.
+    /// Publishes the claimed `pos`, whose bytes and length word are written (and every slot
+    /// staged before it).
     fn publish(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64);
+    /// Commits the claimed, written `pos` and may defer its visibility until [`flush`]
+    /// (`Sink::feed` without `poll_flush`). Returns whether it was published now (then the
+    /// caller wakes). Rings where an unpublished claim would block other producers' messages
+    /// (Vyukov: the consumer reads in position order) publish at once.
+    ///
+    /// [`flush`]: SendSide::flush
+    #[inline]
+    fn stage(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) -> bool {
+        self.publish(ring, pos, intent);
+        true
+    }
+    /// Slots staged and not yet published.
+    #[inline]
+    fn staged(&self) -> u64 {
+        0
+    }
+    /// Publishes every staged slot: whether there were any.
+    #[inline]
+    fn flush(&mut self, _ring: &Ring) -> bool {
+        false
+    }
     /// Gives back the claimed `pos` unused.
     fn discard(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64);
 }
@@ -493,8 +515,23 @@ pub trait RecvSide: Sized + Send + Sync + Unpin + std::fmt::Debug + 'static {
     fn attach(ring: &Ring) -> Result<Self>;
     /// Claims (or peeks) the next readable position, or `None` when nothing is ready.
     fn claim(&mut self, ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>;
-    /// Frees the slot of `pos` after it was read.
+    /// Frees the slot of `pos` after it was read (and every free deferred before it).
     fn release(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64);
+    /// Frees the slot of `pos` and may defer making that visible until [`flush`] (a batch
+    /// receive frees all it took with one store of `head` on SPSC). Returns whether it is
+    /// visible now. The caller flushes before it returns to its user.
+    ///
+    /// [`flush`]: RecvSide::flush
+    #[inline]
+    fn defer_release(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) -> bool {
+        self.release(ring, pos, intent);
+        true
+    }
+    /// Makes every deferred free visible: whether there were any.
+    #[inline]
+    fn flush(&mut self, _ring: &Ring) -> bool {
+        false
+    }
     /// Where an unpublished producer claim can block this consumer: the head position of a
     /// Vyukov ring; `None` for SPSC, where nothing unpublished is ever in the way.
     fn blocked_head(&self, ring: &Ring) -> Option<u64>;

@@ -17,6 +17,9 @@ use crate::loom::{AtomicU64, Ordering};
 pub struct Tx {
     /// Next position to write. Invariant: `cached_head <= tail <= cached_head + cap`.
     tail: u64,
+    /// Last value stored to the shared `tail`: slots in `published..tail` are written and
+    /// *staged* (a `Sink` fed them and has not flushed), not yet visible to the consumer.
+    published: u64,
     /// Last `head` seen.
     cached_head: u64,
 }
@@ -31,6 +34,7 @@ impl Tx {
         checked_pending(tail, head, ring.cap)?;
         Ok(Tx {
             tail,
+            published: tail,
             cached_head: head,
         })
     }
@@ -76,8 +80,40 @@ impl Tx {
         // Wrapping: a hostile peer may have started us near u64::MAX; the next reload then
         // reports Corrupt instead of this process panicking on overflow.
         self.tail = self.tail.wrapping_add(n);
+        self.store_tail(ring);
+    }
+
+    /// Stages `n` written slots from the claimed position without making them visible: the
+    /// next [`publish`](Self::publish) or [`flush`](Self::flush) publishes them with its own
+    /// (positions are consecutive, so the order is kept).
+    #[inline]
+    pub(crate) fn stage(&mut self, ring: &Ring, n: u64) {
+        debug_assert!(self.tail.wrapping_add(n).wrapping_sub(self.cached_head) <= ring.cap);
+        self.tail = self.tail.wrapping_add(n);
+    }
+
+    /// Slots staged and not yet published.
+    #[inline]
+    pub(crate) fn staged(&self) -> u64 {
+        self.tail.wrapping_sub(self.published)
+    }
+
+    /// Publishes the staged slots: whether there were any (then the caller wakes).
+    #[inline]
+    pub(crate) fn flush(&mut self, ring: &Ring) -> bool {
+        if self.published == self.tail {
+            return false;
+        }
+        self.store_tail(ring);
+        true
+    }
+
+    #[inline]
+    fn store_tail(&mut self, ring: &Ring) {
+        self.published = self.tail;
         // Release: pairs with the consumer's Acquire load of `tail` in `Rx::reload_tail`; the
-        // slot bytes and lengths written before are visible once the new tail is.
+        // slot bytes and lengths written before (staged ones included) are visible once the
+        // new tail is.
         ring.tail().store(self.tail, Ordering::Release);
     }
 
@@ -91,8 +127,11 @@ impl Tx {
 /// The consumer's process-local state.
 #[derive(Debug)]
 pub struct Rx {
-    /// Next position to read. Invariant: `head <= cached_tail <= head + cap`.
+    /// Next position to read. Invariant: `stored <= head <= cached_tail <= stored + cap`.
     head: u64,
+    /// Last value stored to the shared `head`: slots in `stored..head` were read by a batch
+    /// receive (`recv_many`) that frees them all with one store before it returns.
+    stored: u64,
     /// Last `tail` seen.
     cached_tail: u64,
 }
@@ -107,6 +146,7 @@ impl Rx {
         checked_pending(tail, head, ring.cap)?;
         Ok(Rx {
             head,
+            stored: head,
             cached_tail: tail,
         })
     }
@@ -142,11 +182,35 @@ impl Rx {
         Ok((self.head, ready.min(n)))
     }
 
-    /// Frees `n` slots from the current position after they were read.
+    /// Frees `n` slots from the current position after they were read (and any deferred
+    /// before them).
     #[inline]
     pub(crate) fn release(&mut self, ring: &Ring, n: u64) {
         debug_assert!(n <= self.cached_tail.wrapping_sub(self.head));
         self.head = self.head.wrapping_add(n);
+        self.store_head(ring);
+    }
+
+    /// Frees `n` read slots in this handle only: the next `release` or `flush` stores them.
+    #[inline]
+    pub(crate) fn defer_release(&mut self, n: u64) {
+        debug_assert!(n <= self.cached_tail.wrapping_sub(self.head));
+        self.head = self.head.wrapping_add(n);
+    }
+
+    /// Stores the deferred frees: whether there were any (then the caller wakes).
+    #[inline]
+    pub(crate) fn flush(&mut self, ring: &Ring) -> bool {
+        if self.stored == self.head {
+            return false;
+        }
+        self.store_head(ring);
+        true
+    }
+
+    #[inline]
+    fn store_head(&mut self, ring: &Ring) {
+        self.stored = self.head;
         // Release: pairs with the producer's Acquire load of `head` in `Tx::reload_head`; our
         // copies out of the slots happen before the producer overwrites them.
         ring.head().store(self.head, Ordering::Release);
@@ -166,6 +230,20 @@ impl SendSide for Tx {
     fn publish(&mut self, ring: &Ring, pos: u64, _intent: &AtomicU64) {
         debug_assert_eq!(pos, self.tail);
         Tx::publish(self, ring, 1)
+    }
+    #[inline]
+    fn stage(&mut self, ring: &Ring, pos: u64, _intent: &AtomicU64) -> bool {
+        debug_assert_eq!(pos, self.tail);
+        Tx::stage(self, ring, 1);
+        false
+    }
+    #[inline]
+    fn staged(&self) -> u64 {
+        Tx::staged(self)
+    }
+    #[inline]
+    fn flush(&mut self, ring: &Ring) -> bool {
+        Tx::flush(self, ring)
     }
     fn discard(&mut self, _ring: &Ring, _pos: u64, _intent: &AtomicU64) {
         // Nothing was published: the claim is simply forgotten (the next claim returns the
@@ -187,6 +265,17 @@ impl RecvSide for Rx {
     fn release(&mut self, ring: &Ring, pos: u64, _intent: &AtomicU64) {
         debug_assert_eq!(pos, self.head);
         Rx::release(self, ring, 1)
+    }
+    #[inline]
+    fn defer_release(&mut self, ring: &Ring, pos: u64, _intent: &AtomicU64) -> bool {
+        debug_assert_eq!(pos, self.head);
+        let _ = ring;
+        Rx::defer_release(self, 1);
+        false
+    }
+    #[inline]
+    fn flush(&mut self, ring: &Ring) -> bool {
+        Rx::flush(self, ring)
     }
     fn blocked_head(&self, _ring: &Ring) -> Option<u64> {
         None

@@ -79,3 +79,151 @@ impl Registered {
         }
     }
 }
+
+/// Which reactor a task runs on, for [`Watched`].
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reactor {
+    /// The tokio runtime the caller runs in.
+    #[cfg(feature = "tokio")]
+    Tokio,
+    /// async-io's global reactor (smol, async-std, or no executor at all).
+    #[cfg(feature = "async-io")]
+    AsyncIo,
+}
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl Reactor {
+    /// The reactor of the caller's context: tokio's inside a tokio runtime, else async-io's
+    /// if the feature is on and `async_io_allowed`.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported`, naming `what` and the features, when neither can serve the caller.
+    pub(crate) fn current(what: &str, async_io_allowed: bool) -> io::Result<Reactor> {
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Ok(Reactor::Tokio);
+        }
+        #[cfg(feature = "async-io")]
+        if async_io_allowed {
+            return Ok(Reactor::AsyncIo);
+        }
+        let _ = async_io_allowed;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{what}: no async runtime: call it inside a tokio runtime (feature `tokio`), \
+                 or turn on the `async-io` feature for smol, async-std or any executor"
+            ),
+        ))
+    }
+}
+
+/// Which readiness [`Watched::poll_io`] waits for.
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dir {
+    Read,
+    Write,
+}
+
+/// A nonblocking descriptor (a socket, a timerfd) registered in a reactor for reads and writes:
+/// the runtime-neutral I/O of the listener handshake.
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+#[derive(Debug)]
+pub(crate) enum Watched<T: OwnsFd> {
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::io::unix::AsyncFd<T>),
+    #[cfg(feature = "async-io")]
+    AsyncIo(async_io::Async<T>),
+}
+
+/// Types that own one open descriptor for their whole life and always report that one: what
+/// [`Watched`] may register.
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+pub(crate) trait OwnsFd: std::os::fd::AsFd + std::os::fd::AsRawFd {}
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl OwnsFd for OwnedFd {}
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl OwnsFd for std::os::unix::net::UnixStream {}
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl OwnsFd for std::os::unix::net::UnixListener {}
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl<T: OwnsFd> Watched<T> {
+    /// Registers `io` (already nonblocking) in `reactor`.
+    pub(crate) fn new(reactor: Reactor, io: T) -> io::Result<Self> {
+        match reactor {
+            #[cfg(feature = "tokio")]
+            // SAFETY: `T: OwnsFd`: `io` owns an open descriptor that stays open, and is the
+            // one `as_raw_fd` returns, until the AsyncFd is dropped or gives `io` back.
+            Reactor::Tokio => unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    io,
+                    tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+                )
+            }
+            .map(Watched::Tokio)
+            .map_err(|e| e.into_parts().1),
+            #[cfg(feature = "async-io")]
+            Reactor::AsyncIo => async_io::Async::new(io).map(Watched::AsyncIo),
+        }
+    }
+
+    /// The descriptor's owner.
+    pub(crate) fn get_ref(&self) -> &T {
+        match self {
+            #[cfg(feature = "tokio")]
+            Watched::Tokio(a) => a.get_ref(),
+            #[cfg(feature = "async-io")]
+            Watched::AsyncIo(a) => a.get_ref(),
+        }
+    }
+
+    /// Deregisters and gives the owner back (still nonblocking).
+    pub(crate) fn into_inner(self) -> io::Result<T> {
+        match self {
+            #[cfg(feature = "tokio")]
+            Watched::Tokio(a) => Ok(a.into_inner()),
+            #[cfg(feature = "async-io")]
+            Watched::AsyncIo(a) => a.into_inner(),
+        }
+    }
+
+    /// Runs `op` until it does not fail with `WouldBlock`, waiting for `dir` readiness in
+    /// between.
+    pub(crate) fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        match self {
+            #[cfg(feature = "tokio")]
+            Watched::Tokio(a) => loop {
+                let ready = match dir {
+                    Dir::Read => a.poll_read_ready(cx),
+                    Dir::Write => a.poll_write_ready(cx),
+                };
+                let mut guard = std::task::ready!(ready)?;
+                // `try_io` clears the readiness when `op` would block, and we poll again.
+                if let Ok(r) = guard.try_io(|a| op(a.get_ref())) {
+                    return Poll::Ready(r);
+                }
+            },
+            #[cfg(feature = "async-io")]
+            Watched::AsyncIo(a) => loop {
+                match op(a.get_ref()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => return Poll::Ready(r),
+                }
+                let ready = match dir {
+                    Dir::Read => a.poll_readable(cx),
+                    Dir::Write => a.poll_writable(cx),
+                };
+                std::task::ready!(ready)?;
+            },
+        }
+    }
+}

@@ -59,10 +59,3 @@ pub(crate) fn recv_with_fds(
     }
     Ok((msg.bytes, fds))
 }
-
-/// `getsockopt(SO_PEERCRED)`: the uid of the process at the other end of a connected Unix
-/// stream socket, as the kernel recorded it at `connect` (for the client's socket) or `listen`
-/// (for the listener's), so the peer cannot forge it.
-pub(crate) fn peer_uid(sock: impl AsFd) -> Result<u32, Errno> {
-    Ok(rustix::net::sockopt::socket_peercred(sock)?.uid.as_raw())
-}

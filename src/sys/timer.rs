@@ -1,8 +1,9 @@
 //! One-shot timers as descriptors: `timerfd_create(CLOCK_MONOTONIC)`, for reactors to watch.
 //!
-//! Used only as a fallback: an async task that could not watch a peer's pidfd (out of
-//! descriptors, or a kernel without pidfds) re-checks its peers' liveness when this fires, so
-//! that a death is still seen within the liveness interval.
+//! Used by the listener handshake (a step bound that works in any reactor), and as a fallback:
+//! an async task that could not watch a peer's pidfd (out of descriptors, or a kernel without
+//! pidfds) re-checks its peers' liveness when this fires, so that a death is still seen within
+//! the liveness interval.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;

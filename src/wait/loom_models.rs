@@ -167,3 +167,108 @@ fn loom_close_never_loses_a_doorbell_waiter() {
         assert_eq!(count.load(Ordering::Relaxed), 0);
     });
 }
+
+/// Wake one per item, and its rule: a waiter that was rung and does not take the item passes
+/// the wake on. One item is published; waiter A announces and is cancelled (its future
+/// dropped) at any point; waiter B needs the item. The waker rings at most one announcement,
+/// scanning A before B. If A was rung, A's retract finds its announcement taken and passes
+/// the wake on (fence, then ring one announcement of its side). B must always get the item:
+/// a lost wake leaves B asleep forever, reported by loom as a deadlock (checked: without the
+/// pass-on, this model fails with that deadlock).
+#[test]
+fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
+    use loom::sync::{Condvar, Mutex};
+    type Bell = Arc<(Mutex<u32>, Condvar)>;
+    fn ring(b: &Bell) {
+        *b.0.lock().unwrap() += 1;
+        b.1.notify_one();
+    }
+    fn sleep(b: &Bell) {
+        let mut rung = b.0.lock().unwrap();
+        while *rung == 0 {
+            rung = b.1.wait(rung).unwrap();
+        }
+        *rung = 0;
+    }
+    /// Rings at most one of the announcements (in scan order), as `WaitSet::wake(.., 1)`.
+    fn wake_one(s: &Sleepers<'_>, set: &[(&AtomicU64, &Bell)]) {
+        if !s.anyone() {
+            return;
+        }
+        for (parked, bell) in set {
+            if s.take(parked) == Some(PARK_DOORBELL) {
+                ring(bell);
+                return;
+            }
+        }
+    }
+    loom::model(|| {
+        let futex = Arc::new(AtomicU32::new(0));
+        let count = Arc::new(AtomicU32::new(0));
+        let (pa, pb) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (ba, bb): (Bell, Bell) = (Arc::default(), Arc::default());
+        let items = Arc::new(AtomicU64::new(0));
+
+        let waker = {
+            let (f, c, pa, pb, ba, bb, items) = (
+                futex.clone(),
+                count.clone(),
+                pa.clone(),
+                pb.clone(),
+                ba.clone(),
+                bb.clone(),
+                items.clone(),
+            );
+            thread::spawn(move || {
+                items.fetch_add(1, Ordering::Release); // publish one item
+                let s = Sleepers {
+                    futex: &f,
+                    count: &c,
+                };
+                wake_one(&s, &[(&pa, &ba), (&pb, &bb)]);
+            })
+        };
+        let canceller = {
+            let (f, c, pa, pb, bb) = (
+                futex.clone(),
+                count.clone(),
+                pa.clone(),
+                pb.clone(),
+                bb.clone(),
+            );
+            thread::spawn(move || {
+                let s = Sleepers {
+                    futex: &f,
+                    count: &c,
+                };
+                s.announce(&pa, PARK_DOORBELL);
+                // Dropped while parked: `reactor::retract`.
+                if s.retract(&pa) {
+                    wake_one(&s, &[(&pb, &bb)]);
+                }
+            })
+        };
+
+        let s = Sleepers {
+            futex: &futex,
+            count: &count,
+        };
+        loop {
+            // Take the item if there is one (a consumer's claim).
+            if items
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                break;
+            }
+            s.announce(&pb, PARK_DOORBELL);
+            if items.load(Ordering::Acquire) == 0 {
+                sleep(&bb);
+            }
+            s.retract(&pb);
+        }
+        waker.join().unwrap();
+        canceller.join().unwrap();
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    });
+}

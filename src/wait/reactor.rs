@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::SPIN_ROUND;
 use super::blocking::Park;
-use super::protocol::PARK_DOORBELL;
+use super::protocol::{PARK_DOORBELL, PARK_DOORBELL_EVENT};
 use crate::error::{Error, Result};
 use crate::runtime::Registered;
 use crate::sys::doorbell::Doorbell;
@@ -63,13 +63,40 @@ pub(crate) trait AsyncPark: Park {
     fn for_each_watched(&self, f: &mut dyn FnMut(ProcessId));
     /// Makes the next liveness check and repair look run at once (a watched process exited).
     fn force_checks(&mut self);
+    /// Rings one other waiter of our own side (fenced, as every wake path): a wake we were
+    /// given and will not use (`protocol.rs`, "wake one per item").
+    fn pass_on(&self);
 }
 
-/// Withdraws a standing async announcement (protocol step 5), if any.
+/// What a parked task waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    /// Work: a message (consumers) or a free slot (producers). Rung one waiter per item.
+    Work,
+    /// An event only (the other side closed or died: `closed()`): parks at once, without
+    /// spinning, and is rung only by close / death wakes, never by a publish or a free.
+    Events,
+}
+
+/// Withdraws a standing async announcement (protocol step 5), if any, when the operation
+/// ends without taking an item through this wait: the future was dropped while parked, or it
+/// completed by its own re-check. If a waker took the announcement (rang us), that wake was
+/// meant for an item we do not take: it is passed on to another waiter of our side, so that
+/// wake-one loses nothing.
 pub(crate) fn retract<P: AsyncPark>(p: &mut P) {
+    if retract_quiet(p) {
+        p.pass_on();
+    }
+}
+
+/// Withdraws a standing announcement before the next attempt: whether a waker had taken it
+/// (the attempt that follows uses that wake).
+fn retract_quiet<P: AsyncPark>(p: &mut P) -> bool {
     if std::mem::take(&mut p.async_state().parked) {
         let (sl, parked) = p.parking();
-        sl.retract(parked);
+        sl.retract(parked)
+    } else {
+        false
     }
 }
 
@@ -168,9 +195,20 @@ pub(crate) fn poll_op<P: AsyncPark, R>(
     started: &mut Option<Instant>,
     attempt: impl FnMut(&mut P) -> Result<Option<R>>,
 ) -> Poll<Result<R>> {
+    poll_op_for(p, cx, started, Interest::Work, attempt)
+}
+
+/// [`poll_op`] for what `interest` says the task waits for.
+pub(crate) fn poll_op_for<P: AsyncPark, R>(
+    p: &mut P,
+    cx: &mut Context<'_>,
+    started: &mut Option<Instant>,
+    interest: Interest,
+    attempt: impl FnMut(&mut P) -> Result<Option<R>>,
+) -> Poll<Result<R>> {
     #[cfg(feature = "tokio")]
     let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-    let r = poll_wait(p, cx, started, attempt);
+    let r = poll_wait(p, cx, started, interest, attempt);
     #[cfg(feature = "tokio")]
     if r.is_ready() {
         coop.made_progress();
@@ -182,11 +220,18 @@ fn poll_wait<P: AsyncPark, R>(
     p: &mut P,
     cx: &mut Context<'_>,
     started: &mut Option<Instant>,
+    interest: Interest,
     mut attempt: impl FnMut(&mut P) -> Result<Option<R>>,
 ) -> Poll<Result<R>> {
     let strategy = p.strategy();
+    let mode = match interest {
+        Interest::Work => PARK_DOORBELL,
+        Interest::Events => PARK_DOORBELL_EVENT,
+    };
     loop {
-        retract(p);
+        // A wake we were given is used by this attempt (an event waiter's never concerns
+        // work, so it has none to pass on).
+        retract_quiet(p);
         match attempt(p) {
             Ok(None) => {}
             done => {
@@ -196,6 +241,7 @@ fn poll_wait<P: AsyncPark, R>(
         }
         let t0 = match *started {
             Some(t) => t,
+            None if interest == Interest::Events => *started.insert(Instant::now()),
             None => {
                 let peer = p.meet_peer(super::this_cpu());
                 let spin = p.learned().spin(&strategy, peer);
@@ -217,7 +263,10 @@ fn poll_wait<P: AsyncPark, R>(
                 *started.insert(Instant::now())
             }
         };
-        let spin = p.async_state().spin;
+        let spin = match interest {
+            Interest::Work => p.async_state().spin,
+            Interest::Events => std::time::Duration::ZERO,
+        };
         // Spin phase, inline: a peer that answers within the spin budget is met without a
         // trip through the executor (whose scheduler polls its I/O driver every few dozen
         // ticks: a syscall we would otherwise cause while waiting). The clock is read once a
@@ -238,7 +287,10 @@ fn poll_wait<P: AsyncPark, R>(
         // Yield phase: hand the CPU to the OS once (a peer sharing it runs), look again, then
         // let the executor run other tasks before the next look.
         let elapsed = t0.elapsed();
-        if elapsed < strategy.yield_duration() && !p.learned().gave_up_yielding() {
+        if interest == Interest::Work
+            && elapsed < strategy.yield_duration()
+            && !p.learned().gave_up_yielding()
+        {
             let switched = p.learned().os_yield();
             match attempt(p) {
                 Ok(None) => {}
@@ -255,17 +307,20 @@ fn poll_wait<P: AsyncPark, R>(
                 return Poll::Pending;
             }
         }
-        p.learned().parked(&strategy);
+        if interest == Interest::Work {
+            p.learned().parked(&strategy);
+        }
         if let Err(e) = ensure_machinery(p) {
             *started = None;
             return Poll::Ready(Err(e));
         }
         {
             let (sl, parked) = p.parking();
-            sl.announce(parked, PARK_DOORBELL);
+            sl.announce(parked, mode);
         }
         p.async_state().parked = true;
-        // Re-check after announcing (protocol step 3).
+        // Re-check after announcing (protocol step 3). Done by the re-check: a wake taken
+        // meanwhile was for another item, so `retract` passes it on.
         match attempt(p) {
             Ok(None) => {}
             done => {
