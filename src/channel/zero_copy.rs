@@ -316,6 +316,84 @@ impl Drop for ReadChunk<'_> {
     }
 }
 
+/// Reservations kept across polls, for the byte stream (`endpoint/stream.rs`): a slot filled
+/// by several writes, a message read by several reads. SPSC only: there a claim is the
+/// unpublished tail (the unreleased head), which stays ours, and stays the same position,
+/// until this handle publishes (releases) it; nothing in shared memory records it.
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl Producer<Spsc> {
+    /// Waits asynchronously for a free slot and reserves it.
+    pub(crate) fn poll_reserve(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        started: &mut Option<std::time::Instant>,
+    ) -> std::task::Poll<Result<WriteSlot<'_, Spsc>>> {
+        let tx = &mut self.tx;
+        match crate::wait::reactor::poll_op(&mut self.core, cx, started, |core| {
+            super::producer::claim_with(core, tx)
+        }) {
+            std::task::Poll::Ready(Ok(pos)) => {
+                std::task::Poll::Ready(Ok(WriteSlot::new(self, pos)))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    /// The guard again of a reservation put aside with [`WriteSlot::suspend`]. `pos` must be
+    /// what `suspend` returned, with no send on this producer since (the stream owns it).
+    pub(crate) fn resume_slot(&mut self, pos: u64) -> WriteSlot<'_, Spsc> {
+        WriteSlot::new(self, pos)
+    }
+}
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl WriteSlot<'_, Spsc> {
+    /// Puts the reservation aside, unpublished, and returns its position for
+    /// [`Producer::resume_slot`].
+    pub(crate) fn suspend(mut self) -> u64 {
+        self.done = true;
+        self.pos
+    }
+}
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl Consumer<Spsc> {
+    /// Waits asynchronously for a message and borrows it in place.
+    pub(crate) fn poll_recv_ref(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        started: &mut Option<std::time::Instant>,
+    ) -> std::task::Poll<Result<ReadSlot<'_, Spsc>>> {
+        let rx = &mut self.rx;
+        match crate::wait::reactor::poll_op(&mut self.core, cx, started, |core| {
+            Consumer::<Spsc>::take(core, rx)
+        }) {
+            std::task::Poll::Ready(Ok((pos, len))) => {
+                std::task::Poll::Ready(Ok(ReadSlot::new(self, pos, len)))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    /// The guard again of a message put aside with [`ReadSlot::suspend`]; `(pos, len)` must be
+    /// what `suspend` returned, with no receive on this consumer since.
+    pub(crate) fn resume_ref(&mut self, pos: u64, len: usize) -> ReadSlot<'_, Spsc> {
+        ReadSlot::new(self, pos, len)
+    }
+}
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl ReadSlot<'_, Spsc> {
+    /// Puts the message aside, unreleased (still ours, `len` still validated), and returns
+    /// its position and length for [`Consumer::resume_ref`].
+    pub(crate) fn suspend(self) -> (u64, usize) {
+        let this = std::mem::ManuallyDrop::new(self);
+        (this.pos, this.len)
+    }
+}
+
 /// Reserving asynchronously, and the pieces the typed channels build their `Sink` on.
 impl<F: Flavour> Producer<F> {
     /// Reserves a slot, waiting asynchronously while the ring is full: write the message in

@@ -380,3 +380,9 @@ pub use listener::{ConnectOptions, Listener};
 mod large;
 #[cfg(any(feature = "tokio", feature = "async-io"))]
 mod listener;
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+pub use stream::{ShmReadHalf, ShmStream, ShmWriteHalf};
+
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+mod stream;
