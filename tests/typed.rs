@@ -114,10 +114,11 @@ fn child_entry() {
                 let flavour = args[2].as_str();
                 let id: u32 = args[3].parse().unwrap();
                 let count: u64 = args[4].parse().unwrap();
+                let gate = args.get(5).is_some_and(|a| a == "gate");
                 run(rt, async {
                     match flavour {
-                        "spsc" => produce::<Spsc>(name, id, count).await,
-                        "mpsc" => produce::<Mpsc>(name, id, count).await,
+                        "spsc" => produce::<Spsc>(name, id, count, gate).await,
+                        "mpsc" => produce::<Mpsc>(name, id, count, gate).await,
                         other => panic!("flavour {other}"),
                     }
                 });
@@ -181,8 +182,14 @@ fn postcard_like_order_with_huge_len() -> Vec<u8> {
     vec![1, 2, 0x80, 0x80, 0x80, 0x80, 0x08, b'a']
 }
 
-async fn produce<F: shmchan::channel::Flavour>(name: &str, id: u32, count: u64) {
+async fn produce<F: shmchan::channel::Flavour>(name: &str, id: u32, count: u64, gate: bool) {
     let mut tx = TypedProducer::<F, Order>::open(name, opts()).unwrap();
+    if gate {
+        // Attached; start only once every producer is (else the first to finish could be
+        // the last producer attached, which closes the channel for the others).
+        report("attached");
+        let _ = std::io::stdin().read_line(&mut String::new());
+    }
     let half = count / 2;
     for seq in 0..half {
         tx.send(&order(id, seq)).await.unwrap();
@@ -227,9 +234,9 @@ fn mpsc_across_processes(rt: &str) {
     let name = ShmName::new("typed-mpsc");
     let count = 300u64;
     let mut rx = TypedConsumer::<Mpsc, Order>::create(name.as_str(), opts()).unwrap();
-    let children: Vec<_> = (1..=3u32)
+    let mut children: Vec<_> = (1..=3u32)
         .map(|id| {
-            spawn(
+            common::spawn_holding(
                 "producer",
                 &[
                     name.as_str(),
@@ -237,10 +244,17 @@ fn mpsc_across_processes(rt: &str) {
                     "mpsc",
                     &id.to_string(),
                     &count.to_string(),
+                    "gate",
                 ],
             )
         })
         .collect();
+    for c in &mut children {
+        assert_eq!(read_report(c), "attached");
+    }
+    for c in &mut children {
+        drop(c.0.as_mut().unwrap().stdin.take()); // go
+    }
     let mut next = [0u64; 4];
     run(rt, async {
         while let Some(o) = rx.next().await {
