@@ -188,6 +188,8 @@
 // Under loom only the algorithms are built; what the channels use of the rest goes unused.
 #![cfg_attr(loom, allow(dead_code))]
 
+#[cfg(feature = "zenoh")]
+pub mod bridge;
 #[cfg(not(loom))]
 pub mod channel;
 #[cfg(not(loom))]
