@@ -75,7 +75,9 @@ fn child(kind: &str, transport: &str, endpoint: &str, round: &str, n: u64, len: 
         }
         ("tput", "zenoh") => {
             let publisher = bridge::RemoteSink::new(&s, "bench/tput").unwrap();
-            publisher.wait_for_subscriber(Duration::from_secs(30)).unwrap();
+            publisher
+                .wait_for_subscriber(Duration::from_secs(30))
+                .unwrap();
             for i in 0..n {
                 publisher.send_blocking(&payload(i, len)).unwrap();
             }
@@ -132,9 +134,19 @@ fn report(rtt: &mut [Duration]) {
     );
 }
 
-fn spawn_child(kind: &str, transport: &str, endpoint: &str, round: &str, n: u64, len: usize) -> std::process::Child {
+fn spawn_child(
+    kind: &str,
+    transport: &str,
+    endpoint: &str,
+    round: &str,
+    n: u64,
+    len: usize,
+) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .env("BRIDGE_BENCH_ROLE", format!("{kind} {transport} {endpoint} {round} {n} {len}"))
+        .env(
+            "BRIDGE_BENCH_ROLE",
+            format!("{kind} {transport} {endpoint} {round} {n} {len}"),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
@@ -224,7 +236,14 @@ fn rtt_round(transport: &str, round: &str, n: u64, len: usize) -> (Duration, Dur
 fn main() {
     if let Ok(role) = std::env::var("BRIDGE_BENCH_ROLE") {
         let a: Vec<&str> = role.split(' ').collect();
-        child(a[0], a[1], a[2], a[3], a[4].parse().unwrap(), a[5].parse().unwrap());
+        child(
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+            a[4].parse().unwrap(),
+            a[5].parse().unwrap(),
+        );
         return;
     }
     if std::env::args().any(|a| a == "--list") {

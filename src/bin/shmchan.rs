@@ -638,11 +638,17 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `shmchan bridge`: parses the pairs and runs [`shmchan::bridge::run`].
 #[cfg(feature = "zenoh")]
-fn bridge(pairs: [Vec<String>; 3], connect: Vec<String>, listen: Vec<String>) -> Result<(), Failure> {
+fn bridge(
+    pairs: [Vec<String>; 3],
+    connect: Vec<String>,
+    listen: Vec<String>,
+) -> Result<(), Failure> {
     use shmchan::bridge::{BridgeSpec, run, split_pair};
     let [export, import, serve] = pairs;
     let parse = |flag: &str, v: Vec<String>, fix: fn((String, String)) -> (String, String)| {
-        v.iter().map(|s| split_pair(flag, s).map(fix)).collect::<Result<Vec<_>, _>>()
+        v.iter()
+            .map(|s| split_pair(flag, s).map(fix))
+            .collect::<Result<Vec<_>, _>>()
     };
     let spec = BridgeSpec {
         exports: parse("--export", export, |(c, k)| (slash(&c), k))?,
@@ -660,10 +666,16 @@ fn bridge(pairs: [Vec<String>; 3], connect: Vec<String>, listen: Vec<String>) ->
             Ok(e) => format!("{e:?}"),
             Err(e) => format!("error: {e}"),
         };
-        println!("{}: {how}; forwarded {}, dropped {}", o.what, o.stats.forwarded, o.stats.dropped);
+        println!(
+            "{}: {how}; forwarded {}, dropped {}",
+            o.what, o.stats.forwarded, o.stats.dropped
+        );
     }
     match outcomes.iter().all(|o| o.is_clean()) {
         true => Ok(()),
-        false => Err(Failure { code: 1, message: "a bridge ended because a peer died or vanished".into() }),
+        false => Err(Failure {
+            code: 1,
+            message: "a bridge ended because a peer died or vanished".into(),
+        }),
     }
 }

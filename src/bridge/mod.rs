@@ -17,7 +17,7 @@
 //!   [`Producer`]; when the local channel is full it stops taking samples from Zenoh (see
 //!   *Back-pressure*).
 //! - [`RemoteSink`] and [`RemoteStream`] speak Zenoh directly (a publisher as a `Sink` of
-//!   bytes, a subscriber as a `Stream` of [`Message`]s), for code that wants no local hop.
+//!   bytes, a subscriber as a `Stream` of [`Message`](crate::Message)s), for code that wants no local hop.
 //! - [`serve`] answers Zenoh queries on a key with a local [`Endpoint`](crate::endpoint::Endpoint)
 //!   (request in, reply out), and [`Requester`] sends requests from anywhere; [`Responder`]
 //!   answers them directly.
@@ -473,7 +473,9 @@ pub fn import<F: Flavour>(
 
 fn import_loop<F: Flavour>(
     mut producer: Producer<F>,
-    subscriber: &zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>,
+    subscriber: &zenoh::pubsub::Subscriber<
+        zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>,
+    >,
     remote_gone: &dyn Fn() -> bool,
     s: &Shared,
 ) -> Result<Ended> {

@@ -62,7 +62,11 @@ impl Requester {
             .wait()
             .map_err(|e| zerr(what(), e))?;
         loop {
-            let status = self.querier.matching_status().wait().map_err(|e| zerr(what(), e))?;
+            let status = self
+                .querier
+                .matching_status()
+                .wait()
+                .map_err(|e| zerr(what(), e))?;
             if status.matching() {
                 return Ok(());
             }
@@ -253,18 +257,20 @@ fn serve_loop(responder: Responder, mut endpoint: Endpoint, s: &Shared) -> Resul
                 Err(SendTimeoutError::Other(_, e)) => break Some(ended_by(*e)),
             }
         };
-        let failed = failed.or_else(|| loop {
-            match endpoint.recv_timeout(TICK) {
-                Ok(reply) => match request_reply(&request, &reply) {
-                    Ok(()) => {
-                        s.forwarded.fetch_add(1, Ordering::Relaxed);
-                        break None;
-                    }
-                    Err(e) => break Some(Err(e)),
-                },
-                Err(Error::TimedOut(_)) if !s.stop.load(Ordering::Relaxed) => {}
-                Err(Error::TimedOut(_)) => break Some(Ok(Ended::Stopped)),
-                Err(e) => break Some(ended_by(e)),
+        let failed = failed.or_else(|| {
+            loop {
+                match endpoint.recv_timeout(TICK) {
+                    Ok(reply) => match request_reply(&request, &reply) {
+                        Ok(()) => {
+                            s.forwarded.fetch_add(1, Ordering::Relaxed);
+                            break None;
+                        }
+                        Err(e) => break Some(Err(e)),
+                    },
+                    Err(Error::TimedOut(_)) if !s.stop.load(Ordering::Relaxed) => {}
+                    Err(Error::TimedOut(_)) => break Some(Ok(Ended::Stopped)),
+                    Err(e) => break Some(ended_by(e)),
+                }
             }
         });
         if let Some(ended) = failed {

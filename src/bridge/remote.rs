@@ -129,7 +129,11 @@ impl<M: AsRef<[u8]>> Sink<M> for RemoteSink {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Poll::Ready(if self.closed { Err(Error::Closed) } else { Ok(()) })
+        Poll::Ready(if self.closed {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        })
     }
 
     fn start_send(self: Pin<&mut Self>, item: M) -> Result<()> {
