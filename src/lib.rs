@@ -99,6 +99,8 @@
 //!   adds `endpoint::Listener` and `Endpoint::connect`.
 //! - `async-io`: async operations park in async-io's reactor (smol, async-std) when the task
 //!   does not run inside a tokio runtime.
+//! - `zenoh`: the `bridge` module carries channels between hosts through Zenoh (export, import,
+//!   remote `Sink`/`Stream`, request/response) and adds `shmchan bridge` to the CLI.
 //!
 //! With neither, the try, blocking and timed operations work as usual, and an async operation
 //! that would have to park fails with an error that names the missing feature.

@@ -148,11 +148,6 @@ fn last_report(out: &std::process::Output) -> String {
     })
 }
 
-/// The channel name of a `NAME=KEY` pair.
-fn key_name(pair: &str) -> &str {
-    pair.split_once('=').unwrap().0
-}
-
 fn unique_key(tag: &str) -> String {
     format!(
         "shmchan-test/{tag}/{}/{}",
@@ -218,12 +213,44 @@ impl BridgeProcess {
     }
 }
 
+/// Which bridge process a kill test kills.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kill {
+    Exporter,
+    Importer,
+}
+
+/// The producer's send error: sends until one fails (the ring fills once nothing drains it),
+/// within `DEATH_BOUND` of `since`.
+fn send_until_error(producer: &mut mpsc::Producer, since: Instant) -> Error {
+    loop {
+        match producer.send_timeout(b"after", Duration::from_millis(100)) {
+            Ok(()) | Err(shmchan::SendTimeoutError::Timeout(_)) => {}
+            Err(shmchan::SendTimeoutError::Closed(_)) => return Error::Closed,
+            Err(shmchan::SendTimeoutError::Other(_, e)) => return *e,
+        }
+        assert!(
+            since.elapsed() < DEATH_BOUND,
+            "no error seen by the producer"
+        );
+    }
+}
+
+/// The consumer's error after it drained what was in flight, within `DEATH_BOUND`.
+fn recv_until_error(consumer: &mut mpsc::Consumer) -> Error {
+    loop {
+        match consumer.recv_timeout(DEATH_BOUND) {
+            Ok(_) => {} // sent before the kill and still in flight
+            Err(e) => return e,
+        }
+    }
+}
+
 /// Two `shmchan bridge` processes carry a channel from this process to this process through
-/// Zenoh; the exporting bridge is SIGKILLed: the local producer it drained gets `PeerGone`,
-/// and the local consumer the other bridge fed gets `Closed` once it drained, both within
-/// `DEATH_BOUND`; the surviving bridge exits reporting the remote as lost.
-#[test]
-fn killed_bridge_is_reported_to_both_local_sides() {
+/// Zenoh; one bridge is SIGKILLed. The local side attached to the killed bridge gets
+/// `PeerGone`; the surviving bridge sees the remote vanish, exits non-zero saying so, and
+/// closes its local channel, so that side gets `Closed`: both within `DEATH_BOUND`.
+fn kill_a_bridge(which: Kill) {
     let (a, b) = (ShmName::new("zb-kill-out"), ShmName::new("zb-kill-in"));
     let key = unique_key("kill");
     let endpoint = format!("tcp/127.0.0.1:{}", free_port());
@@ -243,49 +270,67 @@ fn killed_bridge_is_reported_to_both_local_sides() {
         assert_eq!(*msg, i.to_le_bytes());
     }
 
-    common::kill9(b1.child.id());
-    let killed = Instant::now();
-    // The producer's consumer (the bridge) is dead: sends fail once the ring is full and the
-    // liveness check ran.
-    let err = loop {
-        match producer.send_timeout(b"after", Duration::from_millis(100)) {
-            Ok(()) => {}
-            Err(shmchan::SendTimeoutError::Timeout(_)) => {}
-            Err(e) => break e,
-        }
-        assert!(
-            killed.elapsed() < DEATH_BOUND,
-            "no death seen by the producer"
-        );
+    let (killed, survivor) = match which {
+        Kill::Exporter => (b1, b2),
+        Kill::Importer => (b2, b1),
     };
-    assert!(
-        matches!(&err, shmchan::SendTimeoutError::Other(_, e) if matches!(**e, Error::PeerGone(_))),
-        "producer got {err:?}"
-    );
-    let producer_saw = killed.elapsed();
-    // The surviving bridge sees the remote vanish and closes the consumer's channel.
-    let end = loop {
-        match consumer.recv_timeout(DEATH_BOUND) {
-            Ok(_) => {} // sent before the kill and still in flight
-            Err(e) => break e,
+    common::kill9(killed.child.id());
+    let t = Instant::now();
+    let (send_err, recv_err) = match which {
+        // The producer's consumer (the bridge) is dead; the consumer's far bridge is gone.
+        Kill::Exporter => {
+            let s = send_until_error(&mut producer, t);
+            (s, recv_until_error(&mut consumer))
+        }
+        Kill::Importer => {
+            let r = recv_until_error(&mut consumer);
+            (send_until_error(&mut producer, t), r)
         }
     };
-    let consumer_saw = killed.elapsed();
-    assert!(matches!(end, Error::Closed), "consumer got {end}");
-    eprintln!(
-        "death seen by the producer after {producer_saw:?}, by the consumer after {consumer_saw:?}"
-    );
-    assert!(producer_saw < DEATH_BOUND && consumer_saw < DEATH_BOUND);
-    let (out, status) = b2.finish();
+    let took = t.elapsed();
+    eprintln!("{which:?} killed: producer got {send_err}, consumer got {recv_err}, after {took:?}");
+    assert!(took < DEATH_BOUND, "the deaths took {took:?} to be seen");
+    match which {
+        Kill::Exporter => {
+            assert!(
+                matches!(send_err, Error::PeerGone(_)),
+                "producer got {send_err}"
+            );
+            assert!(matches!(recv_err, Error::Closed), "consumer got {recv_err}");
+        }
+        Kill::Importer => {
+            assert!(matches!(send_err, Error::Closed), "producer got {send_err}");
+            assert!(
+                matches!(recv_err, Error::PeerGone(_)),
+                "consumer got {recv_err}"
+            );
+        }
+    }
+    let (out, status) = survivor.finish();
     assert!(!status.success(), "the surviving bridge exited 0: {out}");
-    assert!(out.contains("RemoteLost"), "surviving bridge said: {out}");
-    drop(b1);
+    assert!(
+        out.contains("RemoteLost"),
+        "the surviving bridge said: {out}"
+    );
+    drop(killed);
     drop((producer, consumer));
-    // The drained channel is gone; the other still holds what the producer sent after the
-    // kill (a channel with queued messages is not unlinked), so its guard removes it.
-    assert!(!b.exists(), "a segment was left in /dev/shm");
-    drop(a);
-    assert!(!std::path::Path::new(&format!("/dev/shm{}", key_name(&export))).exists());
+    // A channel with messages queued is not unlinked by its last participant; the guards
+    // remove both, and nothing stays behind.
+    drop((a, b));
+    for pair in [&export, &import] {
+        let name = pair.split('=').find(|s| s.starts_with('/')).unwrap();
+        assert!(!std::path::Path::new(&format!("/dev/shm{name}")).exists());
+    }
+}
+
+#[test]
+fn killed_exporting_bridge_is_reported_to_both_local_sides() {
+    kill_a_bridge(Kill::Exporter);
+}
+
+#[test]
+fn killed_importing_bridge_is_reported_to_both_local_sides() {
+    kill_a_bridge(Kill::Importer);
 }
 
 /// A local endpoint service in one process answers requests sent from another through Zenoh
