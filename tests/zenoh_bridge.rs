@@ -399,3 +399,24 @@ fn remote_sink_and_stream() {
         assert_eq!(n, 1000);
     });
 }
+
+/// `shmchan bridge` refuses what it cannot run, before opening any session, with a message
+/// that says why.
+#[test]
+fn bridge_command_refuses_bad_arguments() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shmchan"))
+            .arg("bridge")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--export", "no-equals", "--listen", "tcp/127.0.0.1:9"]);
+    assert!(err.contains("expected LEFT=RIGHT"), "{err}");
+    let err = run(&["--export", "/x=svc/x"]);
+    assert!(err.contains("no endpoint"), "{err}");
+    let err = run(&["--listen", "tcp/127.0.0.1:9"]);
+    assert!(err.contains("nothing to bridge"), "{err}");
+}

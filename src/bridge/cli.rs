@@ -109,6 +109,12 @@ pub fn run(spec: &BridgeSpec, opts: Options, ready: impl FnOnce()) -> Result<Vec
             "bridge: nothing to bridge (give --export, --import or --serve)".into(),
         ));
     }
+    if spec.listen.is_empty() && spec.connect.is_empty() {
+        return Err(Error::InvalidArgument(
+            "bridge: no endpoint (give --listen or --connect, e.g. tcp/127.0.0.1:7447); scouting is off"
+                .into(),
+        ));
+    }
     let listen: Vec<&str> = spec.listen.iter().map(String::as_str).collect();
     let connect: Vec<&str> = spec.connect.iter().map(String::as_str).collect();
     let session = zenoh::open(peer_config(&listen, &connect)?)
