@@ -70,7 +70,7 @@
 //! use shmchan::{Options, mpsc};
 //! use zenoh::Wait;
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let a = zenoh::open(bridge::peer_config(&["tcp/127.0.0.1:7447"], &[])?).wait()?;
 //! let b = zenoh::open(bridge::peer_config(&[], &["tcp/127.0.0.1:7447"])?).wait()?;
 //!
