@@ -184,7 +184,13 @@ fn tput_round(transport: &str, round: &str, n: u64, len: usize) -> f64 {
         for i in 0..n {
             let m = stream.recv_timeout(Duration::from_secs(30)).unwrap();
             first.get_or_insert_with(Instant::now);
-            assert_eq!(index(&m), i, "message {i}: {} bytes {:02x?}", m.len(), &m[..m.len().min(24)]);
+            assert_eq!(
+                index(&m),
+                i,
+                "message {i}: {} bytes {:02x?}",
+                m.len(),
+                &m[..m.len().min(24)]
+            );
         }
     }
     let took = first.unwrap().elapsed();
