@@ -102,6 +102,8 @@
 //!   either runtime).
 //! - `serde`: the `typed` module, channels and endpoints that send serde values (postcard,
 //!   encoded straight into the slot).
+//! - `zenoh`: the `bridge` module carries channels between hosts through Zenoh (export, import,
+//!   remote `Sink`/`Stream`, request/response) and adds `shmchan bridge` to the CLI.
 //!
 //! With neither, the try, blocking and timed operations work as usual, and an async operation
 //! that would have to park fails with an error that names the missing feature.
@@ -191,6 +193,8 @@
 // Under loom only the algorithms are built; what the channels use of the rest goes unused.
 #![cfg_attr(loom, allow(dead_code))]
 
+#[cfg(feature = "zenoh")]
+pub mod bridge;
 #[cfg(not(loom))]
 pub mod channel;
 #[cfg(not(loom))]

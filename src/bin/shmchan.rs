@@ -72,6 +72,27 @@ enum Command {
         #[arg(long)]
         timeout: Option<f64>,
     },
+    /// Bridge local channels through Zenoh (feature `zenoh`; see shmchan::bridge): peer mode,
+    /// scouting off, only the --listen / --connect endpoints. Prints `ready` once attached,
+    /// then one line per bridge as it ends; exit 0 if all ended cleanly, 1 otherwise.
+    #[cfg(feature = "zenoh")]
+    Bridge {
+        /// Drain a local channel into a key expression: `/orders=svc/orders`.
+        #[arg(long, value_name = "CHANNEL=KEY")]
+        export: Vec<String>,
+        /// Deliver a key expression into a local channel: `svc/replies=/replies`.
+        #[arg(long, value_name = "KEY=CHANNEL")]
+        import: Vec<String>,
+        /// Answer queries on a key with a local endpoint (its side B): `svc/echo=/echo`.
+        #[arg(long, value_name = "KEY=ENDPOINT")]
+        serve: Vec<String>,
+        /// Zenoh endpoint to connect to, e.g. `tcp/127.0.0.1:7447`.
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Zenoh endpoint to listen on, e.g. `tcp/127.0.0.1:7447`.
+        #[arg(long)]
+        listen: Vec<String>,
+    },
 }
 
 /// A failure and the exit code it maps to.
@@ -109,6 +130,14 @@ fn main() -> ExitCode {
             count,
             timeout,
         } => tail(&slash(&name), count, timeout, cli.json),
+        #[cfg(feature = "zenoh")]
+        Command::Bridge {
+            export,
+            import,
+            serve,
+            connect,
+            listen,
+        } => bridge([export, import, serve], connect, listen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -605,4 +634,48 @@ fn run_tail<F: Flavour>(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `shmchan bridge`: parses the pairs and runs [`shmchan::bridge::run`].
+#[cfg(feature = "zenoh")]
+fn bridge(
+    pairs: [Vec<String>; 3],
+    connect: Vec<String>,
+    listen: Vec<String>,
+) -> Result<(), Failure> {
+    use shmchan::bridge::{BridgeSpec, run, split_pair};
+    let [export, import, serve] = pairs;
+    let parse = |flag: &str, v: Vec<String>, fix: fn((String, String)) -> (String, String)| {
+        v.iter()
+            .map(|s| split_pair(flag, s).map(fix))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let spec = BridgeSpec {
+        exports: parse("--export", export, |(c, k)| (slash(&c), k))?,
+        imports: parse("--import", import, |(k, c)| (k, slash(&c)))?,
+        serves: parse("--serve", serve, |(k, c)| (k, slash(&c)))?,
+        listen,
+        connect,
+    };
+    let outcomes = run(&spec, Options::new(), || {
+        println!("ready");
+        let _ = std::io::stdout().flush();
+    })?;
+    for o in &outcomes {
+        let how = match &o.ended {
+            Ok(e) => format!("{e:?}"),
+            Err(e) => format!("error: {e}"),
+        };
+        println!(
+            "{}: {how}; forwarded {}, dropped {}",
+            o.what, o.stats.forwarded, o.stats.dropped
+        );
+    }
+    match outcomes.iter().all(|o| o.is_clean()) {
+        true => Ok(()),
+        false => Err(Failure {
+            code: 1,
+            message: "a bridge ended because a peer died or vanished".into(),
+        }),
+    }
 }
