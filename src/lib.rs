@@ -191,42 +191,42 @@
 // docs.rs (see Cargo.toml metadata) marks feature-gated items.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Under loom only the algorithms are built; what the channels use of the rest goes unused.
-#![cfg_attr(loom, allow(dead_code))]
+#![cfg_attr(shmchan_loom, allow(dead_code))]
 
 #[cfg(feature = "zenoh")]
 pub mod bridge;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub mod channel;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub mod endpoint;
 mod error;
 pub mod heap;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub mod inspect;
 pub mod layout;
 #[allow(dead_code)]
 mod loom;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub mod mpmc;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub mod mpsc;
 #[allow(dead_code)]
 mod ring;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 mod runtime;
 mod segment;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub mod spsc;
 mod sys;
-#[cfg(all(feature = "serde", not(loom)))]
+#[cfg(all(feature = "serde", not(shmchan_loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod typed;
 pub mod wait;
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub use channel::{INLINE_MESSAGE, Lifetime, Message, Options, Stale, Unlink};
 pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySendError};
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub use heap::{Handle, Heap, HeapOptions, ShmBuf, TrustedBuf};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};

@@ -818,7 +818,7 @@ impl Region {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(shmchan_loom)))]
 mod tests {
     use super::super::region::Offsets;
     use super::*;

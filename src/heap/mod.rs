@@ -120,19 +120,19 @@
 //! ```
 
 // Under loom only the algorithm and its models are built; the public types are not.
-#[cfg_attr(loom, allow(dead_code))]
+#[cfg_attr(shmchan_loom, allow(dead_code))]
 mod alloc;
-#[cfg(all(test, loom))]
+#[cfg(all(test, shmchan_loom))]
 mod loom_models;
-#[cfg_attr(loom, allow(dead_code))]
+#[cfg_attr(shmchan_loom, allow(dead_code))]
 mod region;
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub use api::{Handle, Heap, HeapOptions, ShmBuf, TrustedBuf};
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub use wait::AllocFuture;
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 mod api;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 mod wait;

@@ -1,5 +1,5 @@
 //! The heap's words: chunk descriptors, block meta words, per-chunk cursors and control words,
-//! over shared memory (or, under `cfg(loom)`, over an in-process model made of loom atomics).
+//! over shared memory (or, under `cfg(shmchan_loom)`, over an in-process model made of loom atomics).
 //!
 //! ```text
 //! data area of the layout (offsets from its start, which is 128-aligned)
@@ -70,10 +70,10 @@ impl Offsets {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub(crate) use shm_region::Region;
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 mod shm_region {
     use super::*;
 
@@ -154,10 +154,10 @@ mod shm_region {
     }
 }
 
-#[cfg(loom)]
+#[cfg(shmchan_loom)]
 pub(crate) use model_region::Region;
 
-#[cfg(loom)]
+#[cfg(shmchan_loom)]
 mod model_region {
     use super::*;
 

@@ -21,7 +21,7 @@
 //! `slot_size` before they size a copy.
 //!
 //! The flavours live in their own files: [`spsc`] (Lamport), [`mpmc`] (Vyukov, producers and
-//! consumers) and [`mpsc`] (Vyukov producers, one consumer). Under `cfg(loom)` the same
+//! consumers) and [`mpsc`] (Vyukov producers, one consumer). Under `cfg(shmchan_loom)` the same
 //! algorithms run over an in-process [`Ring`] made of loom atomics and cells.
 
 pub(crate) mod mpmc;
@@ -29,7 +29,7 @@ pub(crate) mod mpsc;
 pub(crate) mod repair;
 pub(crate) mod spsc;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, shmchan_loom))]
 mod loom_models;
 
 use crate::error::{Error, Result};
@@ -180,10 +180,10 @@ impl Geometry {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub(crate) use shm_ring::Ring;
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 mod shm_ring {
     use super::*;
 
@@ -339,10 +339,10 @@ mod shm_ring {
     }
 }
 
-#[cfg(loom)]
+#[cfg(shmchan_loom)]
 pub(crate) use loom_ring::Ring;
 
-#[cfg(loom)]
+#[cfg(shmchan_loom)]
 mod loom_ring {
     use super::*;
     use crate::loom::UnsafeCell;

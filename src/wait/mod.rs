@@ -77,15 +77,15 @@
 //! `runtime` and `sys`; never `channel` or `endpoint`, which call it through the `Park` and
 //! `AsyncPark` traits.
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub(crate) mod blocking;
 pub(crate) mod protocol;
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 pub(crate) mod reactor;
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(shmchan_loom)))]
 mod doorbell_tests;
-#[cfg(all(test, loom))]
+#[cfg(all(test, shmchan_loom))]
 mod loom_models;
 
 use std::time::Duration;
@@ -110,7 +110,7 @@ pub(crate) enum PeerCpu {
 /// On x86_64 Linux, `rdtscp` returns `TSC_AUX`, which the kernel sets to `node << 12 | cpu`
 /// on every CPU (the vDSO's `getcpu` reads the same); that is checked once against the
 /// `getcpu` system call, and the answer is 0 if they disagree or the CPU has no `rdtscp`.
-#[cfg_attr(loom, allow(dead_code))]
+#[cfg_attr(shmchan_loom, allow(dead_code))]
 pub(crate) fn this_cpu() -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -176,7 +176,7 @@ impl Default for Learned {
     }
 }
 
-#[cfg_attr(loom, allow(dead_code))]
+#[cfg_attr(shmchan_loom, allow(dead_code))]
 impl Learned {
     /// The spin budget of the next wait under `s`, given where the peer last waited: none
     /// when on our CPU, the strategy's whole budget when on another, else the learned one.

@@ -32,7 +32,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::loom::{AtomicU32, AtomicU64, Ordering, fence};
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 use crate::{
     layout::{Layout, Role},
     sys::doorbell::Ringer,
@@ -114,7 +114,7 @@ impl Sleepers<'_> {
     pub(crate) fn wake_futex(&self) {
         // Release: a waiter that sees the new value sees what we published before.
         self.futex.fetch_add(1, Ordering::Release);
-        #[cfg(not(loom))]
+        #[cfg(not(shmchan_loom))]
         crate::sys::futex::wake(self.futex, u32::MAX);
     }
 
@@ -143,7 +143,7 @@ impl Sleepers<'_> {
 
     /// Futex waiter, step 4: sleeps until woken, the futex word changes from `seq`, or
     /// `timeout`.
-    #[cfg(not(loom))]
+    #[cfg(not(shmchan_loom))]
     pub(crate) fn sleep(&self, seq: u32, timeout: Duration) {
         crate::sys::futex::wait(self.futex, seq, Some(timeout));
     }
@@ -151,7 +151,7 @@ impl Sleepers<'_> {
 
 /// The doorbell ringer of one handle: a datagram socket made on the first ring. A failure
 /// to make it (out of descriptors) is not remembered: the next ring tries again.
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 #[derive(Debug, Default)]
 pub(crate) struct Bells {
     ringer: std::sync::OnceLock<Ringer>,
@@ -159,7 +159,7 @@ pub(crate) struct Bells {
     rung: std::sync::atomic::AtomicU64,
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 impl Bells {
     /// Doorbells rung so far.
     pub(crate) fn rung(&self) -> u64 {
@@ -179,7 +179,7 @@ impl Bells {
 
 /// One waiting side of a ring as a waker sees it: the side's [`Sleepers`] words and the
 /// participant records whose parked words may hold its announcements.
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 #[derive(Debug, Clone)]
 pub(crate) struct WaitSet<'a> {
     pub(crate) sleepers: Sleepers<'a>,
@@ -191,7 +191,7 @@ pub(crate) struct WaitSet<'a> {
     pub(crate) only_role: Option<Role>,
 }
 
-#[cfg(not(loom))]
+#[cfg(not(shmchan_loom))]
 impl WaitSet<'_> {
     /// Waker, after the release store that made `n` items of work visible (a publish: one
     /// message; a free: `n` slots): one fence and one load unless somebody is parked, then
