@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ShmName, kill9, read_report, report, spawn_holding};
-use shmchan::{Error, Options, TrySendError, mpmc, mpsc, spsc};
+use shmchan::{Error, Options, Stale, TrySendError, mpmc, mpsc, spsc};
 
 const MAX: usize = 64;
 
@@ -223,6 +223,43 @@ fn racing_creators_on_a_stale_name_have_one_winner() {
             drop(r.0.as_mut().unwrap().stdin.take());
             r.wait_ok();
         }
+    }
+}
+
+/// A name whose creator has opened it but not laid it out yet (`shm_open`, `ftruncate` and
+/// the header's first stores are separate steps; the winner of a race for a stale name is
+/// there for a moment) is waited for, not judged corrupt nor "in use by process 0". Here the
+/// object never gets further: creating over it, even with `Stale::Reclaim`, ends in
+/// `TimedOut` after the init timeout, naming the segment, and leaves it alone. (The waits
+/// used to be missing: a racer that lost got `Corrupt: size 0` under load.)
+#[test]
+fn a_name_still_being_laid_out_is_waited_for() {
+    use std::os::unix::fs::OpenOptionsExt;
+    for size in [0u64, 4096] {
+        let name = ShmName::new(&format!("unsized-{size}"));
+        let path = format!("/dev/shm/{}", name.as_str().trim_start_matches('/'));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        f.set_len(size).unwrap();
+        let timeout = Duration::from_millis(200);
+        let t0 = Instant::now();
+        let r = spsc::Producer::create(
+            name.as_str(),
+            opts().stale(Stale::Reclaim).init_timeout(timeout),
+        );
+        match r {
+            Err(Error::TimedOut(m)) => assert!(m.contains(name.as_str()), "size {size}: {m}"),
+            other => panic!("size {size}: expected TimedOut, got {other:?}"),
+        }
+        assert!(t0.elapsed() >= timeout, "size {size}: gave up early");
+        assert!(
+            name.exists(),
+            "size {size}: another creator's object was removed"
+        );
     }
 }
 

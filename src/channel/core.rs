@@ -172,11 +172,30 @@ impl Core {
     }
 
     /// Creates the channel `name`. A stale segment of that name (every participant dead) is
-    /// handled per [`Options::stale`]; a live one is `AlreadyExists` naming its pid.
+    /// handled per [`Options::stale`]; a live one is `AlreadyExists` naming its pid. A segment
+    /// whose creator is still laying it out (not sized yet, or no pid written yet) is waited
+    /// for until [`Options::init_timeout`], then judged like any other.
     pub(super) fn create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
         let (_, spec) = Core::spec(kind, opts)?;
         let what = || format!("{} channel '{name}'", kind_name(kind));
-        for _ in 0..8 {
+        let deadline = crate::deadline_after(opts.init_timeout);
+        let mut pause = Duration::from_micros(50);
+        // Every `continue` below is a change seen in the name (removed, replaced, reclaimed,
+        // or a creator still at work): look again after a short pause, until the deadline.
+        let mut first = true;
+        loop {
+            if !std::mem::take(&mut first) {
+                if Instant::now() >= deadline {
+                    return Err(Error::TimedOut(format!(
+                        "{} kept changing (created, removed or being laid out by another \
+                         process) for the whole init timeout ({:?}) while creating it",
+                        what(),
+                        opts.init_timeout
+                    )));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
             match SegmentOptions::new()
                 .permissions(opts.permissions)
                 .create(name, spec.total_len()?)
@@ -189,62 +208,49 @@ impl Core {
                 Err(Error::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }
-            let in_use = |pid| {
-                Error::AlreadyExists(format!(
-                    "{} already exists and is in use by live process {pid}",
-                    what()
-                ))
+            // The name is taken. Its creator may be between shm_open and ftruncate (another
+            // creator that just won a race for a stale name): wait for the size.
+            let seg = match Layout::open_sized(name, Mode::ReadWrite, deadline) {
+                Ok(seg) => seg,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let last = match Layout::staleness(&seg)? {
+                // Sized, but its creator has not written its pid yet: it is at work.
+                Staleness::Live { pid: 0 } => continue,
+                Staleness::Live { pid } => {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} already exists and is in use by live process {pid}",
+                        what()
+                    )));
+                }
+                Staleness::Stale { pid } => pid,
             };
             match opts.stale {
-                Stale::Reclaim => match Layout::reclaim_stale(name) {
-                    Ok(_) | Err(Error::NotFound(_)) => continue, // the name is free again
-                    // Live: but a would-be attacher may have backed off since; look again.
-                    Err(Error::AlreadyExists(_)) => match Core::live_holder(name) {
-                        Some(pid) => return Err(in_use(pid)),
-                        None => continue,
-                    },
+                Stale::Reclaim => match Layout::reclaim_stale(name, &seg) {
+                    // The name is free again; or it was replaced, or a would-be attacher
+                    // came (it may have backed off since): look again, which names a live pid.
+                    Ok(()) | Err(Error::NotFound(_) | Error::AlreadyExists(_)) => continue,
                     Err(e) => return Err(e),
                 },
-                Stale::Refuse | Stale::Keep => {
-                    let seg = match Segment::open(name, Mode::ReadWrite) {
-                        Ok(seg) => seg,
+                Stale::Refuse => {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} exists but every participant is dead{}: create it with \
+                         Options::stale(Stale::Reclaim) to take it over, or remove it \
+                         (`shmchan gc`, or Segment::unlink)",
+                        what(),
+                        last.map(|p| format!(" (last: pid {p})"))
+                            .unwrap_or_default()
+                    )));
+                }
+                Stale::Keep => {
+                    drop(seg);
+                    match Core::open(name, kind, opts, side, true) {
                         Err(Error::NotFound(_)) => continue,
-                        Err(e) => return Err(e),
-                    };
-                    match Layout::staleness(&seg)? {
-                        Staleness::Live { pid } => return Err(in_use(pid)),
-                        Staleness::Stale { pid } if opts.stale == Stale::Refuse => {
-                            return Err(Error::AlreadyExists(format!(
-                                "{} exists but every participant is dead{}: create it with \
-                                 Options::stale(Stale::Reclaim) to take it over, or remove it \
-                                 (`shmchan gc`, or Segment::unlink)",
-                                what(),
-                                pid.map(|p| format!(" (last: pid {p})")).unwrap_or_default()
-                            )));
-                        }
-                        Staleness::Stale { .. } => {
-                            drop(seg);
-                            match Core::open(name, kind, opts, side, true) {
-                                Err(Error::NotFound(_)) => continue,
-                                other => return other,
-                            }
-                        }
+                        other => return other,
                     }
                 }
             }
-        }
-        Err(Error::TimedOut(format!(
-            "{} kept appearing and disappearing while creating it",
-            what()
-        )))
-    }
-
-    /// A live process attached to the segment `name`, if any (for error messages).
-    fn live_holder(name: &str) -> Option<u32> {
-        let seg = Segment::open(name, Mode::ReadWrite).ok()?;
-        match Layout::staleness(&seg).ok()? {
-            Staleness::Live { pid } => Some(pid),
-            Staleness::Stale { .. } => None,
         }
     }
 

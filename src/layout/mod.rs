@@ -410,12 +410,23 @@ impl Layout {
     /// another pid or network namespace (see [Namespaces](self#namespaces)).
     pub fn open(name: &str, kind: Kind, mode: Mode, timeout: Duration) -> Result<Layout> {
         let deadline = crate::deadline_after(timeout);
+        let seg = Layout::open_sized(name, mode, deadline)?;
+        Layout::attach_until(seg, kind, deadline)
+    }
+
+    /// Opens the segment `name` once it is at least a header long, waiting until `deadline`
+    /// for its creator to size it: the object exists but `shm_open` and `ftruncate` are two
+    /// calls, and no mapping exists to wait on, so this backs off briefly.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] if it stays smaller than a header until `deadline`; as
+    /// [`Segment::open`] otherwise.
+    pub(crate) fn open_sized(name: &str, mode: Mode, deadline: Instant) -> Result<Segment> {
         let mut pause = Duration::from_micros(50);
-        // Phase 1: the object exists but its creator may not have sized it yet (shm_open and
-        // ftruncate are two calls). No mapping exists to wait on, so back off briefly.
-        let seg = loop {
+        loop {
             let small = match Segment::open(name, mode) {
-                Ok(seg) if seg.len() >= HEADER_LEN => break seg,
+                Ok(seg) if seg.len() >= HEADER_LEN => return Ok(seg),
                 Ok(seg) => seg.len(),
                 Err(Error::Corrupt(_)) => 0,
                 Err(e) => return Err(e),
@@ -423,13 +434,14 @@ impl Layout {
             if Instant::now() >= deadline {
                 return Err(Error::TimedOut(format!(
                     "segment '{name}' stayed {small} bytes (less than a {HEADER_LEN}-byte \
-                     header) for {timeout:?}; is it a shmchan segment?"
+                     header) until the init timeout: is it a shmchan segment, or did its \
+                     creator die before sizing it? (remove it with `shmchan gc` or \
+                     Segment::unlink)"
                 )));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
-        };
-        Layout::attach_until(seg, kind, deadline)
+        }
     }
 
     /// Validates the header of a mapped segment (a named one, or a memfd received from a

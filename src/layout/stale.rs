@@ -119,29 +119,20 @@ impl Layout {
         Ok(Staleness::Stale { pid: last })
     }
 
-    /// Takes over the stale segment `name` for a new creator: proves every participant dead,
-    /// marks the header *being reclaimed* (one winner among racing reclaimers), proves it
-    /// again, and unlinks the name while it still names that object. Returns the pid of the
-    /// last dead owner, if any. The caller then creates the segment afresh.
+    /// Takes over the stale segment `seg` (mapped read-write from `name`, judged
+    /// [`Staleness::Stale`] by the caller) for a new creator: marks the header *being
+    /// reclaimed* (one winner among racing reclaimers), proves it stale again, and unlinks the
+    /// name while it still names that object. The caller then creates the segment afresh.
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyExists`] naming the live pid if the segment is in use;
-    /// [`Error::NotFound`] if the name vanished meanwhile (just create);
+    /// [`Error::AlreadyExists`] naming the live pid if a participant attached meanwhile;
+    /// [`Error::NotFound`] if the name was replaced meanwhile (look again);
     /// [`Error::Corrupt`] if it is not a shmchan segment; [`Error::PermissionDenied`].
-    pub(crate) fn reclaim_stale(name: &str) -> Result<Option<u32>> {
-        let seg = Segment::open(name, Mode::ReadWrite)?;
-        let pid = match Layout::staleness(&seg)? {
-            Staleness::Live { pid } => {
-                return Err(Error::AlreadyExists(format!(
-                    "segment '{name}' already exists and is in use by live process {pid}"
-                )));
-            }
-            Staleness::Stale { pid } => pid,
-        };
-        Layout::mark_reclaiming(&seg)?;
+    pub(crate) fn reclaim_stale(name: &str, seg: &Segment) -> Result<()> {
+        Layout::mark_reclaiming(seg)?;
         match crate::segment::remove_if_same(name, seg.dev_ino())? {
-            crate::segment::Removal::Removed | crate::segment::Removal::Gone => Ok(pid),
+            crate::segment::Removal::Removed | crate::segment::Removal::Gone => Ok(()),
             crate::segment::Removal::Replaced => Err(Error::NotFound(format!(
                 "segment '{name}' was replaced while it was being reclaimed"
             ))),
