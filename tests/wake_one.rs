@@ -1,7 +1,8 @@
 //! Wake one per item: a publish rings one parked async waiter, not all of them (the herd that
 //! made the MPMC `worker_pool` example 7x slower with 8 workers than with 1), and a waiter
 //! that was rung but is dropped before it takes the item passes the wake on, so nothing is
-//! lost.
+//! lost. A `Sink` that feeds an MPMC ring defers its wakes to the flush, which rings one
+//! waiter; a rung waiter that took its share and sees work left rings the next (the chain).
 
 #![cfg(feature = "tokio")]
 
@@ -9,10 +10,13 @@ mod common;
 
 use std::future::poll_fn;
 use std::pin::pin;
-use std::task::Poll;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{ShmName, report, spawn};
+use common::{ShmName, kill9, read_report, report, spawn, spawn_holding};
+use futures::SinkExt;
 use shmchan::{Error, Options, WaitStrategy, mpmc};
 
 fn opts() -> Options {
@@ -63,6 +67,22 @@ fn child_entry() {
                 }
             });
             report(format!("got {got}"));
+        }
+        // Attaches to an existing MPMC channel, reports, waits for a byte on stdin, feeds `n`
+        // jobs without flushing, reports, holds.
+        "feed-hold" => {
+            let mut tx = mpmc::Producer::open(&args[0], opts()).unwrap();
+            let n: u64 = args[1].parse().unwrap();
+            report("attached");
+            let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+            rt().block_on(async {
+                for j in 0..n {
+                    tx.feed(j.to_le_bytes()).await.unwrap();
+                }
+            });
+            report("fed");
+            let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+            drop(tx);
         }
         other => panic!("unknown role {other}"),
     });
@@ -132,4 +152,117 @@ fn a_rung_waiter_dropped_before_it_takes_the_item_passes_the_wake_on() {
             .unwrap();
         assert_eq!(&*got, b"job");
     });
+}
+
+/// A fed batch on MPMC rings one parked worker at the flush, not one per message (before,
+/// every `feed` rang another parked worker: the herd of the `worker_pool` bench); the worker
+/// rung takes its job, sees more and rings the next, without being polled again: every job
+/// is taken, and nobody waits for the producer's next publish.
+#[test]
+fn a_fed_batch_rings_one_waiter_and_the_chain_reaches_the_next() {
+    let name = ShmName::new("chain");
+    let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut rx_a = mpmc::Consumer::open(name.as_str(), opts()).unwrap();
+    let mut rx_b = mpmc::Consumer::open(name.as_str(), opts()).unwrap();
+    rt().block_on(async {
+        let mut fa = pin!(rx_a.recv());
+        let mut fb = pin!(rx_b.recv());
+        poll_fn(|cx| {
+            assert!(fa.as_mut().poll(cx).is_pending());
+            assert!(fb.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        until_parked(name.as_str(), 2);
+        tx.feed(&b"one"[..]).await.unwrap();
+        tx.feed(&b"two"[..]).await.unwrap();
+        assert_eq!(tx.doorbells_rung(), 0, "feed defers the wake on MPMC");
+        assert_eq!(tx.pending(), 2, "but publishes at once");
+        SinkExt::<&[u8]>::flush(&mut tx).await.unwrap();
+        assert_eq!(
+            tx.doorbells_rung(),
+            1,
+            "the flush rings one waiter for the batch"
+        );
+        let first = tokio::time::timeout(Duration::from_secs(10), fa)
+            .await
+            .expect("A, the first record, is rung")
+            .unwrap();
+        assert_eq!(&*first, b"one");
+        // Before B is polled again: its announcement was taken (rung) by A's chain.
+        until_parked(name.as_str(), 0);
+        let second = tokio::time::timeout(Duration::from_secs(10), fb)
+            .await
+            .expect("B must be rung by A's chain: the producer rang once")
+            .unwrap();
+        assert_eq!(&*second, b"two");
+    });
+    assert_eq!(rx_a.doorbells_rung(), 1, "A rang B");
+}
+
+/// A producer that attaches after the worker parked, feeds (its wakes deferred to a flush
+/// that never comes) and is killed still gets its published jobs to the parked worker: its
+/// attach rang the worker, which parks again watching its pidfd, so the death wakes it.
+/// (Without the join wake the worker watched only the participants it saw when it parked,
+/// and slept through the feeder's death.)
+#[test]
+fn jobs_fed_by_a_producer_killed_before_its_flush_reach_a_parked_worker() {
+    let name = ShmName::new("fed-killed");
+    // Our producer stays: the channel does not end with the feeder's death.
+    let _tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut rx = mpmc::Consumer::open(name.as_str(), opts()).unwrap();
+    rt().block_on(async {
+        // The worker's task is polled only when woken (polling it finds jobs anyway): each
+        // poll gets a waker that records its wake, and the runtime runs meanwhile.
+        let mut first = pin!(rx.recv());
+        let (w1, joined) = flag_waker();
+        assert!(
+            first
+                .as_mut()
+                .poll(&mut Context::from_waker(&w1))
+                .is_pending()
+        );
+        until_parked(name.as_str(), 1);
+        let mut feeder = spawn_holding("feed-hold", &[name.as_str(), "2"]);
+        assert_eq!(read_report(&mut feeder), "attached");
+        until_woken(&joined, "the feeder's attach must wake the parked worker").await;
+        let (w2, died) = flag_waker();
+        assert!(
+            first
+                .as_mut()
+                .poll(&mut Context::from_waker(&w2))
+                .is_pending()
+        );
+        std::io::Write::write_all(feeder.0.as_mut().unwrap().stdin.as_mut().unwrap(), b"g")
+            .unwrap();
+        assert_eq!(read_report(&mut feeder), "fed");
+        kill9(feeder.id());
+        let _ = feeder.0.take().unwrap().wait();
+        until_woken(&died, "the feeder's death must wake the parked worker").await;
+        let got = first.await.unwrap();
+        assert_eq!(u64::from_le_bytes(got[..8].try_into().unwrap()), 0);
+    });
+    let second = rx.try_recv().expect("the second fed job is there too");
+    assert_eq!(u64::from_le_bytes(second[..8].try_into().unwrap()), 1);
+}
+
+/// Lets the runtime run until `flag` is set (bounded: a missing wake is a failure).
+async fn until_woken(flag: &AtomicBool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !flag.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A waker that records that it was woken.
+fn flag_waker() -> (Waker, Arc<AtomicBool>) {
+    struct Flag(Arc<AtomicBool>);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    (Waker::from(Arc::new(Flag(flag.clone()))), flag)
 }

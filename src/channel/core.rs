@@ -439,6 +439,16 @@ impl Core {
             .word32(ring::OFF_FLAGS)
             .fetch_or(flag, Ordering::AcqRel);
         self.counted = true;
+        if !self.created {
+            // A parked task watches the pidfds of the participants it saw when it parked; it
+            // must notice our death too (else, say, jobs we publish and then die before
+            // waking anyone for would wait for the next wake). Ring everybody once: each
+            // looks at the table again and parks watching us. Our record is claimed (SeqCst)
+            // before the fence of this wake, and a waiter reads the table after the fence of
+            // its announcement (`reactor::poll_wait`): store-buffering again, so either we
+            // ring it or it sees us.
+            self.wake_everyone();
+        }
     }
 
     #[inline]
@@ -697,6 +707,14 @@ impl AsyncPark for Core {
     fn pass_on(&self) {
         // Our own side's waiters: the wake we were given was for work of our side.
         self.wait_set(self.side).wake(&self.bells, 1);
+    }
+    fn more_work(&self) -> bool {
+        // Claimed Vyukov positions count as queued: at worst one wake too many, which the
+        // rung waiter's re-check absorbs (it parks again).
+        match self.side {
+            Side::Consumer => self.pending() > 0,
+            Side::Producer => self.pending() < self.ring.cap,
+        }
     }
 }
 

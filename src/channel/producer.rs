@@ -14,6 +14,7 @@ use super::options::Options;
 use super::zero_copy::{WriteChunk, WriteSlot};
 use super::{Flavour, Spsc, TxOf};
 use crate::error::{Error, Result, SendTimeoutError, TrySendError};
+use crate::layout::Kind;
 use crate::loom::Ordering;
 use crate::ring::SendSide;
 use crate::segment::Segment;
@@ -340,8 +341,12 @@ pub(super) fn write_stage_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, b
     // Relaxed: published by the Release store of the flavour's publish or flush.
     ring.len(ring.index(pos))
         .store(bytes.len() as u32, Ordering::Relaxed);
+    // A parked consumer is woken at once (it gains nothing from a batch it sleeps through),
+    // except on MPMC: there each wake would reach another parked worker, one per message (the
+    // herd); a flushed batch rings one, and the chain spreads it (`mpmc::Tx::stage`).
     if algo.stage(ring, pos, core.intent())
-        || ((algo.staged() >= (ring.cap / 4).clamp(1, STAGE_BATCH) || core.peer_parked_hint())
+        || ((algo.staged() >= (ring.cap / 4).clamp(1, STAGE_BATCH)
+            || (core.kind != Kind::MPMC && core.peer_parked_hint()))
             && algo.flush(ring))
     {
         core.wake_peers();

@@ -117,13 +117,17 @@ pub(crate) fn release_recv(ring: &Ring, pos: u64, intent: &AtomicU64) {
     intent.store(0, Ordering::Release);
 }
 
-/// A Vyukov producer: no process-local state (the claim is a CAS on the shared tail).
+/// A Vyukov producer. Its only process-local state: how many messages a `Sink` fed were
+/// published without a wake yet (the claim is a CAS on the shared tail).
 #[derive(Debug)]
-pub struct Tx;
+pub struct Tx {
+    /// Published by `stage` (`Sink::feed`), their wake deferred to the next flush or publish.
+    unwoken: u64,
+}
 
 impl SendSide for Tx {
     fn attach(_ring: &Ring) -> Result<Tx> {
-        Ok(Tx)
+        Ok(Tx { unwoken: 0 })
     }
     #[inline]
     fn claim(&mut self, ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>> {
@@ -131,7 +135,29 @@ impl SendSide for Tx {
     }
     #[inline]
     fn publish(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) {
+        // The caller wakes after this: that wake covers what was fed before.
+        self.unwoken = 0;
         publish_send(ring, pos, intent)
+    }
+    /// Publishes at once (an unpublished Vyukov claim would hold back the messages of other
+    /// producers behind it) but defers the *wake* to the flush: consumers that are not parked
+    /// see the message now, parked ones when the batch is flushed (or 32 are fed). The flush
+    /// rings one waiter, which rings the next if work remains (the chain in
+    /// `reactor::poll_wait`): a batch wakes the workers that find work in it, instead of one
+    /// worker per message.
+    #[inline]
+    fn stage(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) -> bool {
+        publish_send(ring, pos, intent);
+        self.unwoken += 1;
+        false
+    }
+    #[inline]
+    fn staged(&self) -> u64 {
+        self.unwoken
+    }
+    #[inline]
+    fn flush(&mut self, _ring: &Ring) -> bool {
+        std::mem::take(&mut self.unwoken) != 0
     }
     fn discard(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64) {
         // The position is claimed in shared memory: publish it as discarded (consumers skip

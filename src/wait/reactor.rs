@@ -35,6 +35,8 @@ struct Machinery {
     reg: Registered,
     /// Pidfds of the participants whose death concerns us.
     watches: Vec<(ProcessId, Registered)>,
+    /// Every participant the last registration looked at (watched, gone, or unwatchable).
+    seen: Vec<ProcessId>,
     /// Armed while some live participant could not be watched (its `pidfd_open` failed): a
     /// timer that makes the parked task re-check liveness every interval, so that a death
     /// is still seen in bounded time. Made on first need.
@@ -66,6 +68,9 @@ pub(crate) trait AsyncPark: Park {
     /// Rings one other waiter of our own side (fenced, as every wake path): a wake we were
     /// given and will not use (`protocol.rs`, "wake one per item").
     fn pass_on(&self);
+    /// Whether work of our side may remain after an attempt of ours succeeded (messages
+    /// queued, for a consumer; free slots, for a producer): a conservative snapshot.
+    fn more_work(&self) -> bool;
 }
 
 /// What a parked task waits for.
@@ -100,6 +105,23 @@ fn retract_quiet<P: AsyncPark>(p: &mut P) -> bool {
     }
 }
 
+/// Whether a participant whose death concerns us is in the table but was not looked at by the
+/// last [`ensure_machinery`].
+fn joined_unseen<P: AsyncPark>(p: &mut P) -> bool {
+    let mut ids = Vec::new();
+    p.for_each_watched(&mut |id| {
+        if id.pid != 0 {
+            ids.push(id);
+        }
+    });
+    let m = p
+        .async_state()
+        .machinery
+        .as_ref()
+        .expect("made by ensure_machinery");
+    ids.iter().any(|id| !m.seen.contains(id))
+}
+
 /// Makes the doorbell on first use and registers pidfds of participants that joined since the
 /// last park.
 fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
@@ -116,6 +138,7 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
             bell,
             reg,
             watches: Vec::new(),
+            seen: Vec::new(),
             fallback: None,
             unwatched: false,
         });
@@ -130,6 +153,7 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
     let mut gone = false;
     let m = p.async_state().machinery.as_mut().expect("made above");
     m.unwatched = false;
+    m.seen.clone_from(&joined);
     for id in joined {
         if m.watches.iter().any(|(w, _)| *w == id) {
             continue;
@@ -231,10 +255,19 @@ fn poll_wait<P: AsyncPark, R>(
     loop {
         // A wake we were given is used by this attempt (an event waiter's never concerns
         // work, so it has none to pass on).
-        retract_quiet(p);
+        let rung = retract_quiet(p);
         match attempt(p) {
             Ok(None) => {}
             done => {
+                // **Chain.** A producer rings one waiter for a batch it flushed (`feed` on
+                // MPMC defers its wakes to the flush). The waiter rung for it took its share:
+                // if work remains, it rings the next waiter of its side, so a batch reaches
+                // as many parked workers as it needs, one wake per worker that finds work, and
+                // none for a worker that would find nothing. What remains is visible to us: it
+                // was published before the producer's fenced ring that woke us.
+                if rung && done.is_ok() && p.more_work() {
+                    p.pass_on();
+                }
                 *started = None;
                 return Poll::Ready(done.map(|r| r.expect("matched Some")));
             }
@@ -319,6 +352,13 @@ fn poll_wait<P: AsyncPark, R>(
             sl.announce(parked, mode);
         }
         p.async_state().parked = true;
+        // A participant that joined after our registration looked at the table, and before
+        // our announcement, may have rung nobody (its join wake, `Core::count_in`, missed
+        // us); after our announcement's fence we see its record: register it and look again.
+        if joined_unseen(p) {
+            retract(p);
+            continue;
+        }
         // Re-check after announcing (protocol step 3). Done by the re-check: a wake taken
         // meanwhile was for another item, so `retract` passes it on.
         match attempt(p) {
