@@ -1,5 +1,7 @@
 //! [`SegmentOptions`]: creating named segments, memfd segments and files.
 
+#[cfg(doc)]
+use std::os::fd::AsFd; // for the link to `Segment::as_fd`
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
