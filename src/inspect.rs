@@ -21,7 +21,8 @@
 //! process holds a participant record, and its creator is dead; or its header was never
 //! published and its creator is dead (it can never become ready). Liveness is the rings' own
 //! proof (pid plus start time, zombies are dead). A segment made in another pid namespace is
-//! never stale from here: its pids mean nothing in ours.
+//! never stale from here: its pids mean nothing in ours. The verdict is the layout's own
+//! (`Layout::staleness`), the rule `create` applies before it takes over a taken name.
 //!
 //! # Removal and its races
 //!
@@ -47,7 +48,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::layout::{HEADER_LEN, Kind, LAYOUT_VERSION, Layout, MAGIC, RECORD_LEN, Role};
+use crate::layout::{HEADER_LEN, Kind, LAYOUT_VERSION, Layout, MAGIC, RECORD_LEN, Role, Staleness};
 use crate::ring::{self, ABANDONED_TAG, CTRL_LEN, DISCARDED, Geometry};
 use crate::segment::{Mode, Segment};
 use crate::sys::process::{Namespaces, ProcessId};
@@ -381,7 +382,7 @@ impl Probe {
             }
             HeaderState::Fresh | HeaderState::Initialising => {
                 // Never published: stale once its creator is gone (it can never become ready).
-                info.stale = creator.pid != 0 && !info.header.creator.alive;
+                info.stale = self.is_stale();
                 if info.stale {
                     info.problem = Some(format!(
                         "its creator (pid {}) died before publishing the header",
@@ -431,8 +432,15 @@ impl Probe {
                 chunks: g[2],
             });
         }
-        info.stale = !info.has_live_participant() && !info.header.creator.alive;
+        info.stale = self.is_stale();
         info
+    }
+
+    /// Whether the segment is stale now, by the layout's rule ([`Layout::staleness`], the one
+    /// `create` applies to a taken name): judged last, after the snapshot above, and only
+    /// for a header this build reads.
+    fn is_stale(&self) -> bool {
+        matches!(Layout::staleness(&self.seg), Ok(Staleness::Stale { .. }))
     }
 
     fn reopen(&self) -> Result<Segment> {

@@ -6,6 +6,10 @@
 //! [`Segment::read`] and [`Segment::write`] copy bytes in and out with bounds checks, and
 //! [`Segment::atomic_u32`] / [`Segment::atomic_u64`] give atomics over aligned words.
 //!
+//! Files: this one has [`Segment`] (mapping, access, removal of its own name); `options.rs`
+//! has [`SegmentOptions`] (creating segments, memfds and files); `removal.rs` the removal of
+//! a name only while it names a given object (`remove_if_same`, for stale segments).
+//!
 //! # Examples
 //!
 //! ```
@@ -37,6 +41,12 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Error, Result};
 use crate::sys::shm;
 
+mod options;
+mod removal;
+
+pub use options::SegmentOptions;
+pub(crate) use removal::{Removal, remove_if_same};
+
 /// How a segment is mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -52,173 +62,6 @@ enum Backing {
     Shm(String),
     Memfd,
     File(PathBuf),
-}
-
-/// Options for creating segments, in the style of `std::fs::OpenOptions`.
-///
-/// Defaults: permissions `0o600` (only the creating user can open the segment), and the name
-/// stays in place when the segment is dropped.
-#[derive(Debug, Clone)]
-pub struct SegmentOptions {
-    permissions: u32,
-    unlink_on_drop: bool,
-}
-
-impl Default for SegmentOptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl SegmentOptions {
-    /// Default options: mode `0o600`, no unlink on drop.
-    pub fn new() -> Self {
-        SegmentOptions {
-            permissions: 0o600,
-            unlink_on_drop: false,
-        }
-    }
-
-    /// The permission bits of a created segment or file (`0o600` by default). Only the low nine
-    /// bits are used; they are applied exactly, whatever the process's umask.
-    pub fn permissions(mut self, mode: u32) -> Self {
-        self.permissions = mode & 0o777;
-        self
-    }
-
-    /// Whether dropping the [`Segment`] removes its name (from `/dev/shm`, or the file). The
-    /// name is only removed while it still refers to this segment's object, never a newer
-    /// object of the same name.
-    pub fn unlink_on_drop(mut self, yes: bool) -> Self {
-        self.unlink_on_drop = yes;
-        self
-    }
-
-    /// Creates a named POSIX shared-memory segment of `size` bytes (zero-filled) and maps it
-    /// read-write: `shm_open(O_CREAT|O_EXCL)`, `ftruncate`, `mmap(MAP_SHARED)`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] for a bad name or a zero size, [`Error::AlreadyExists`] if the
-    /// name is taken, [`Error::PermissionDenied`], or [`Error::Io`].
-    pub fn create(&self, name: &str, size: usize) -> Result<Segment> {
-        validate_name(name)?;
-        validate_size(size, name)?;
-        let fd = shm::shm_create_excl(name, self.permissions)
-            .map_err(|e| Error::from_errno(e, || format!("segment '{name}'")))?;
-        // From here on the name exists: remove it again if sizing or mapping fails.
-        self.size_and_map(fd, size, Backing::Shm(name.to_owned()), || {
-            format!("sizing segment '{name}'")
-        })
-    }
-
-    /// Opens the segment `name` read-write if it exists, otherwise creates it with `size` bytes.
-    /// [`Segment::is_creator`] tells which happened.
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create) and [`Segment::open`]; [`Error::Mismatch`] if the existing
-    /// segment is smaller than `size`.
-    pub fn open_or_create(&self, name: &str, size: usize) -> Result<Segment> {
-        validate_name(name)?;
-        validate_size(size, name)?;
-        // Another process may unlink between our EEXIST and our open; a few rounds settle it.
-        let mut last = None;
-        for _ in 0..16 {
-            match self.create(name, size) {
-                Err(Error::AlreadyExists(_)) => {}
-                other => return other,
-            }
-            match Segment::open(name, Mode::ReadWrite) {
-                Ok(seg) => {
-                    if seg.len() < size {
-                        return Err(Error::Mismatch {
-                            segment: format!("segment '{name}'"),
-                            what: "size in bytes",
-                            expected: size as u64,
-                            found: seg.len() as u64,
-                        });
-                    }
-                    let mut seg = seg;
-                    seg.unlink_on_drop = self.unlink_on_drop;
-                    return Ok(seg);
-                }
-                Err(Error::NotFound(m)) => last = Some(Error::NotFound(m)),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::AlreadyExists(name.to_owned())))
-    }
-
-    /// Creates an anonymous segment (`memfd_create`) of `size` bytes, sealed against shrinking.
-    /// It has no name; share it by passing [`Segment::as_fd`] to another process (over a Unix
-    /// socket with `SCM_RIGHTS`, or by inheritance), which maps it with [`Segment::from_fd`].
-    /// It vanishes with its last descriptor and mapping.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] for a zero size, or [`Error::Io`].
-    pub fn memfd(&self, size: usize) -> Result<Segment> {
-        validate_size(size, "memfd segment")?;
-        let fd = shm::memfd("shmchan")
-            .map_err(|e| Error::from_errno(e, || "memfd_create".to_owned()))?;
-        shm::truncate(&fd, size as u64)
-            .map_err(|e| Error::from_errno(e, || "sizing memfd segment".to_owned()))?;
-        shm::seal_shrink(&fd)
-            .map_err(|e| Error::from_errno(e, || "sealing memfd segment".to_owned()))?;
-        let mut seg = Segment::from_parts(fd, size, Mode::ReadWrite, Backing::Memfd)?;
-        seg.created = true;
-        Ok(seg)
-    }
-
-    /// Creates the file `path` (it must not exist) with `size` zero bytes and maps it
-    /// read-write. Writes reach the file; [`Segment::flush`] waits until they are on disk.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] for a zero size, [`Error::AlreadyExists`],
-    /// [`Error::PermissionDenied`], [`Error::NotFound`] (missing directory), [`Error::Io`].
-    pub fn create_file(&self, path: impl AsRef<Path>, size: usize) -> Result<Segment> {
-        let path = path.as_ref();
-        let what = || format!("file '{}'", path.display());
-        validate_size(size, &what())?;
-        let fd = shm::open_file(path, true, true, self.permissions)
-            .map_err(|e| Error::from_errno(e, what))?;
-        self.size_and_map(fd, size, Backing::File(path.to_owned()), what)
-    }
-
-    /// Sizes and maps an object this call just created, as a created segment; on failure
-    /// removes its name again (`backing`), so a failed create leaves nothing behind.
-    fn size_and_map(
-        &self,
-        fd: OwnedFd,
-        size: usize,
-        backing: Backing,
-        what: impl Fn() -> String,
-    ) -> Result<Segment> {
-        let built = shm::truncate(&fd, size as u64)
-            .map_err(|e| Error::from_errno(e, &what))
-            .and_then(|()| Segment::from_parts(fd, size, Mode::ReadWrite, backing.clone()));
-        match built {
-            Ok(mut seg) => {
-                seg.created = true;
-                seg.unlink_on_drop = self.unlink_on_drop;
-                Ok(seg)
-            }
-            Err(e) => {
-                match &backing {
-                    Backing::Shm(name) => {
-                        let _ = shm::shm_unlink(name);
-                    }
-                    Backing::File(path) => {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    Backing::Memfd => {}
-                }
-                Err(e)
-            }
-        }
-    }
 }
 
 /// A mapped shared-memory segment.
@@ -736,58 +579,5 @@ mod tests {
         );
         validate_name(&format!("/{}", "a".repeat(254))).unwrap();
         validate_name("/orders").unwrap();
-    }
-}
-
-/// What [`remove_if_same`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Removal {
-    /// The object that was checked is gone from `/dev/shm`.
-    Removed,
-    /// The name was gone by the time we acted (removed by someone else).
-    Gone,
-    /// The name came to refer to a new object between the check and the removal: it was put
-    /// back and left alone.
-    Replaced,
-}
-
-/// Removes the named shm object `name` only if it is still the object `dev_ino` (device and
-/// inode) that the caller checked. Comparing and then calling `shm_unlink(name)` would leave a
-/// window in which a segment newly created under the name is removed instead; so the name is
-/// first moved aside with `renameat2(RENAME_NOREPLACE)` (atomic: what moves is what the name
-/// named), the moved object is compared, and it is removed, or moved back (never over a newer
-/// object) when it is not the one checked. During the move the name is absent for a few
-/// microseconds: an `open` then gets `NotFound`, a `create` succeeds and keeps its name.
-pub(crate) fn remove_if_same(name: &str, dev_ino: (u64, u64)) -> Result<Removal> {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    validate_name(name)?;
-    let aside = format!(
-        "/.shmchan-gc-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let from = format!("/dev/shm{name}");
-    let to = format!("/dev/shm{aside}");
-    let errno = |e| Error::from_errno(e, || format!("segment '{name}'"));
-    match shm::rename_noreplace(&from, &to) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::NOENT) => return Ok(Removal::Gone),
-        Err(e) => return Err(errno(e)),
-    }
-    // The object now under `aside` is the one that was under `name` at the rename.
-    let moved = shm::shm_open(&aside, false)
-        .and_then(|fd| shm::stat(&fd))
-        .map(|(_, dev, ino)| (dev, ino));
-    if moved == Ok(dev_ino) {
-        shm::shm_unlink(&aside).map_err(errno)?;
-        return Ok(Removal::Removed);
-    }
-    // Not ours: a new segment took the name in between. Put it back, never over a newer one.
-    match shm::rename_noreplace(&to, &from) {
-        Ok(()) => Ok(Removal::Replaced),
-        Err(e) => Err(Error::Io(std::io::Error::other(format!(
-            "segment '{name}' was replaced by a new object while it was being removed, and \
-             that object could not be moved back ({e}); it is now '{aside}'"
-        )))),
     }
 }

@@ -124,23 +124,33 @@ impl Drop for Flight {
     }
 }
 
-impl<F: Flavour> Producer<F> {
-    /// Attaches `heap` for large messages (a clone of the handle is kept): see
-    /// [`send_large`](Self::send_large). The consumers must attach the same heap.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] if the slots are smaller than [`LARGE_MIN_SLOT`] bytes
-    /// (they could not carry a handle).
-    pub fn attach_heap(&mut self, heap: &Heap) -> Result<()> {
-        check_slot(self.slot_size(), self.name())?;
-        self.core.large.heap = Some(heap.clone());
-        Ok(())
-    }
+/// `attach_heap` and `heap`, the same on both sides; the attributes are the first paragraph of
+/// the side's `attach_heap` docs.
+macro_rules! heap_methods {
+    ($(#[$doc:meta])*) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidArgument`] if the slots are smaller than [`LARGE_MIN_SLOT`] bytes
+        /// (they could not carry a handle).
+        pub fn attach_heap(&mut self, heap: &Heap) -> Result<()> {
+            check_slot(self.slot_size(), self.name())?;
+            self.core.large.heap = Some(heap.clone());
+            Ok(())
+        }
 
-    /// The heap attached for large messages, if any.
-    pub fn heap(&self) -> Option<&Heap> {
-        self.core.large.heap.as_ref()
+        /// The heap attached for large messages, if any.
+        pub fn heap(&self) -> Option<&Heap> {
+            self.core.large.heap.as_ref()
+        }
+    };
+}
+
+impl<F: Flavour> Producer<F> {
+    heap_methods! {
+        /// Attaches `heap` for large messages (a clone of the handle is kept): see
+        /// [`send_large`](Self::send_large). The consumers must attach the same heap.
     }
 
     /// Largest payload [`send_large`](Self::send_large) puts inline in a slot; longer ones go
@@ -254,20 +264,9 @@ impl<F: Flavour> Producer<F> {
     ///
     /// Cancel safe: if the future is dropped, nothing was sent and the block is freed.
     pub async fn send_buf(&mut self, buf: ShmBuf) -> Result<()> {
-        let heap = self.check_buf(&buf)?; // on error the block is freed on drop
-        self.reclaim_if_gone()?;
-        let flight = Flight::new(&heap, buf);
-        let frame = block_frame(&flight.handle());
-        match self.send(frame).await {
-            Ok(()) => {
-                self.note_sent(flight.sent());
-                Ok(())
-            }
-            Err(e) => {
-                drop(flight.back()); // freed: the send failed for good
-                Err(e)
-            }
-        }
+        let (flight, frame) = self.start_flight(buf)?;
+        let sent = self.send(frame).await;
+        self.land_flight(flight, sent)
     }
 
     /// [`send_large`](Self::send_large), parking the thread while the ring or the heap is
@@ -295,20 +294,9 @@ impl<F: Flavour> Producer<F> {
     ///
     /// As [`send_buf`](Self::send_buf).
     pub fn send_buf_blocking(&mut self, buf: ShmBuf) -> Result<()> {
-        let heap = self.check_buf(&buf)?; // on error the block is freed on drop
-        self.reclaim_if_gone()?;
-        let flight = Flight::new(&heap, buf);
-        let frame = block_frame(&flight.handle());
-        match self.send_blocking(frame) {
-            Ok(()) => {
-                self.note_sent(flight.sent());
-                Ok(())
-            }
-            Err(e) => {
-                drop(flight.back()); // freed: the send failed for good
-                Err(e)
-            }
-        }
+        let (flight, frame) = self.start_flight(buf)?;
+        let sent = self.send_blocking(frame);
+        self.land_flight(flight, sent)
     }
 
     /// A `Sink` of messages of any size (anything that is `AsRef<[u8]>`), sent as
@@ -332,6 +320,32 @@ impl<F: Flavour> Producer<F> {
             )));
         }
         Ok(heap)
+    }
+
+    /// Puts `buf` in flight for a send (checked against the attached heap, on error freed on
+    /// drop; dead consumers' blocks reclaimed first): the flight and the frame carrying its
+    /// handle. A flight dropped before it lands frees the block.
+    fn start_flight(&mut self, buf: ShmBuf) -> Result<(Flight, [u8; LARGE_MIN_SLOT])> {
+        let heap = self.check_buf(&buf)?;
+        self.reclaim_if_gone()?;
+        let flight = Flight::new(&heap, buf);
+        let frame = block_frame(&flight.handle());
+        Ok((flight, frame))
+    }
+
+    /// Lands `flight`, whose frame's send returned `sent`: the receiver owns the block, or
+    /// (the send failed for good) it is freed.
+    fn land_flight(&mut self, flight: Flight, sent: Result<()>) -> Result<()> {
+        match sent {
+            Ok(()) => {
+                self.note_sent(flight.sent());
+                Ok(())
+            }
+            Err(e) => {
+                drop(flight.back());
+                Err(e)
+            }
+        }
     }
 
     /// Remembers a handle sent, pruning the handles receivers already took.
@@ -539,21 +553,9 @@ impl AsRef<[u8]> for TrustedMessage {
 }
 
 impl<F: Flavour> Consumer<F> {
-    /// Attaches `heap` for large messages: see [`recv_large`](Self::recv_large). It must be
-    /// the heap the producers attached.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] if the slots are smaller than [`LARGE_MIN_SLOT`].
-    pub fn attach_heap(&mut self, heap: &Heap) -> Result<()> {
-        check_slot(self.slot_size(), self.name())?;
-        self.core.large.heap = Some(heap.clone());
-        Ok(())
-    }
-
-    /// The heap attached for large messages, if any.
-    pub fn heap(&self) -> Option<&Heap> {
-        self.core.large.heap.as_ref()
+    heap_methods! {
+        /// Attaches `heap` for large messages (a clone of the handle is kept): see
+        /// [`recv_large`](Self::recv_large). It must be the heap the producers attached.
     }
 
     /// Receives a message sent by [`Producer::send_large`] (or `send_buf`), waiting

@@ -36,6 +36,28 @@ fn address(name: &str) -> Result<SocketAddr> {
     SocketAddr::from_abstract_name(format!("shmchan-listener{name}").as_bytes()).map_err(Error::Io)
 }
 
+/// The two handshake setters both ends have, `allow_any_uid` (field `any_uid`) and
+/// `handshake_timeout` (field `timeout`, a `Duration` or an `Option<Duration>`), each with
+/// the attributes (docs) given before its name.
+macro_rules! handshake_setters {
+    (
+        $(#[$any_uid:meta])* fn allow_any_uid;
+        $(#[$timeout:meta])* fn handshake_timeout;
+    ) => {
+        $(#[$any_uid])*
+        pub fn allow_any_uid(mut self, yes: bool) -> Self {
+            self.any_uid = yes;
+            self
+        }
+
+        $(#[$timeout])*
+        pub fn handshake_timeout(mut self, d: Duration) -> Self {
+            self.timeout = d.into();
+            self
+        }
+    };
+}
+
 type Handshake = Pin<Box<dyn Future<Output = Result<Endpoint>> + Send>>;
 
 /// The listening socket: plain until the first `accept` registers it in the caller's reactor.
@@ -102,16 +124,11 @@ impl Listener {
         })
     }
 
-    /// Accept clients running under any uid (by default only the listener's own uid).
-    pub fn allow_any_uid(mut self, yes: bool) -> Self {
-        self.any_uid = yes;
-        self
-    }
-
-    /// Bound on each handshake step (default: the `Options`' init timeout, 2 s).
-    pub fn handshake_timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
-        self
+    handshake_setters! {
+        /// Accept clients running under any uid (by default only the listener's own uid).
+        fn allow_any_uid;
+        /// Bound on each handshake step (default: the `Options`' init timeout, 2 s).
+        fn handshake_timeout;
     }
 
     /// Gives every connection its own heap of `size` bytes for large messages
@@ -245,40 +262,41 @@ impl Conn {
 
     /// Reads exactly `buf.len()` bytes; errors say `what` was being done.
     async fn read_exact(&self, buf: &mut [u8], what: &str) -> Result<()> {
+        let len = buf.len();
+        self.transfer(Dir::Read, len, what, |s, off| (&*s).read(&mut buf[off..]))
+            .await
+    }
+
+    /// Writes all of `buf`.
+    async fn write_all(&self, buf: &[u8], what: &str) -> Result<()> {
+        self.transfer(Dir::Write, buf.len(), what, |s, off| {
+            (&*s).write(&buf[off..])
+        })
+        .await
+    }
+
+    /// Moves `len` bytes in direction `dir`, `io` moving those from offset `off` on when the
+    /// socket is ready; a read of 0 bytes is the other side's close. Errors say `what` was
+    /// being done.
+    async fn transfer(
+        &self,
+        dir: Dir,
+        len: usize,
+        what: &str,
+        mut io: impl FnMut(&UnixStream, usize) -> std::io::Result<usize>,
+    ) -> Result<()> {
         let mut off = 0;
         let sock = &self.sock;
         self.step(what, |_, cx| {
-            while off < buf.len() {
-                let r = sock.poll_io(cx, Dir::Read, |s| (&*s).read(&mut buf[off..]));
+            while off < len {
+                let r = sock.poll_io(cx, dir, |s| io(s, off));
                 match std::task::ready!(r) {
-                    Ok(0) => {
+                    Ok(0) if matches!(dir, Dir::Read) => {
                         return Poll::Ready(Err(Error::Io(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             format!("{what}: the other side closed the connection"),
                         ))));
                     }
-                    Ok(n) => off += n,
-                    Err(e) => {
-                        return Poll::Ready(Err(Error::Io(std::io::Error::new(
-                            e.kind(),
-                            format!("{what}: {e}"),
-                        ))));
-                    }
-                }
-            }
-            Poll::Ready(Ok(()))
-        })
-        .await
-    }
-
-    /// Writes all of `buf`.
-    async fn write_all(&self, buf: &[u8], what: &str) -> Result<()> {
-        let mut off = 0;
-        let sock = &self.sock;
-        self.step(what, |_, cx| {
-            while off < buf.len() {
-                let r = sock.poll_io(cx, Dir::Write, |s| (&*s).write(&buf[off..]));
-                match std::task::ready!(r) {
                     Ok(n) => off += n,
                     Err(e) => {
                         return Poll::Ready(Err(Error::Io(std::io::Error::new(
@@ -428,18 +446,13 @@ impl ConnectOptions {
         self
     }
 
-    /// Talk to a listener running under any uid (by default only one of our own uid; the
-    /// mirror of [`Listener::allow_any_uid`]). Only opt in if you trust every user on the
-    /// host with your requests: whoever binds the name first receives them.
-    pub fn allow_any_uid(mut self, yes: bool) -> Self {
-        self.any_uid = yes;
-        self
-    }
-
-    /// Bound on each handshake step (default: the options' init timeout, 2 s).
-    pub fn handshake_timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
-        self
+    handshake_setters! {
+        /// Talk to a listener running under any uid (by default only one of our own uid; the
+        /// mirror of [`Listener::allow_any_uid`]). Only opt in if you trust every user on the
+        /// host with your requests: whoever binds the name first receives them.
+        fn allow_any_uid;
+        /// Bound on each handshake step (default: the options' init timeout, 2 s).
+        fn handshake_timeout;
     }
 }
 

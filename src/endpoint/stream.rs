@@ -79,12 +79,9 @@ pub struct ShmReadHalf {
     offset: usize,
     /// End of stream seen (the peer shut down or dropped its writing half).
     eof: bool,
-    /// The error that ended the stream, reported again on every later read.
-    failed: Option<(io::ErrorKind, String)>,
     /// The current wait has looked once and yielded (see `poll_read_raw`).
     looked: bool,
-    started: Option<Instant>,
-    label: String,
+    dir: Direction,
 }
 
 /// The writing half of a [`ShmStream`] ([`ShmStream::into_split`]).
@@ -95,15 +92,48 @@ pub struct ShmWriteHalf {
     filling: Option<u64>,
     /// Bytes written into `filling`.
     filled: usize,
+    dir: Direction,
+}
+
+/// What each half keeps of its direction: the endpoint's name for errors, the error that ended
+/// the direction, and when the current wait began.
+struct Direction {
+    label: String,
+    reading: bool,
+    /// The error that ended the direction, reported again on every later call.
     failed: Option<(io::ErrorKind, String)>,
     started: Option<Instant>,
-    label: String,
+}
+
+impl Direction {
+    fn new(label: String, reading: bool) -> Direction {
+        Direction {
+            label,
+            reading,
+            failed: None,
+            started: None,
+        }
+    }
+
+    /// The error that ended this direction, if one did.
+    fn failed(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(to_io)
+    }
+
+    /// Ends this direction with `e`: the error to return now, or `None` with `done > 0` bytes
+    /// in hand (they are returned first, the error on the next call).
+    fn fail(&mut self, e: Error, done: usize) -> Option<io::Error> {
+        let f = stream_error(&self.label, self.reading, e);
+        let err = to_io(&f);
+        self.failed = Some(f);
+        (done == 0).then_some(err)
+    }
 }
 
 impl fmt::Debug for ShmReadHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmReadHalf")
-            .field("endpoint", &self.label)
+            .field("endpoint", &self.dir.label)
             .field("eof", &self.eof)
             .finish_non_exhaustive()
     }
@@ -112,7 +142,7 @@ impl fmt::Debug for ShmReadHalf {
 impl fmt::Debug for ShmWriteHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShmWriteHalf")
-            .field("endpoint", &self.label)
+            .field("endpoint", &self.dir.label)
             .field("buffered", &self.filled)
             .field("shut_down", &self.tx.is_none())
             .finish_non_exhaustive()
@@ -173,18 +203,14 @@ impl ShmStream {
                 current: None,
                 offset: 0,
                 eof: false,
-                failed: None,
                 looked: false,
-                started: None,
-                label: label.clone(),
+                dir: Direction::new(label.clone(), true),
             },
             write: ShmWriteHalf {
                 tx: Some(tx),
                 filling: None,
                 filled: 0,
-                failed: None,
-                started: None,
-                label,
+                dir: Direction::new(label, false),
             },
         }
     }
@@ -197,7 +223,7 @@ impl ShmStream {
 
     /// The endpoint's name, as errors give it.
     pub fn endpoint_name(&self) -> &str {
-        &self.read.label
+        &self.read.dir.label
     }
 
     /// Stream bytes one message carries at most: the slot size of the sending ring.
@@ -232,8 +258,8 @@ impl ShmReadHalf {
         dst: *mut u8,
         cap: usize,
     ) -> Poll<io::Result<usize>> {
-        if let Some(f) = &self.failed {
-            return Poll::Ready(Err(to_io(f)));
+        if let Some(e) = self.dir.failed() {
+            return Poll::Ready(Err(e));
         }
         if cap == 0 || self.eof {
             return Poll::Ready(Ok(0));
@@ -244,26 +270,20 @@ impl ShmReadHalf {
                 Some((pos, len)) => self.rx.resume_ref(pos, len),
                 None => {
                     let r = if done == 0 && self.looked {
-                        self.rx.poll_recv_ref(cx, &mut self.started)
-                    } else if done == 0 {
-                        // A new wait looks once and yields to the task's other work (a
-                        // protocol polls its read side before it writes what it owes the
-                        // peer); the wait proper (spin, then park) starts at the next poll.
-                        match self.rx.try_recv_ref() {
-                            Ok(Some(slot)) => Poll::Ready(Ok(slot)),
-                            Ok(None) => {
+                        self.rx.poll_recv_ref(cx, &mut self.dir.started)
+                    } else {
+                        match self.rx.try_recv_ref().transpose() {
+                            Some(r) => Poll::Ready(r),
+                            // Bytes in hand: take more only if they are there now.
+                            None if done > 0 => break,
+                            // A new wait looks once and yields to the task's other work (a
+                            // protocol polls its read side before it writes what it owes the
+                            // peer); the wait proper (spin, then park) starts at the next poll.
+                            None => {
                                 self.looked = true;
                                 cx.waker().wake_by_ref();
                                 return Poll::Pending;
                             }
-                            Err(e) => Poll::Ready(Err(e)),
-                        }
-                    } else {
-                        // Bytes in hand: take more only if they are there now.
-                        match self.rx.try_recv_ref() {
-                            Ok(Some(slot)) => Poll::Ready(Ok(slot)),
-                            Ok(None) => break,
-                            Err(e) => Poll::Ready(Err(e)),
                         }
                     };
                     match r {
@@ -277,16 +297,11 @@ impl ShmReadHalf {
                             self.eof = true;
                             break;
                         }
-                        Poll::Ready(Err(e)) => {
-                            let f = stream_error(&self.label, true, e);
-                            // Reported after the bytes in hand, on the next read.
-                            let err = to_io(&f);
-                            self.failed = Some(f);
-                            if done > 0 {
-                                break;
-                            }
-                            return Poll::Ready(Err(err));
-                        }
+                        // With bytes in hand, reported after them, on the next read.
+                        Poll::Ready(Err(e)) => match self.dir.fail(e, done) {
+                            Some(err) => return Poll::Ready(Err(err)),
+                            None => break,
+                        },
                     }
                 }
             };
@@ -311,7 +326,7 @@ impl ShmReadHalf {
 
     /// The endpoint's name, as errors give it.
     pub fn endpoint_name(&self) -> &str {
-        &self.label
+        &self.dir.label
     }
 }
 
@@ -325,7 +340,7 @@ impl ShmWriteHalf {
             io::ErrorKind::BrokenPipe,
             format!(
                 "writing to shmchan endpoint '{}' after shutdown",
-                self.label
+                self.dir.label
             ),
         )
     }
@@ -337,8 +352,8 @@ impl ShmWriteHalf {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let Some(f) = &self.failed {
-            return Poll::Ready(Err(to_io(f)));
+        if let Some(e) = self.dir.failed() {
+            return Poll::Ready(Err(e));
         }
         let Some(tx) = self.tx.as_mut() else {
             return Poll::Ready(Err(self.shut_error()));
@@ -355,12 +370,11 @@ impl ShmWriteHalf {
                 Some(pos) => tx.resume_slot(pos),
                 None => {
                     let r = if done == 0 {
-                        tx.poll_reserve(cx, &mut self.started)
+                        tx.poll_reserve(cx, &mut self.dir.started)
                     } else {
-                        match tx.try_reserve() {
-                            Ok(Some(slot)) => Poll::Ready(Ok(slot)),
-                            Ok(None) => break,
-                            Err(e) => Poll::Ready(Err(e)),
+                        match tx.try_reserve().transpose() {
+                            Some(r) => Poll::Ready(r),
+                            None => break,
                         }
                     };
                     match r {
@@ -369,15 +383,11 @@ impl ShmWriteHalf {
                             self.filled = 0;
                             slot
                         }
-                        Poll::Ready(Err(e)) => {
-                            let f = stream_error(&self.label, false, e);
-                            let err = to_io(&f);
-                            self.failed = Some(f);
-                            if done > 0 {
-                                break; // reported on the next write
-                            }
-                            return Poll::Ready(Err(err));
-                        }
+                        // With bytes in hand, reported on the next write.
+                        Poll::Ready(Err(e)) => match self.dir.fail(e, done) {
+                            Some(err) => return Poll::Ready(Err(err)),
+                            None => break,
+                        },
                     }
                 }
             };
@@ -428,7 +438,7 @@ impl ShmWriteHalf {
 
     /// The endpoint's name, as errors give it.
     pub fn endpoint_name(&self) -> &str {
-        &self.label
+        &self.dir.label
     }
 }
 
@@ -439,23 +449,105 @@ impl Drop for ShmWriteHalf {
     }
 }
 
-#[cfg(feature = "tokio")]
-mod tokio_io {
-    use std::io;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl ShmStream {
+    fn writer(&mut self) -> &mut ShmWriteHalf {
+        &mut self.write
+    }
+}
 
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+impl ShmWriteHalf {
+    fn writer(&mut self) -> &mut ShmWriteHalf {
+        self
+    }
+}
 
-    use super::{ShmReadHalf, ShmStream, ShmWriteHalf};
+/// The module of one trait family's `AsyncRead` + `AsyncWrite` (tokio's, `futures::io`'s) for
+/// [`ShmReadHalf`], [`ShmWriteHalf`] and [`ShmStream`]: one body for both families, over the
+/// inherent methods of the halves. The families differ in the type of a read's buffer and its
+/// result (so the read half's body is given), in the name of the close method (`poll_shutdown`,
+/// `poll_close`) and in tokio's `is_write_vectored` (given as `extra` items).
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+macro_rules! io_impls {
+    (
+        $(#[$attr:meta])*
+        mod $module:ident {
+            uses: { $($uses:item)* }
+            read($this:ident, $cx:ident, $buf:ident: $buf_ty:ty) -> $out:ty $read:block
+            close: $close:ident,
+            extra: { $($extra:tt)* }
+        }
+    ) => {
+        $(#[$attr])*
+        mod $module {
+            use std::io;
+            use std::pin::Pin;
+            use std::task::{Context, Poll};
 
-    impl AsyncRead for ShmReadHalf {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let this = self.get_mut();
+            $($uses)*
+
+            use super::{ShmReadHalf, ShmStream, ShmWriteHalf};
+
+            impl AsyncRead for ShmReadHalf {
+                fn poll_read(
+                    self: Pin<&mut Self>,
+                    $cx: &mut Context<'_>,
+                    $buf: $buf_ty,
+                ) -> Poll<io::Result<$out>> {
+                    let $this = self.get_mut();
+                    $read
+                }
+            }
+
+            impl AsyncRead for ShmStream {
+                fn poll_read(
+                    self: Pin<&mut Self>,
+                    cx: &mut Context<'_>,
+                    buf: $buf_ty,
+                ) -> Poll<io::Result<$out>> {
+                    Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+                }
+            }
+
+            io_impls!(@write ShmWriteHalf, $close, { $($extra)* });
+            io_impls!(@write ShmStream, $close, { $($extra)* });
+        }
+    };
+    (@write $ty:ident, $close:ident, { $($extra:tt)* }) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.get_mut()
+                    .writer()
+                    .poll_write_bufs(cx, &[io::IoSlice::new(buf)])
+            }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.get_mut().writer().poll_write_bufs(cx, bufs)
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.get_mut().writer().poll_flush_inner()
+            }
+            fn $close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.get_mut().writer().poll_shutdown_inner()
+            }
+            $($extra)*
+        }
+    };
+}
+
+io_impls! {
+    #[cfg(feature = "tokio")]
+    mod tokio_io {
+        uses: { use tokio::io::{AsyncRead, AsyncWrite, ReadBuf}; }
+        read(this, cx, buf: &mut ReadBuf<'_>) -> () {
             // SAFETY: only the pointer of the unfilled part is taken; nothing uninitialised is
             // read through it.
             let unfilled = unsafe { buf.unfilled_mut() };
@@ -467,149 +559,25 @@ mod tokio_io {
             buf.advance(n);
             Poll::Ready(Ok(()))
         }
-    }
-
-    impl AsyncWrite for ShmWriteHalf {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().poll_write_bufs(cx, &[io::IoSlice::new(buf)])
-        }
-        fn poll_write_vectored(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().poll_write_bufs(cx, bufs)
-        }
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.get_mut().poll_flush_inner()
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.get_mut().poll_shutdown_inner()
-        }
-    }
-
-    impl AsyncRead for ShmStream {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for ShmStream {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().write).poll_write(cx, buf)
-        }
-        fn poll_write_vectored(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().write).poll_write_vectored(cx, bufs)
-        }
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().write).poll_flush(cx)
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().write).poll_shutdown(cx)
+        close: poll_shutdown,
+        extra: {
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
         }
     }
 }
 
-#[cfg(feature = "async-io")]
-mod futures_io_impl {
-    use std::io;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use futures_io::{AsyncRead, AsyncWrite};
-
-    use super::{ShmReadHalf, ShmStream, ShmWriteHalf};
-
-    impl AsyncRead for ShmReadHalf {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
+io_impls! {
+    #[cfg(feature = "async-io")]
+    mod futures_io_impl {
+        uses: { use futures_io::{AsyncRead, AsyncWrite}; }
+        read(this, cx, buf: &mut [u8]) -> usize {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-            unsafe {
-                self.get_mut()
-                    .poll_read_raw(cx, buf.as_mut_ptr(), buf.len())
-            }
+            unsafe { this.poll_read_raw(cx, buf.as_mut_ptr(), buf.len()) }
         }
-    }
-
-    impl AsyncWrite for ShmWriteHalf {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().poll_write_bufs(cx, &[io::IoSlice::new(buf)])
-        }
-        fn poll_write_vectored(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            self.get_mut().poll_write_bufs(cx, bufs)
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.get_mut().poll_flush_inner()
-        }
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.get_mut().poll_shutdown_inner()
-        }
-    }
-
-    impl AsyncRead for ShmStream {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for ShmStream {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().write).poll_write(cx, buf)
-        }
-        fn poll_write_vectored(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().write).poll_write_vectored(cx, bufs)
-        }
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().write).poll_flush(cx)
-        }
-        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().write).poll_close(cx)
-        }
+        close: poll_close,
+        extra: {}
     }
 }
 

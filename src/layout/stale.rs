@@ -16,7 +16,8 @@ pub(crate) enum Staleness {
 }
 
 impl Layout {
-    /// Judges the shmchan segment `seg` (mapped read-write): live, or stale.
+    /// Judges the shmchan segment `seg` (mapped read-write, or read-only by `inspect`): live,
+    /// or stale.
     ///
     /// # Errors
     ///
