@@ -85,7 +85,7 @@ impl Endpoint {
 }
 
 /// The heap a listener makes for one connection (`size` bytes, in a sealed memfd).
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 pub(super) fn connection_heap(size: usize) -> Result<Option<Heap>> {
     if size == 0 {
         return Ok(None);
@@ -98,7 +98,7 @@ pub(super) fn connection_heap(size: usize) -> Result<Option<Heap>> {
 }
 
 /// Attaches the connection heap a listener passed (the handshake's third descriptor).
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 pub(super) fn attach_connection_heap(
     ep: &mut Endpoint,
     fd: std::os::fd::OwnedFd,
