@@ -272,3 +272,45 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
         assert_eq!(count.load(Ordering::Relaxed), 0);
     });
 }
+
+/// A participant that joins while a task parks is seen by one of them: the joiner claims its
+/// record, then wakes everyone (`Core::count_in`: the waker's fence, then the parked words);
+/// the waiter announces (its fence), then reads the table for participants it has not seen
+/// (`reactor::joined_unseen`). Store-buffering again: if the waiter's read misses the new
+/// record, the joiner's wake takes its announcement, so the waiter is rung and registers the
+/// newcomer's pidfd at its next park (checked: without the waiter's fence, that is with
+/// the announcement's store Relaxed and no fence, this fails).
+#[test]
+fn loom_a_joiner_is_seen_or_rings_the_parked_task() {
+    loom::model(|| {
+        let futex = Arc::new(AtomicU32::new(0));
+        let count = Arc::new(AtomicU32::new(0));
+        let parked = Arc::new(AtomicU64::new(0));
+        let record = Arc::new(AtomicU64::new(0));
+
+        let (f2, c2, p2, r2) = (futex.clone(), count.clone(), parked.clone(), record.clone());
+        let joiner = thread::spawn(move || {
+            // The record claim (a SeqCst CAS of the owner word in the layout).
+            r2.store(7, Ordering::SeqCst);
+            let s = Sleepers {
+                futex: &f2,
+                count: &c2,
+            };
+            s.anyone() && s.take(&p2).is_some()
+        });
+
+        let s = Sleepers {
+            futex: &futex,
+            count: &count,
+        };
+        s.announce(&parked, PARK_DOORBELL);
+        // The table read of `joined_unseen` (Relaxed, as the participant loads are).
+        let seen = record.load(Ordering::Relaxed) == 7;
+        let rung = joiner.join().unwrap();
+        assert!(
+            seen || rung,
+            "the newcomer is neither watched nor did its join ring the parked task"
+        );
+        s.retract(&parked);
+    });
+}

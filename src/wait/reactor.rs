@@ -108,18 +108,16 @@ fn retract_quiet<P: AsyncPark>(p: &mut P) -> bool {
 /// Whether a participant whose death concerns us is in the table but was not looked at by the
 /// last [`ensure_machinery`].
 fn joined_unseen<P: AsyncPark>(p: &mut P) -> bool {
-    let mut ids = Vec::new();
-    p.for_each_watched(&mut |id| {
-        if id.pid != 0 {
-            ids.push(id);
-        }
-    });
-    let m = p
-        .async_state()
-        .machinery
-        .as_ref()
-        .expect("made by ensure_machinery");
-    ids.iter().any(|id| !m.seen.contains(id))
+    let seen = match p.async_state().machinery.as_mut() {
+        Some(m) => std::mem::take(&mut m.seen),
+        None => return false,
+    };
+    let mut unseen = false;
+    p.for_each_watched(&mut |id| unseen |= id.pid != 0 && !seen.contains(&id));
+    if let Some(m) = p.async_state().machinery.as_mut() {
+        m.seen = seen;
+    }
+    unseen
 }
 
 /// Makes the doorbell on first use and registers pidfds of participants that joined since the
