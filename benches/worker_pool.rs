@@ -14,7 +14,8 @@
 //! starts once every worker has attached and said hello (a result of `HELLO`), so the figures
 //! are the pool's, not the time to start processes.
 //!
-//! `cargo bench --bench worker_pool` (`BENCH_PLACEMENTS`, `BENCH_ROUNDS`, `BENCH_WORKERS`).
+//! `cargo bench --bench worker_pool` (`BENCH_PLACEMENTS`, `BENCH_ROUNDS`, `BENCH_WORKERS`,
+//! `BENCH_POOL_SEND=1` for a `send` per job).
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -102,7 +103,8 @@ async fn child(role: &str, args: &[String]) {
     }
 }
 
-async fn shm_pool(pl: Placement, workers: u64) -> f64 {
+/// Jobs/s, and the doorbells the coordinator rang for the job channel per job.
+async fn shm_pool(pl: Placement, workers: u64) -> (f64, f64) {
     let pid = std::process::id();
     let (jn, rn) = (
         format!("/shmchan-bench-pool-{pid}-jobs"),
@@ -123,8 +125,14 @@ async fn shm_pool(pl: Placement, workers: u64) -> f64 {
     }
     let t = Instant::now();
     let feed = async {
-        // As the socket side's `BufWriter`: jobs are fed, and flushed every 64.
+        // As the socket side's `BufWriter`: jobs are fed, and flushed every 64
+        // (`BENCH_POOL_SEND=1`: a `send` per job instead, each visible and rung at once).
+        let direct = std::env::var("BENCH_POOL_SEND").is_ok_and(|v| v == "1");
         for j in 0..JOBS {
+            if direct {
+                jobs.send(j.to_le_bytes()).await.unwrap();
+                continue;
+            }
             jobs.feed(j.to_le_bytes()).await.unwrap();
             if j % 64 == 63 {
                 jobs.flush().await.unwrap();
@@ -151,6 +159,7 @@ async fn shm_pool(pl: Placement, workers: u64) -> f64 {
     };
     let (jobs, sum) = tokio::join!(feed, collect);
     let took = t.elapsed();
+    let rings = jobs.doorbells_rung() as f64 / JOBS as f64;
     drop(jobs);
     for mut c in children {
         c.wait().unwrap();
@@ -159,7 +168,7 @@ async fn shm_pool(pl: Placement, workers: u64) -> f64 {
     let _ = Segment::unlink(&jn);
     let _ = Segment::unlink(&rn);
     check(sum);
-    JOBS as f64 / took.as_secs_f64()
+    (JOBS as f64 / took.as_secs_f64(), rings)
 }
 
 async fn uds_pool(pl: Placement, workers: u64) -> f64 {
@@ -248,9 +257,10 @@ fn main() {
         let _in = pl.enter();
         let mut shm_by_count = Vec::new();
         for &w in &counts {
-            let (mut s, mut u, mut r) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut s, mut u, mut r, mut g) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
-                let a = rt.block_on(shm_pool(pl, w));
+                let (a, rings) = rt.block_on(shm_pool(pl, w));
+                g.push(rings);
                 let b = rt.block_on(uds_pool(pl, w));
                 r.push(a / b);
                 s.push(a);
@@ -259,11 +269,12 @@ fn main() {
             let ms = median(s);
             shm_by_count.push(ms);
             println!(
-                "[{:>8}] {w:>2} workers: shmchan MPMC {:>9.0} jobs/s | UnixStream {:>9.0} jobs/s | median ratio {:.2}x",
+                "[{:>8}] {w:>2} workers: shmchan MPMC {:>9.0} jobs/s | UnixStream {:>9.0} jobs/s | median ratio {:.2}x | job doorbells {:.3}/job",
                 pl.name(),
                 ms,
                 median(u),
-                median(r)
+                median(r),
+                median(g)
             );
         }
         if shm_by_count.len() > 1 {

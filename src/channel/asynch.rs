@@ -333,6 +333,14 @@ impl<F: Flavour> Producer<F> {
 /// feed many, flush once. A producer killed with staged messages never published them (the
 /// consumer sees none of them, never a torn one). MPSC and MPMC rings publish each message in
 /// `start_send`: an unpublished claim there would hold back other producers' messages.
+/// On MPMC, `start_send` defers the *wake-up* instead: consumers that are not parked see the
+/// message at once, parked ones are rung by the flush (or at 32 fed), one waiter for the
+/// batch, and a waiter rung for it that leaves work behind rings the next. So a fed batch
+/// wakes the workers that find work in it, not one parked worker per message (the
+/// `worker_pool` bench, 8 workers: the coordinator rang 0.031 doorbells per job fed and
+/// flushed every 64, against 0.055 with a `send` per job). A producer killed before its
+/// flush leaves published messages: a parked consumer sees them when it notices the death
+/// (it watches every producer's pidfd, also of producers that attached after it parked).
 ///
 /// The reservation is the next slot in line: a direct send (`try_send`, `send`, ...) made
 /// between `poll_ready` and `start_send` uses it, and `start_send` then takes the next free
