@@ -108,7 +108,10 @@ fn a_killed_heap_creators_name_is_reclaimed_without_its_blocks() {
         heap.capacity(),
         "the new heap holds blocks"
     );
-    assert!(!heap.is_in_flight(&old), "the dead run's block is in flight");
+    assert!(
+        !heap.is_in_flight(&old),
+        "the dead run's block is in flight"
+    );
     match heap.take(old) {
         Err(Error::Corrupt(_)) => {}
         other => panic!("the dead run's handle was accepted: {other:?}"),
@@ -137,7 +140,10 @@ fn refuse_names_the_dead_pid_and_how_to_reclaim() {
             assert!(m.contains(name.as_str()), "{m}");
             assert!(m.contains("every participant is dead"), "{m}");
             assert!(m.contains(&format!("pid {pid}")), "{m}");
-            assert!(m.contains("Stale::Reclaim") && m.contains("shmchan gc"), "{m}");
+            assert!(
+                m.contains("Stale::Reclaim") && m.contains("shmchan gc"),
+                "{m}"
+            );
         }
         other => panic!("expected AlreadyExists, got {other:?}"),
     }

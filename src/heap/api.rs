@@ -10,8 +10,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::alloc::{Bad, Block, owner_id};
 use super::region::{OFF_FREE_SEQ, OFF_WAITERS, Offsets, Region};
-use crate::error::{Error, Result};
 use crate::Stale;
+use crate::error::{Error, Result};
 use crate::layout::{
     self, CreateNamed, DEFAULT_INIT_TIMEOUT, Kind, Layout, LayoutSpec, OnStale, Registration, Role,
 };

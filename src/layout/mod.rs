@@ -682,8 +682,8 @@ mod create;
 mod participants;
 mod stale;
 
-pub use participants::{Participant, Registration};
 pub(crate) use create::{CreateNamed, OnStale};
+pub use participants::{Participant, Registration};
 pub(crate) use stale::Staleness;
 
 #[cfg(test)]
