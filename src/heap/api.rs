@@ -10,8 +10,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::alloc::{Bad, Block, owner_id};
 use super::region::{OFF_FREE_SEQ, OFF_WAITERS, Offsets, Region};
+use crate::Stale;
 use crate::error::{Error, Result};
-use crate::layout::{self, DEFAULT_INIT_TIMEOUT, Kind, Layout, LayoutSpec, Registration, Role};
+use crate::layout::{
+    self, CreateNamed, DEFAULT_INIT_TIMEOUT, Kind, Layout, LayoutSpec, OnStale, Registration, Role,
+};
 use crate::segment::{Mode, SegmentOptions};
 use crate::sys::futex;
 use crate::wait::protocol::{Bells, Sleepers, WaitSet};
@@ -93,13 +96,15 @@ fn check_bits(heap_id: u64, offset: u64, len: u64, generation: u32) -> u32 {
 /// Options for creating a heap, in the style of `std::fs::OpenOptions`.
 ///
 /// Defaults: permissions `0o600`, the name kept on drop, 64 participant records (processes
-/// or heap handles attached at once), a 2 s wait for a creator that is still initialising.
+/// or heap handles attached at once), a 2 s wait for a creator that is still initialising,
+/// and [`Stale::Reclaim`] for a name left by a heap whose processes all died.
 #[derive(Debug, Clone)]
 pub struct HeapOptions {
-    permissions: u32,
-    unlink_on_drop: bool,
+    /// Permissions and unlink on drop of the named segment.
+    segment: SegmentOptions,
     max_participants: u32,
     init_timeout: Duration,
+    stale: Stale,
 }
 
 impl Default for HeapOptions {
@@ -112,21 +117,22 @@ impl HeapOptions {
     /// The defaults.
     pub fn new() -> Self {
         HeapOptions {
-            permissions: 0o600,
-            unlink_on_drop: false,
+            segment: SegmentOptions::new(),
             max_participants: 64,
             init_timeout: DEFAULT_INIT_TIMEOUT,
+            stale: Stale::default(),
         }
     }
-    /// Permission bits of the created segment (`0o600` by default).
+    /// Permission bits of the created segment (`0o600` by default); see
+    /// [`SegmentOptions::permissions`].
     pub fn permissions(mut self, mode: u32) -> Self {
-        self.permissions = mode & 0o777;
+        self.segment = self.segment.permissions(mode);
         self
     }
     /// Whether dropping the creating [`Heap`] removes the name from `/dev/shm` (while it still
     /// names this heap). Processes attached keep their mappings.
     pub fn unlink_on_drop(mut self, yes: bool) -> Self {
-        self.unlink_on_drop = yes;
+        self.segment = self.segment.unlink_on_drop(yes);
         self
     }
     /// How many heap handles (usually one per process) may be attached at once; at most
@@ -135,25 +141,101 @@ impl HeapOptions {
         self.max_participants = n;
         self
     }
-    /// How long [`open`](Self::open) waits for a creator that is still initialising.
+    /// How long [`open`](Self::open) waits for a creator that is still initialising, and how
+    /// long [`create`](Self::create) keeps looking at a name another creator is laying out.
     pub fn init_timeout(mut self, d: Duration) -> Self {
         self.init_timeout = d;
         self
     }
+    /// What [`create`](Self::create) does when the name is taken by a *stale* heap: one whose
+    /// creator and participants are all dead (pid and start time), as a SIGKILLed service
+    /// leaves it. The same policies and default as channels' [`Options::stale`]:
+    ///
+    /// - [`Stale::Reclaim`] (default): take the name over and create the heap afresh; no
+    ///   block of the dead heap is visible in the new one (handles into it are
+    ///   [`Error::Corrupt`]). Of creators racing for one stale name, one wins; the others get
+    ///   [`Error::AlreadyExists`] naming the winner.
+    /// - [`Stale::Refuse`]: fail with [`Error::AlreadyExists`], naming the last pid seen and
+    ///   how to reclaim.
+    /// - [`Stale::Keep`]: attach to the stale heap as it is, as [`open`](Self::open) does
+    ///   (its size must be the one asked for, else [`Error::Mismatch`]): blocks in flight
+    ///   survive, blocks the dead held are freed by [`Heap::reclaim_dead`]. The name is then
+    ///   not unlinked on drop: this process did not create it.
+    ///
+    /// A heap with a live participant or a live creator is never taken over, whatever the
+    /// policy: `create` fails with [`Error::AlreadyExists`] naming the live pid.
+    ///
+    /// [`Options::stale`]: crate::Options::stale
+    ///
+    /// # Examples
+    ///
+    /// A restarted service gets its heap's name back after a crash (the default), or refuses
+    /// to:
+    ///
+    /// ```
+    /// use shmchan::{Error, Heap, Stale};
+    ///
+    /// # fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-heap-stale-{}", std::process::id());
+    /// let heap = Heap::options().stale(Stale::Reclaim).create(&name, 1 << 20)?;
+    /// // While it lives, nobody takes the name over:
+    /// match Heap::options().stale(Stale::Reclaim).create(&name, 1 << 20) {
+    ///     Err(Error::AlreadyExists(m)) => assert!(m.contains("live process")),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// heap.destroy()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stale(mut self, s: Stale) -> Self {
+        self.stale = s;
+        self
+    }
 
     /// Creates the heap `name` with room for `size` bytes of blocks (rounded up to 64 KiB).
+    /// A name taken by a stale heap is handled per [`stale`](Self::stale).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a bad name, a zero size, more than 1 TiB, or more than
-    /// 4096 participants; [`Error::AlreadyExists`]; [`Error::PermissionDenied`]; [`Error::Io`].
+    /// 4096 participants; [`Error::AlreadyExists`] for a live heap of that name (naming the
+    /// live pid), or a stale one with [`Stale::Refuse`]; [`Error::TimedOut`] for a name
+    /// another creator kept laying out for the whole init timeout; [`Error::Corrupt`] for a
+    /// name that holds no shmchan segment; [`Error::Mismatch`] with [`Stale::Keep`];
+    /// [`Error::PermissionDenied`]; [`Error::Io`].
     pub fn create(&self, name: &str, size: usize) -> Result<Heap> {
         let spec = self.spec(name, size)?;
-        let seg_opts = SegmentOptions::new()
-            .permissions(self.permissions)
-            .unlink_on_drop(self.unlink_on_drop);
-        let layout = Layout::create(name, &spec, &seg_opts)?;
-        Heap::from_layout(layout, name)
+        let what = format!("heap '{name}'");
+        let job = CreateNamed {
+            name,
+            what: &what,
+            len: spec.total_len()?,
+            segment: &self.segment,
+            init_timeout: self.init_timeout,
+            stale: match self.stale {
+                Stale::Reclaim => OnStale::Reclaim,
+                Stale::Refuse => OnStale::Refuse,
+                Stale::Keep => OnStale::Keep,
+            },
+            reclaim_hint: "HeapOptions::stale(Stale::Reclaim)",
+        };
+        job.run(
+            |seg| Heap::from_layout(Layout::init(seg, &spec)?, name),
+            || {
+                let heap = self.open(name)?;
+                // The chunk count is geometry word 2 (`spec`).
+                let (want, found) = (spec.geometry[2], heap.inner.layout.geometry()[2]);
+                if want != found {
+                    return Err(Error::Mismatch {
+                        segment: format!("{what} (kept: Stale::Keep)"),
+                        what: "heap size in 64 KiB chunks",
+                        expected: want,
+                        found,
+                    });
+                }
+                Ok(heap)
+            },
+        )
     }
 
     /// Opens the existing heap `name` read-write.

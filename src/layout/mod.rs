@@ -678,9 +678,11 @@ fn wait_ready(seg: &Segment, deadline: Instant) -> Result<()> {
 
 // The participant table (records, claims, takeovers) and the reclaim of stale segments, each
 // in its own file; declared after the helpers above (`shared_load!` is textually scoped).
+mod create;
 mod participants;
 mod stale;
 
+pub(crate) use create::{CreateNamed, OnStale};
 pub use participants::{Participant, Registration};
 pub(crate) use stale::Staleness;
 
