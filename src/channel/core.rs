@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::options::{Lifetime, Options, Stale, Unlink};
 use crate::error::{Error, Result};
-use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role, Staleness};
+use crate::layout::{self, Kind, Layout, LayoutSpec, Registration, Role};
 use crate::loom::Ordering;
 use crate::ring::{self, Geometry, Ring};
 use crate::segment::{Mode, Segment, SegmentOptions};
@@ -177,81 +177,25 @@ impl Core {
     /// for until [`Options::init_timeout`], then judged like any other.
     pub(super) fn create(name: &str, kind: Kind, opts: &Options, side: Side) -> Result<Core> {
         let (_, spec) = Core::spec(kind, opts)?;
-        let what = || format!("{} channel '{name}'", kind_name(kind));
-        let deadline = crate::deadline_after(opts.init_timeout);
-        let mut pause = Duration::from_micros(50);
-        // Every `continue` below is a change seen in the name (removed, replaced, reclaimed,
-        // or a creator still at work): look again after a short pause, until the deadline.
-        let mut first = true;
-        loop {
-            if !std::mem::take(&mut first) {
-                if Instant::now() >= deadline {
-                    return Err(Error::TimedOut(format!(
-                        "{} kept changing (created, removed or being laid out by another \
-                         process) for the whole init timeout ({:?}) while creating it",
-                        what(),
-                        opts.init_timeout
-                    )));
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-            match SegmentOptions::new()
-                .permissions(opts.permissions)
-                .create(name, spec.total_len()?)
-            {
-                Ok(seg) => {
-                    return Core::create_in(seg, name, kind, opts, side).inspect_err(|_| {
-                        let _ = Segment::unlink(name);
-                    });
-                }
-                Err(Error::AlreadyExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-            // The name is taken. Its creator may be between shm_open and ftruncate (another
-            // creator that just won a race for a stale name): wait for the size.
-            let seg = match Layout::open_sized(name, Mode::ReadWrite, deadline) {
-                Ok(seg) => seg,
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let last = match Layout::staleness(&seg)? {
-                // Sized, but its creator has not written its pid yet: it is at work.
-                Staleness::Live { pid: 0 } => continue,
-                Staleness::Live { pid } => {
-                    return Err(Error::AlreadyExists(format!(
-                        "{} already exists and is in use by live process {pid}",
-                        what()
-                    )));
-                }
-                Staleness::Stale { pid } => pid,
-            };
-            match opts.stale {
-                Stale::Reclaim => match Layout::reclaim_stale(name, &seg) {
-                    // The name is free again; or it was replaced, or a would-be attacher
-                    // came (it may have backed off since): look again, which names a live pid.
-                    Ok(()) | Err(Error::NotFound(_) | Error::AlreadyExists(_)) => continue,
-                    Err(e) => return Err(e),
-                },
-                Stale::Refuse => {
-                    return Err(Error::AlreadyExists(format!(
-                        "{} exists but every participant is dead{}: create it with \
-                         Options::stale(Stale::Reclaim) to take it over, or remove it \
-                         (`shmchan gc`, or Segment::unlink)",
-                        what(),
-                        last.map(|p| format!(" (last: pid {p})"))
-                            .unwrap_or_default()
-                    )));
-                }
-                Stale::Keep => {
-                    drop(seg);
-                    match Core::open(name, kind, opts, side, true) {
-                        Err(Error::NotFound(_)) => continue,
-                        other => return other,
-                    }
-                }
-            }
+        let what = format!("{} channel '{name}'", kind_name(kind));
+        let segment = SegmentOptions::new().permissions(opts.permissions);
+        layout::CreateNamed {
+            name,
+            what: &what,
+            len: spec.total_len()?,
+            segment: &segment,
+            init_timeout: opts.init_timeout,
+            stale: match opts.stale {
+                Stale::Reclaim => layout::OnStale::Reclaim,
+                Stale::Refuse => layout::OnStale::Refuse,
+                Stale::Keep => layout::OnStale::Keep,
+            },
+            reclaim_hint: "Options::stale(Stale::Reclaim)",
         }
+        .run(
+            |seg| Core::create_in(seg, name, kind, opts, side),
+            || Core::open(name, kind, opts, side, true),
+        )
     }
 
     /// Lays out a channel in a segment this process just created (named or memfd) and
