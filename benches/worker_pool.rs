@@ -13,7 +13,7 @@
 //!
 //! `cargo bench --bench worker_pool` (`BENCH_PLACEMENTS`, `BENCH_ROUNDS`, `BENCH_WORKERS`).
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use shmchan::{Error, Options, Segment, mpmc, mpsc};
@@ -21,28 +21,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 #[path = "support/placement.rs"]
 mod placement;
-use placement::{Placement, median};
+use placement::Placement;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{SelfExec, median, ratios, rt};
 
 const JOBS: u64 = 100_000;
 const ROUNDS: usize = 5;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+/// This bench's child processes.
+const CHILD: SelfExec = SelfExec {
+    role_var: "POOL_BENCH_ROLE",
+    args_var: "POOL_BENCH_ARGS",
+};
 
 fn opts() -> Options {
     Options::new().slot_size(16).capacity(1024)
 }
 
 fn spawn(pl: Placement, role: &str, args: &[&str]) -> Child {
-    pl.child(&mut Command::new(std::env::current_exe().unwrap()))
-        .env("POOL_BENCH_ROLE", role)
-        .env("POOL_BENCH_ARGS", args.join(","))
-        .spawn()
-        .unwrap()
+    pl.child(&mut CHILD.command(role, args)).spawn().unwrap()
 }
 
 fn square(job: &[u8], id: u64) -> [u8; 16] {
@@ -140,7 +138,7 @@ async fn shm_pool(pl: Placement, workers: u64) -> f64 {
 }
 
 async fn uds_pool(pl: Placement, workers: u64) -> f64 {
-    let path = std::env::temp_dir().join(format!("shmchan-bench-pool-{}.sock", std::process::id()));
+    let path = harness::uds_path("pool");
     let _ = std::fs::remove_file(&path);
     let l = tokio::net::UnixListener::bind(&path).unwrap();
     let t = Instant::now();
@@ -192,24 +190,15 @@ fn check(sum: u64) {
 }
 
 fn main() {
-    placement::burn_if_asked();
-    if let Ok(role) = std::env::var("POOL_BENCH_ROLE") {
-        placement::pin_from_env();
-        let args: Vec<String> = std::env::var("POOL_BENCH_ARGS")
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
+    if let Some((role, args)) = placement::child_start(CHILD) {
         rt().block_on(child(&role, &args));
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if harness::listing() {
         return;
     }
-    let rounds = placement::rounds(ROUNDS);
-    let counts: Vec<u64> = std::env::var("BENCH_WORKERS")
-        .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
-        .unwrap_or_else(|_| vec![1, 8]);
+    let rounds = harness::rounds(ROUNDS);
+    let counts: Vec<u64> = harness::env_list("BENCH_WORKERS", &[1, 8]);
     let rt = rt();
     println!(
         "worker pool, {JOBS} jobs, {rounds} alternating rounds, medians (jobs/s include starting the workers):"
@@ -218,14 +207,12 @@ fn main() {
         let _in = pl.enter();
         let mut shm_by_count = Vec::new();
         for &w in &counts {
-            let (mut s, mut u, mut r) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                let a = rt.block_on(shm_pool(pl, w));
-                let b = rt.block_on(uds_pool(pl, w));
-                r.push(a / b);
-                s.push(a);
-                u.push(b);
-            }
+            let (s, u) = harness::alternate(
+                rounds,
+                || rt.block_on(shm_pool(pl, w)),
+                || rt.block_on(uds_pool(pl, w)),
+            );
+            let r = ratios(&s, &u, |a, b| a / b);
             let ms = median(s);
             shm_by_count.push(ms);
             println!(

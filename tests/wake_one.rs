@@ -12,21 +12,11 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common::{ShmName, report, spawn};
+use common::{ShmName, report, rt, spawn};
 use shmchan::{Error, Options, WaitStrategy, mpmc};
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(16)
-        .capacity(16)
-        .wait_strategy(WaitStrategy::park_only())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::opts(16, 16, None).wait_strategy(WaitStrategy::park_only())
 }
 
 /// Waits (bounded) until `want` consumers of `name` are announced as parked.
