@@ -653,72 +653,81 @@ async fn recv_close_gets_none_reserved() {
     assert!(is_closed_err(&rx.recv().await));
 }
 
+/// What a case does with the reservation left waiting when the consumer closes: the close
+/// wakes it and it fails with `Closed`, or the case cancels it (drops the future).
+#[derive(Clone, Copy, Debug)]
+enum Waiting {
+    Fails,
+    Cancelled,
+}
+
+impl Waiting {
+    /// Closes `rx` under the waiting `reserve` and checks (or cancels) it per `self`.
+    async fn close_under<F: Flavour, T: std::fmt::Debug, Fut: Future<Output = Result<T, Error>>>(
+        self,
+        rx: &mut Consumer<F>,
+        mut reserve: Task<Fut>,
+    ) {
+        rx.close();
+        match self {
+            Waiting::Fails => {
+                assert!(reserve.woken().await);
+                match reserve.poll() {
+                    Poll::Ready(Err(e)) => assert!(matches!(e, Error::Closed), "{e:?}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+            Waiting::Cancelled => drop(reserve),
+        }
+    }
+}
+
+/// An async `reserve_many` waiting for the slot one queued message holds, then the close.
+async fn reserve_many_wakes_closed_receiver(tag: &str, waiting: Waiting) {
+    let (_n, mut tx, mut rx) = spsc_chan(tag, 2);
+    tx.try_send(b(0)).unwrap(); // holds one of the two slots
+    let mut reserve = Task::new(tx.reserve_many(2));
+    assert!(reserve.poll().is_pending());
+    waiting.close_under(&mut rx, reserve).await;
+    drains_then_closed(&mut rx, 0).await;
+}
+
+/// A waiting send (tokio's waiting `reserve`) of a second producer, the last slot reserved
+/// and released, then the close.
+async fn reserve_wakes_closed_receiver(tag: &str, waiting: Waiting) {
+    let (name, mut tx1, mut rx) = chan(tag, 2);
+    let mut tx2 = clone_tx(&name);
+    tx1.try_send(b(0)).unwrap();
+    let permit = tx1.try_reserve().unwrap().expect("the last slot");
+    let mut reserve = Task::new(tx2.send(b(1)));
+    assert!(reserve.poll().is_pending());
+    drop(permit);
+    waiting.close_under(&mut rx, reserve).await;
+    drains_then_closed(&mut rx, 0).await;
+}
+
 /// parity: MISSING (async `reserve_many`, `Consumer::close`)
 #[tokio::test]
 async fn failed_reserve_many_wakes_closed_receiver() {
-    let (_n, mut tx, mut rx) = spsc_chan("p-frmwcr", 2);
-    tx.try_send(b(0)).unwrap(); // holds one of the two slots
-    {
-        let mut reserve = Task::new(tx.reserve_many(2));
-        assert!(reserve.poll().is_pending());
-        rx.close();
-        assert!(reserve.woken().await);
-        assert!(matches!(reserve.poll(), Poll::Ready(Err(Error::Closed))));
-    }
-    assert_eq!(v(rx.recv().await.unwrap()), 0);
-    assert!(is_closed_err(&rx.recv().await));
+    reserve_many_wakes_closed_receiver("p-frmwcr", Waiting::Fails).await;
 }
 
 /// parity: MISSING (async `reserve_many`, `Consumer::close`)
 #[tokio::test]
 async fn cancelled_reserve_many_wakes_closed_receiver() {
-    let (_n, mut tx, mut rx) = spsc_chan("p-crmwcr", 2);
-    tx.try_send(b(0)).unwrap();
-    {
-        let mut reserve = Task::new(tx.reserve_many(2));
-        assert!(reserve.poll().is_pending());
-        rx.close();
-        drop(reserve);
-    }
-    drains_then_closed(&mut rx, 0).await;
+    reserve_many_wakes_closed_receiver("p-crmwcr", Waiting::Cancelled).await;
 }
 
 /// parity: MISSING (`Consumer::close`: a waiting send fails with `Closed`, and the consumer then ends)
 #[tokio::test]
 async fn failed_reserve_wakes_closed_receiver() {
-    let (name, mut tx1, mut rx) = chan("p-frwcr", 2);
-    let mut tx2 = clone_tx(&name);
-    tx1.try_send(b(0)).unwrap();
-    let permit = tx1.try_reserve().unwrap().expect("the last slot");
-    {
-        let mut reserve = Task::new(tx2.send(b(1)));
-        assert!(reserve.poll().is_pending());
-        drop(permit);
-        rx.close();
-        assert!(reserve.woken().await);
-        match reserve.poll() {
-            Poll::Ready(Err(e)) => assert!(matches!(e, Error::Closed), "{e:?}"),
-            other => panic!("{other:?}"),
-        }
-    }
-    drains_then_closed(&mut rx, 0).await;
+    reserve_wakes_closed_receiver("p-frwcr", Waiting::Fails).await;
 }
 
 /// parity: MISSING (`Consumer::close`)
 #[tokio::test]
 async fn cancelled_reserve_wakes_closed_receiver() {
-    let (name, mut tx1, mut rx) = chan("p-crwcr", 2);
-    let mut tx2 = clone_tx(&name);
-    tx1.try_send(b(0)).unwrap();
-    let permit = tx1.try_reserve().unwrap().expect("the last slot");
-    {
-        let mut reserve = Task::new(tx2.send(b(1)));
-        assert!(reserve.poll().is_pending());
-        drop(permit);
-        rx.close();
-        drop(reserve);
-    }
-    drains_then_closed(&mut rx, 0).await;
+    reserve_wakes_closed_receiver("p-crwcr", Waiting::Cancelled).await;
 }
 
 /// parity: SAME (a producer that attached and left: the consumer gets `Closed`)

@@ -128,9 +128,9 @@ pub fn rate_latency_median(v: &[RateLatency], k: usize) -> f64 {
 }
 
 /// The comma-separated list in the environment variable `var`, parsed, else `default`.
-pub fn env_list<T: FromStr>(var: &str, default: &[T]) -> Vec<T>
+pub fn env_list<T>(var: &str, default: &[T]) -> Vec<T>
 where
-    T: Clone,
+    T: FromStr + Clone,
     T::Err: std::fmt::Debug,
 {
     std::env::var(var)
