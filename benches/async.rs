@@ -26,7 +26,7 @@
 //! `BENCH_ONLY=rtt`, `BENCH_ONLY=64` or `BENCH_ONLY=neighbour` narrow a run).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,10 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 #[path = "support/placement.rs"]
 mod placement;
-use placement::{Placement, median, quantile};
+use placement::Placement;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{SelfExec, median, quantile, ratios, rt, stop};
 
 const ROUNDS: usize = 5;
 const TRIPS: u64 = 20_000;
@@ -51,24 +54,14 @@ fn percentiles(mut v: Vec<Duration>) -> Rtt {
     [quantile(&v, 0.5), quantile(&v, 0.99), quantile(&v, 0.999)]
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+/// This bench's child processes.
+const CHILD: SelfExec = SelfExec {
+    role_var: "ASYNC_BENCH_ROLE",
+    args_var: "ASYNC_BENCH_ARGS",
+};
 
 fn spawn(pl: Placement, role: &str, args: &[&str]) -> Child {
-    pl.child(&mut Command::new(std::env::current_exe().unwrap()))
-        .env("ASYNC_BENCH_ROLE", role)
-        .env("ASYNC_BENCH_ARGS", args.join(","))
-        .spawn()
-        .unwrap()
-}
-
-fn stop(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
+    pl.child(&mut CHILD.command(role, args)).spawn().unwrap()
 }
 
 fn name(tag: &str) -> String {
@@ -398,8 +391,7 @@ fn tokio_mpsc_throughput(pl: Placement, size: usize, n: u64) -> f64 {
 }
 
 async fn uds_throughput(pl: Placement, size: usize, n: u64) -> f64 {
-    let path =
-        std::env::temp_dir().join(format!("shmchan-bench-async-{}.sock", std::process::id()));
+    let path = harness::uds_path("async");
     let _ = std::fs::remove_file(&path);
     let l = tokio::net::UnixListener::bind(&path).unwrap();
     let c = spawn(pl, "send-uds", &[path.to_str().unwrap(), &size.to_string()]);
@@ -423,19 +415,17 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The median over rounds of percentile `k` of [`Rtt`], in µs.
+fn rtt_median(v: &[Rtt], k: usize) -> f64 {
+    median(v.iter().map(|x| us(x[k])).collect())
+}
+
 fn main() {
-    placement::burn_if_asked();
-    if let Ok(role) = std::env::var("ASYNC_BENCH_ROLE") {
-        placement::pin_from_env();
-        let args: Vec<String> = std::env::var("ASYNC_BENCH_ARGS")
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
+    if let Some((role, args)) = placement::child_start(CHILD) {
         rt().block_on(child(&role, &args));
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if harness::listing() {
         return;
     }
     let only = std::env::var("BENCH_ONLY").ok();
@@ -443,7 +433,7 @@ fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|w| w == what))
     };
-    let rounds = placement::rounds(ROUNDS);
+    let rounds = harness::rounds(ROUNDS);
     let rt = rt();
     println!("shmchan async benchmarks; {rounds} alternating rounds per comparison, medians");
     for pl in Placement::selected() {
@@ -453,19 +443,19 @@ fn main() {
             if !want("rtt") && !want(mode) {
                 continue;
             }
-            let (mut s, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                let a = rt.block_on(shm_rtt(pl, mode));
-                let b = if mode == "hot" {
-                    rt.block_on(floor_hot(pl))
-                } else {
-                    rt.block_on(floor_cold(pl))
-                };
-                r.push(us(a[0]) / us(b[0]));
-                s.push(a);
-                f.push(b);
-            }
-            let m = |v: &[Rtt], k: usize| median(v.iter().map(|x| us(x[k])).collect());
+            let (s, f) = harness::alternate(
+                rounds,
+                || rt.block_on(shm_rtt(pl, mode)),
+                || {
+                    if mode == "hot" {
+                        rt.block_on(floor_hot(pl))
+                    } else {
+                        rt.block_on(floor_cold(pl))
+                    }
+                },
+            );
+            let r = ratios(&s, &f, |a, b| us(a[0]) / us(b[0]));
+            let m = rtt_median;
             println!(
                 "[{p:>8}] async RTT {mode:>4}: shmchan p50/p99/p99.9 {:>7.2}/{:>8.2}/{:>8.2} µs | {mode} floor {:>7.2}/{:>8.2}/{:>8.2} µs | median ratio p50 shmchan/floor {:.2}",
                 m(&s, 0),
@@ -478,15 +468,13 @@ fn main() {
             );
         }
         if want("neighbour") {
-            let (mut s, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                let a = neighbour_gaps(pl, true);
-                let b = neighbour_gaps(pl, false);
-                r.push(us(a[1]) / us(b[1]));
-                s.push(a);
-                t.push(b);
-            }
-            let m = |v: &[Rtt], k: usize| median(v.iter().map(|x| us(x[k])).collect());
+            let (s, t) = harness::alternate(
+                rounds,
+                || neighbour_gaps(pl, true),
+                || neighbour_gaps(pl, false),
+            );
+            let r = ratios(&s, &t, |a, b| us(a[1]) / us(b[1]));
+            let m = rtt_median;
             println!(
                 "[{p:>8}] neighbour task's gap beside a waiting receiver: shmchan p50/p99/p99.9 {:>7.2}/{:>8.2}/{:>8.2} µs | tokio mpsc {:>7.2}/{:>8.2}/{:>8.2} µs | median ratio p99 shmchan/mpsc {:.2}",
                 m(&s, 0),

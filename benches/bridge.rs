@@ -19,9 +19,9 @@ use shmchan::{Options, mpsc};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
-#[path = "support/placement.rs"]
-mod placement;
-use placement::{median, quantile};
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{median, quantile};
 
 const ROUNDS: usize = 5;
 
@@ -255,7 +255,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rounds = placement::rounds(ROUNDS);
+    let rounds = harness::rounds(ROUNDS);
     let n = env_num("BENCH_MESSAGES", 100_000);
     let requests = env_num("BENCH_REQUESTS", 2_000);
     let len = env_num("BENCH_PAYLOAD", 64) as usize;

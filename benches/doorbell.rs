@@ -17,13 +17,17 @@
 //! modes being `uds`, `eventfd`, `uds-async`, `eventfd-async`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, eventfd};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use tokio::io::unix::AsyncFd;
+
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{SelfExec, median_by as median};
 
 const ROUNDS: usize = 7;
 const TRIPS: u32 = 2_000;
@@ -167,12 +171,14 @@ fn efd_side_async(ring: OwnedFd, wait: OwnedFd, first: bool, trips: u32) {
     });
 }
 
+/// This bench's child processes.
+const CHILD: SelfExec = SelfExec {
+    role_var: "DOORBELL_ROLE",
+    args_var: "DOORBELL_ARGS",
+};
+
 fn spawn(role: &str, args: &[String]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env("DOORBELL_ROLE", role)
-        .env("DOORBELL_ARGS", args.join(","))
-        .spawn()
-        .unwrap()
+    CHILD.spawn(role, args)
 }
 
 /// One timed ping-pong of `TRIPS` round trips over abstract sockets; returns the RTT.
@@ -258,23 +264,13 @@ fn child(role: &str, args: &[String]) {
     }
 }
 
-fn median<T: Copy>(mut v: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> T {
-    v.sort_by(cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    if let Ok(role) = std::env::var("DOORBELL_ROLE") {
-        let args: Vec<String> = std::env::var("DOORBELL_ARGS")
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
+    if let Some((role, args)) = CHILD.role() {
         child(&role, &args);
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` and test harness probes
+    if harness::listing() {
+        return;
     }
     if let Ok(mode) = std::env::var("DOORBELL_ONLY") {
         for round in 0..3 {

@@ -14,7 +14,7 @@
 //! `cargo bench --bench endpoint` (`BENCH_PLACEMENTS=one-cpu`, `BENCH_ROUNDS=7`,
 //! `BENCH_CLIENTS=1,4`, `BENCH_RUNTIME=current` or `multi` narrow a run).
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shmchan::Options;
@@ -23,17 +23,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "support/placement.rs"]
 mod placement;
-use placement::{Placement, median, quantile};
+use placement::Placement;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{RateLatency, SelfExec, median, quantile, rate_latency_median, ratios, rt};
 
 const REQUESTS: u64 = 5_000;
 const ROUNDS: usize = 5;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+/// A client process: `EP_BENCH_ROLE` is its transport, `EP_BENCH_ADDR` the server's address.
+const CLIENT: SelfExec = SelfExec {
+    role_var: "EP_BENCH_ROLE",
+    args_var: "EP_BENCH_ADDR",
+};
 
 /// Client: returns its RTT p50 and p99 in nanoseconds.
 async fn client(transport: &str, addr: &str) -> (u128, u128) {
@@ -69,16 +71,8 @@ async fn client(transport: &str, addr: &str) -> (u128, u128) {
 
 /// Server for one round: serves `n` clients; returns (requests per second, median of the
 /// clients' RTT p50s, median of their p99s).
-fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> (f64, Duration, Duration) {
-    let pid = std::process::id();
-    let addr = if transport == "shm" {
-        format!("/shmchan-bench-ep-{pid}")
-    } else {
-        std::env::temp_dir()
-            .join(format!("shmchan-bench-ep-{pid}.sock"))
-            .display()
-            .to_string()
-    };
+fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> RateLatency {
+    let addr = harness::server_addr("ep", transport);
     let _ = std::fs::remove_file(&addr);
     let server = if multi {
         tokio::runtime::Builder::new_multi_thread()
@@ -95,9 +89,7 @@ fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> (f64, Duratio
         let uds = (transport == "uds").then(|| tokio::net::UnixListener::bind(&addr).unwrap());
         let children: Vec<_> = (0..n)
             .map(|_| {
-                pl.child(&mut Command::new(std::env::current_exe().unwrap()))
-                    .env("EP_BENCH_ROLE", transport)
-                    .env("EP_BENCH_ADDR", &addr)
+                pl.child(&mut CLIENT.command(transport, &[&addr]))
                     .stdout(Stdio::piped())
                     .spawn()
                     .unwrap()
@@ -151,21 +143,16 @@ fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> (f64, Duratio
 }
 
 fn main() {
-    placement::burn_if_asked();
-    if let Ok(transport) = std::env::var("EP_BENCH_ROLE") {
-        placement::pin_from_env();
-        let addr = std::env::var("EP_BENCH_ADDR").unwrap();
-        let (p50, p99) = rt().block_on(client(&transport, &addr));
+    if let Some((transport, addr)) = placement::child_start(CLIENT) {
+        let (p50, p99) = rt().block_on(client(&transport, &addr[0]));
         println!("{p50} {p99}");
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if harness::listing() {
         return;
     }
-    let rounds = placement::rounds(ROUNDS);
-    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
-        .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
-        .unwrap_or_else(|_| vec![1, 4, 16]);
+    let rounds = harness::rounds(ROUNDS);
+    let clients: Vec<usize> = harness::env_list("BENCH_CLIENTS", &[1, 4, 16]);
     let runtimes: Vec<bool> = std::env::var("BENCH_RUNTIME")
         .unwrap_or_else(|_| "current,multi".into())
         .split(',')
@@ -180,27 +167,14 @@ fn main() {
             .iter()
             .flat_map(|n| runtimes.iter().map(move |m| (n, m)))
         {
-            let (mut rps_ratio, mut rtt_ratio) = (Vec::new(), Vec::new());
-            let (mut s, mut u) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                let a = round(pl, "shm", n, multi);
-                let b = round(pl, "uds", n, multi);
-                rps_ratio.push(a.0 / b.0);
-                rtt_ratio.push(b.1.as_secs_f64() / a.1.as_secs_f64());
-                s.push(a);
-                u.push(b);
-            }
-            let m = |v: &[(f64, Duration, Duration)], k: usize| {
-                median(
-                    v.iter()
-                        .map(|x| match k {
-                            0 => x.0,
-                            1 => x.1.as_secs_f64() * 1e6,
-                            _ => x.2.as_secs_f64() * 1e6,
-                        })
-                        .collect(),
-                )
-            };
+            let (s, u) = harness::alternate(
+                rounds,
+                || round(pl, "shm", n, multi),
+                || round(pl, "uds", n, multi),
+            );
+            let rps_ratio = ratios(&s, &u, |a, b| a.0 / b.0);
+            let rtt_ratio = ratios(&s, &u, |a, b| b.1.as_secs_f64() / a.1.as_secs_f64());
+            let m = rate_latency_median;
             println!(
                 "[{:>8}] {:>7} server, {n:>2} clients: shmchan {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | UnixStream {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | median ratios: {:.2}x req/s, {:.2}x lower RTT p50",
                 pl.name(),

@@ -123,6 +123,21 @@ impl FirstFit {
     }
 }
 
+/// Benchmark group `name`: an allocation and its free, of 64 B, 4 KiB and 1 MiB, by the
+/// shmchan heap and by the first-fit baseline.
+fn alloc_free_group(c: &mut Criterion, name: &str, heap: &Heap, ff: &FirstFit) {
+    let mut g = c.benchmark_group(name);
+    for size in [64usize, 4096, 1 << 20] {
+        g.bench_with_input(BenchmarkId::new("shmchan", size), &size, |b, &n| {
+            b.iter(|| drop(black_box(heap.alloc(n).unwrap())))
+        });
+        g.bench_with_input(BenchmarkId::new("first_fit", size), &size, |b, &n| {
+            b.iter(|| ff.free(black_box(ff.alloc(n).unwrap())))
+        });
+    }
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let name = format!("/shmchan-bench-heap-{}", std::process::id());
     let heap = Heap::options()
@@ -131,30 +146,12 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let ff = FirstFit::new(64 << 20);
 
-    let mut g = c.benchmark_group("alloc_free");
-    for size in [64usize, 4096, 1 << 20] {
-        g.bench_with_input(BenchmarkId::new("shmchan", size), &size, |b, &n| {
-            b.iter(|| drop(black_box(heap.alloc(n).unwrap())))
-        });
-        g.bench_with_input(BenchmarkId::new("first_fit", size), &size, |b, &n| {
-            b.iter(|| ff.free(black_box(ff.alloc(n).unwrap())))
-        });
-    }
-    g.finish();
+    alloc_free_group(c, "alloc_free", &heap, &ff);
 
     // The same with 2000 live 64-byte blocks allocated first: first fit walks past them.
     let held: Vec<_> = (0..2000).map(|_| heap.alloc(64).unwrap()).collect();
     let ff_held: Vec<_> = (0..2000).map(|_| ff.alloc(64).unwrap()).collect();
-    let mut g = c.benchmark_group("alloc_free_2000_live");
-    for size in [64usize, 4096, 1 << 20] {
-        g.bench_with_input(BenchmarkId::new("shmchan", size), &size, |b, &n| {
-            b.iter(|| drop(black_box(heap.alloc(n).unwrap())))
-        });
-        g.bench_with_input(BenchmarkId::new("first_fit", size), &size, |b, &n| {
-            b.iter(|| ff.free(black_box(ff.alloc(n).unwrap())))
-        });
-    }
-    g.finish();
+    alloc_free_group(c, "alloc_free_2000_live", &heap, &ff);
     drop(held);
     for p in ff_held {
         ff.free(p);

@@ -11,10 +11,14 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Instant;
 
 use shmchan::{Handle, Heap, Options, Segment, spsc};
+
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{SelfExec, median};
 
 const ROUNDS: usize = 5;
 const CHUNK: usize = 64 * 1024;
@@ -28,12 +32,14 @@ fn checksum(ptr: *const u8, len: usize) -> u64 {
     s
 }
 
+/// This bench's child processes.
+const CHILD: SelfExec = SelfExec {
+    role_var: "HEAP_E2E_ROLE",
+    args_var: "HEAP_E2E_ARGS",
+};
+
 fn spawn(role: &str, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env("HEAP_E2E_ROLE", role)
-        .env("HEAP_E2E_ARGS", args.join(","))
-        .spawn()
-        .unwrap()
+    CHILD.spawn(role, args)
 }
 
 fn child(role: &str, a: &[String]) {
@@ -129,7 +135,7 @@ fn ring_e2e(len: usize, n: u32) -> f64 {
 }
 
 fn uds_e2e(len: usize, n: u32) -> f64 {
-    let path = std::env::temp_dir().join(format!("shmchan-bench-heap-{}.sock", std::process::id()));
+    let path = harness::uds_path("heap");
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).unwrap();
     let mut kid = spawn("uds-recv", &[path.to_str().unwrap(), &len.to_string()]);
@@ -148,22 +154,12 @@ fn uds_e2e(len: usize, n: u32) -> f64 {
     f64::from(n) / took.as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    if let Ok(role) = std::env::var("HEAP_E2E_ROLE") {
-        let a: Vec<String> = std::env::var("HEAP_E2E_ARGS")
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
+    if let Some((role, a)) = CHILD.role() {
         child(&role, &a);
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if harness::listing() {
         return;
     }
     println!("shared heap end to end; {ROUNDS} alternating rounds, medians");

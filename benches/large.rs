@@ -23,15 +23,15 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use shmchan::channel::{Consumer, Producer, Spsc};
 use shmchan::{Heap, Options};
 
-#[path = "support/placement.rs"]
-mod placement;
-use placement::median;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{SelfExec, median, rt};
 
 const ROUNDS: usize = 5;
 
@@ -47,12 +47,14 @@ fn name(t: &str) -> String {
     format!("/shmchan-bench-large-{}-{t}", std::process::id())
 }
 
+/// This bench's child processes.
+const CHILD: SelfExec = SelfExec {
+    role_var: "LARGE_BENCH_ROLE",
+    args_var: "LARGE_BENCH_ARGS",
+};
+
 fn spawn(role: &str, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env("LARGE_BENCH_ROLE", role)
-        .env("LARGE_BENCH_ARGS", args.join(","))
-        .spawn()
-        .unwrap()
+    CHILD.spawn(role, args)
 }
 
 fn chan_opts() -> Options {
@@ -112,13 +114,6 @@ fn child(role: &str, a: &[String]) {
         }
         _ => panic!("{role}"),
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn source(len: usize) -> Vec<u8> {
@@ -200,8 +195,7 @@ fn work_floor(len: usize, n: usize) -> f64 {
 }
 
 fn uds_pair(len: usize, warm: usize, n: usize, every: bool) -> (UnixStream, Child, String) {
-    let path =
-        std::env::temp_dir().join(format!("shmchan-bench-large-{}.sock", std::process::id()));
+    let path = harness::uds_path("large");
     let path = path.to_str().unwrap().to_owned();
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).unwrap();
@@ -299,19 +293,14 @@ fn gbps(x: f64) -> f64 {
 }
 
 fn main() {
-    if let Ok(role) = std::env::var("LARGE_BENCH_ROLE") {
-        let a: Vec<String> = std::env::var("LARGE_BENCH_ARGS")
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
+    if let Some((role, a)) = CHILD.role() {
         child(&role, &a);
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if harness::listing() {
         return;
     }
-    let rounds = placement::rounds(ROUNDS);
+    let rounds = harness::rounds(ROUNDS);
     let sizes: Vec<(&str, usize, usize)> = [
         ("64k", 64 << 10, 4000),
         ("1m", 1 << 20, 400),

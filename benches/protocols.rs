@@ -10,7 +10,7 @@
 //! `BENCH_PROTOCOLS=http,grpc` narrow a run).
 
 use std::convert::Infallible;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +23,10 @@ use shmchan::endpoint::{Endpoint, Listener};
 
 #[path = "support/placement.rs"]
 mod placement;
-use placement::{Placement, median, quantile};
+use placement::Placement;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{RateLatency, SelfExec, median, quantile, rate_latency_median, ratios, rt};
 
 #[path = "support/echo_grpc.rs"]
 mod echo_grpc;
@@ -32,12 +35,12 @@ const HTTP_REQUESTS: usize = 5_000;
 const GRPC_REQUESTS: usize = 3_000;
 const ROUNDS: usize = 5;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+/// A client process: `PROTO_BENCH_ROLE` is `protocol:transport`, `PROTO_BENCH_ADDR` the
+/// server's address.
+const CLIENT: SelfExec = SelfExec {
+    role_var: "PROTO_BENCH_ROLE",
+    args_var: "PROTO_BENCH_ADDR",
+};
 
 fn opts() -> Options {
     Options::new().slot_size(16 << 10).capacity(32)
@@ -158,24 +161,14 @@ async fn client(protocol: &str, transport: &str, addr: String) {
 }
 
 /// One round: serves one client of `protocol` over `transport`; (requests/s, p50, p99).
-fn round(pl: Placement, protocol: &str, transport: &str) -> (f64, Duration, Duration) {
-    let pid = std::process::id();
-    let addr = if transport == "shm" {
-        format!("/shmchan-bench-proto-{pid}")
-    } else {
-        std::env::temp_dir()
-            .join(format!("shmchan-bench-proto-{pid}.sock"))
-            .display()
-            .to_string()
-    };
+fn round(pl: Placement, protocol: &str, transport: &str) -> RateLatency {
+    let addr = harness::server_addr("proto", transport);
     let _ = std::fs::remove_file(&addr);
     let out = rt().block_on(async {
         let mut shm = (transport == "shm").then(|| Listener::bind(&addr, opts()).unwrap());
         let uds = (transport == "uds").then(|| tokio::net::UnixListener::bind(&addr).unwrap());
         let child = pl
-            .child(&mut Command::new(std::env::current_exe().unwrap()))
-            .env("PROTO_BENCH_ROLE", format!("{protocol}:{transport}"))
-            .env("PROTO_BENCH_ADDR", &addr)
+            .child(&mut CLIENT.command(&format!("{protocol}:{transport}"), &[&addr]))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -236,18 +229,15 @@ fn round(pl: Placement, protocol: &str, transport: &str) -> (f64, Duration, Dura
 }
 
 fn main() {
-    placement::burn_if_asked();
-    if let Ok(role) = std::env::var("PROTO_BENCH_ROLE") {
-        placement::pin_from_env();
+    if let Some((role, mut addr)) = placement::child_start(CLIENT) {
         let (protocol, transport) = role.split_once(':').unwrap();
-        let addr = std::env::var("PROTO_BENCH_ADDR").unwrap();
-        rt().block_on(client(protocol, transport, addr));
+        rt().block_on(client(protocol, transport, addr.remove(0)));
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if harness::listing() {
         return;
     }
-    let rounds = placement::rounds(ROUNDS);
+    let rounds = harness::rounds(ROUNDS);
     let protocols: Vec<String> = std::env::var("BENCH_PROTOCOLS")
         .map(|s| s.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|_| vec!["http".into(), "grpc".into()]);
@@ -259,29 +249,15 @@ fn main() {
     for pl in Placement::selected() {
         let _in = pl.enter();
         for protocol in &protocols {
-            let (mut rps_ratio, mut p50_ratio, mut p99_ratio) =
-                (Vec::new(), Vec::new(), Vec::new());
-            let (mut s, mut u) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                let a = round(pl, protocol, "shm");
-                let b = round(pl, protocol, "uds");
-                rps_ratio.push(a.0 / b.0);
-                p50_ratio.push(b.1.as_secs_f64() / a.1.as_secs_f64());
-                p99_ratio.push(b.2.as_secs_f64() / a.2.as_secs_f64());
-                s.push(a);
-                u.push(b);
-            }
-            let m = |v: &[(f64, Duration, Duration)], k: usize| {
-                median(
-                    v.iter()
-                        .map(|x| match k {
-                            0 => x.0,
-                            1 => x.1.as_secs_f64() * 1e6,
-                            _ => x.2.as_secs_f64() * 1e6,
-                        })
-                        .collect(),
-                )
-            };
+            let (s, u) = harness::alternate(
+                rounds,
+                || round(pl, protocol, "shm"),
+                || round(pl, protocol, "uds"),
+            );
+            let rps_ratio = ratios(&s, &u, |a, b| a.0 / b.0);
+            let p50_ratio = ratios(&s, &u, |a, b| b.1.as_secs_f64() / a.1.as_secs_f64());
+            let p99_ratio = ratios(&s, &u, |a, b| b.2.as_secs_f64() / a.2.as_secs_f64());
+            let m = rate_latency_median;
             println!(
                 "[{:>8}] {:>4}: shmchan {:>7.0} req/s, p50/p99 {:>6.1}/{:>7.1} µs | UnixStream {:>7.0} req/s, p50/p99 {:>6.1}/{:>7.1} µs | median ratios: {:.2}x req/s, {:.2}x lower p50, {:.2}x lower p99",
                 pl.name(),

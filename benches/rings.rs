@@ -18,7 +18,7 @@
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,19 +26,20 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use shmchan::{Options, WaitStrategy, mpsc, spsc};
 
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{SelfExec, median, ratios, stop};
+
 const ROUNDS: usize = 5;
 
-fn spawn(role: &str, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env("RINGS_ROLE", role)
-        .env("RINGS_ARGS", args.join(","))
-        .spawn()
-        .unwrap()
-}
+/// This bench's child processes.
+const CHILD: SelfExec = SelfExec {
+    role_var: "RINGS_ROLE",
+    args_var: "RINGS_ARGS",
+};
 
-fn stop(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
+fn spawn(role: &str, args: &[&str]) -> Child {
+    CHILD.spawn(role, args)
 }
 
 /// A 4 KiB-aligned receive buffer of `len` bytes.
@@ -215,7 +216,7 @@ fn crossbeam_throughput(size: usize, n: u64) -> f64 {
 }
 
 fn uds_throughput(size: usize, n: u64) -> f64 {
-    let path = std::env::temp_dir().join(format!("shmchan-bench-{}.sock", std::process::id()));
+    let path = harness::uds_path("tput");
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).unwrap();
     let c = spawn("uds-send", &[path.to_str().unwrap(), &size.to_string()]);
@@ -264,7 +265,7 @@ fn shm_rtt(mode: &str, n: u32) -> Duration {
 }
 
 fn uds_rtt(n: u32) -> Duration {
-    let path = std::env::temp_dir().join(format!("shmchan-bench-rtt-{}.sock", std::process::id()));
+    let path = harness::uds_path("rtt");
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).unwrap();
     let c = spawn("uds-echo", &[path.to_str().unwrap()]);
@@ -287,22 +288,12 @@ fn uds_rtt(n: u32) -> Duration {
     rtt[rtt.len() / 2]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    if let Ok(role) = std::env::var("RINGS_ROLE") {
-        let args: Vec<String> = std::env::var("RINGS_ARGS")
-            .unwrap()
-            .split(',')
-            .map(str::to_owned)
-            .collect();
+    if let Some((role, args)) = CHILD.role() {
         child(&role, &args);
         return;
     }
-    if std::env::args().any(|a| a == "--list") {
+    if harness::listing() {
         return;
     }
     println!("shmchan ring benchmarks; {ROUNDS} alternating rounds per comparison, medians");
@@ -339,14 +330,12 @@ fn main() {
         );
     }
     for mode in ["spin", "park"] {
-        let (mut s, mut u, mut r) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            let a = shm_rtt(mode, 5_000);
-            let b = uds_rtt(5_000);
-            r.push(b.as_secs_f64() / a.as_secs_f64());
-            s.push(a.as_secs_f64());
-            u.push(b.as_secs_f64());
-        }
+        let (s, u) = harness::alternate(
+            ROUNDS,
+            || shm_rtt(mode, 5_000).as_secs_f64(),
+            || uds_rtt(5_000).as_secs_f64(),
+        );
+        let r = ratios(&s, &u, |a, b| b / a);
         println!(
             "ping-pong RTT p50, {mode:>5}: shmchan {:>8.2} µs | UnixStream {:>8.2} µs | median ratio {:.1}x lower",
             median(s) * 1e6,

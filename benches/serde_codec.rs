@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-#[path = "support/placement.rs"]
-mod placement;
-use placement::median;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::median;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Order {

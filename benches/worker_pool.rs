@@ -24,9 +24,12 @@ use futures::SinkExt;
 use shmchan::{Error, Options, Segment, mpmc, mpsc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/placement.rs"]
 mod placement;
-use placement::{Placement, median};
+use harness::median;
+use placement::Placement;
 
 const JOBS: u64 = 200_000;
 /// The first result of every worker: it is attached and ready.
@@ -245,7 +248,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rounds = placement::rounds(ROUNDS);
+    let rounds = harness::rounds(ROUNDS);
     let counts: Vec<u64> = std::env::var("BENCH_WORKERS")
         .map(|s| s.split(',').map(|n| n.parse().unwrap()).collect())
         .unwrap_or_else(|_| vec![1, 8]);

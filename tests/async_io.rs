@@ -12,10 +12,7 @@ use shmchan::{Error, Options, mpmc, spsc};
 const MAX: usize = 64;
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(MAX)
-        .capacity(16)
-        .liveness_interval(Duration::from_secs(30))
+    common::opts(MAX, 16, Some(Duration::from_secs(30)))
 }
 
 #[test]
@@ -38,9 +35,7 @@ fn child_entry() {
                 report("sent");
             }
             "idle-producer" => {
-                let _tx = spsc::Producer::open(name, opts()).unwrap();
-                report("ready");
-                std::thread::sleep(Duration::from_secs(60));
+                common::ready_then_idle(spsc::Producer::open(name, opts()).unwrap());
             }
             other => panic!("unknown role {other}"),
         }

@@ -9,24 +9,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Rng, ShmName, check_message, kill9, message, read_report, report, reports};
+use common::{Rng, ShmName, check_message, kill9, message, read_report, report, reports, rt};
 use futures::{SinkExt, StreamExt};
 use shmchan::{Error, Options, WaitStrategy, mpsc, spsc};
 
 const MAX: usize = 64;
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(MAX)
-        .capacity(16)
-        .liveness_interval(Duration::from_millis(50))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::opts(MAX, 16, common::ms(50))
 }
 
 #[test]
@@ -91,9 +81,7 @@ fn child_entry() {
             }
             // Attaches as producer and never sends; the parent kills it.
             "idle-producer" => {
-                let _tx = spsc::Producer::open(name, opts()).unwrap();
-                report("ready");
-                std::thread::sleep(Duration::from_secs(60));
+                common::ready_then_idle(spsc::Producer::open(name, opts()).unwrap());
             }
             other => panic!("unknown role {other}"),
         }

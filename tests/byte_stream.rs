@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Rng, ShmName, kill9, read_report, report, spawn, spawn_holding};
+use common::{Rng, ShmName, kill9, read_report, report, rt, spawn, spawn_holding};
 use futures::{SinkExt, StreamExt};
 use shmchan::Options;
 use shmchan::endpoint::{Endpoint, Listener, ShmStream};
@@ -16,14 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const SLOT: usize = 16 << 10;
 
 fn opts() -> Options {
-    Options::new().slot_size(SLOT).capacity(16)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::opts(SLOT, 16, None)
 }
 
 /// Deterministic bytes of chunk `i`, `len` long.
@@ -40,19 +33,28 @@ fn sizes() -> Vec<usize> {
     v
 }
 
+/// Echoes every byte of the stream `s` until its end, for tokio's and futures' traits alike;
+/// gives the number of bytes echoed.
+macro_rules! echo_until_eof {
+    ($s:expr) => {{
+        let mut buf = vec![0u8; 7000]; // not a multiple of the slot: reads split messages
+        let mut total = 0u64;
+        loop {
+            let n = $s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            $s.write_all(&buf[..n]).await.unwrap();
+            $s.flush().await.unwrap();
+            total += n as u64;
+        }
+        total
+    }};
+}
+
 /// Echoes every byte until end of stream, then shuts down.
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> u64 {
-    let mut buf = vec![0u8; 7000]; // not a multiple of the slot: reads split messages
-    let mut total = 0;
-    loop {
-        let n = s.read(&mut buf).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        s.write_all(&buf[..n]).await.unwrap();
-        s.flush().await.unwrap();
-        total += n as u64;
-    }
+    let total = echo_until_eof!(s);
     s.shutdown().await.unwrap();
     total
 }
@@ -137,6 +139,37 @@ where
 }
 
 /// Splits a write into pieces of random length (1 byte to 3 slots).
+/// The reading side of an echo check, for tokio's and futures' read traits alike: reads the
+/// echo (about `n` bytes) to its end of stream, then checks that the end of stream stays.
+macro_rules! read_to_eof {
+    ($rd:expr, $n:expr) => {{
+        let mut got = Vec::with_capacity($n);
+        // read_to_end: the echo's end of stream ends it.
+        $rd.read_to_end(&mut got).await.unwrap();
+        // End of stream stays.
+        assert_eq!($rd.read(&mut [0u8; 8]).await.unwrap(), 0);
+        got
+    }};
+}
+
+/// The writing side of an echo check, for tokio's and futures' write traits alike: writes
+/// each chunk in the random [`pieces`] `rng` picks, flushing after every `flush_every`-th
+/// chunk (from the first) when given.
+macro_rules! write_in_pieces {
+    ($wr:expr, $chunks:expr, $rng:expr, $flush_every:expr) => {{
+        let mut rng = $rng;
+        let flush_every: Option<usize> = $flush_every;
+        for (i, c) in $chunks.iter().enumerate() {
+            for r in pieces(c, &mut rng) {
+                $wr.write_all(&c[r]).await.unwrap();
+            }
+            if flush_every.is_some_and(|k| i % k == 0) {
+                $wr.flush().await.unwrap();
+            }
+        }
+    }};
+}
+
 fn pieces(data: &[u8], rng: &mut Rng) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -158,24 +191,9 @@ fn echo_of_random_sizes_up_to_1_mib_is_exact_and_ends_with_eof() {
         let sizes = sizes();
         write_and_check(
             &sizes,
-            async |n| {
-                let mut got = Vec::with_capacity(n);
-                // read_to_end: the echo's end of stream ends it.
-                rd.read_to_end(&mut got).await.unwrap();
-                // End of stream stays.
-                assert_eq!(rd.read(&mut [0u8; 8]).await.unwrap(), 0);
-                got
-            },
+            async |n| read_to_eof!(rd, n),
             async |chunks| {
-                let mut rng = Rng(7);
-                for (i, c) in chunks.iter().enumerate() {
-                    for r in pieces(c, &mut rng) {
-                        wr.write_all(&c[r]).await.unwrap();
-                    }
-                    if i % 3 == 0 {
-                        wr.flush().await.unwrap();
-                    }
-                }
+                write_in_pieces!(wr, chunks, Rng(7), Some(3));
                 wr.shutdown().await.unwrap();
             },
         )
@@ -302,44 +320,17 @@ mod on_async_io {
     use futures::io::{AsyncReadExt, AsyncWriteExt};
     use shmchan::endpoint::{Endpoint, ShmStream, Side};
 
-    use super::common::{self, Rng, ShmName, kill9, read_report, report, spawn, spawn_holding};
+    use super::common::{
+        self, EndpointNames, Rng, kill9, read_report, report, spawn, spawn_holding,
+    };
     use super::{opts, pieces, sizes, write_and_check};
-
-    /// Both ring names of an endpoint made by name, unlinked on drop (also on failure).
-    struct EndpointNames(
-        ShmName,
-        #[allow(dead_code)] ShmName,
-        #[allow(dead_code)] ShmName,
-    );
-
-    impl EndpointNames {
-        fn new(tag: &str) -> EndpointNames {
-            let base = ShmName::new(tag);
-            let a2b = ShmName(format!("{}-a2b", base.as_str()));
-            let b2a = ShmName(format!("{}-b2a", base.as_str()));
-            EndpointNames(base, a2b, b2a)
-        }
-        fn as_str(&self) -> &str {
-            self.0.as_str()
-        }
-    }
 
     pub fn echo_role(name: &str) {
         async_io::block_on(async {
             let mut s = Endpoint::open(name, Side::B, shmchan::Options::new())
                 .unwrap()
                 .into_stream();
-            let mut buf = vec![0u8; 7000];
-            let mut total = 0u64;
-            loop {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                s.write_all(&buf[..n]).await.unwrap();
-                s.flush().await.unwrap();
-                total += n as u64;
-            }
+            let total = echo_until_eof!(s);
             s.close().await.unwrap();
             report(format!("echoed {total}"));
         });
@@ -368,19 +359,9 @@ mod on_async_io {
             let (mut rd, mut wr) = ep.into_stream().into_split();
             write_and_check(
                 &sizes,
-                async |n| {
-                    let mut got = Vec::with_capacity(n);
-                    rd.read_to_end(&mut got).await.unwrap();
-                    assert_eq!(rd.read(&mut [0u8; 8]).await.unwrap(), 0);
-                    got
-                },
+                async |n| read_to_eof!(rd, n),
                 async |chunks| {
-                    let mut rng = Rng(8);
-                    for c in &chunks {
-                        for r in pieces(c, &mut rng) {
-                            wr.write_all(&c[r]).await.unwrap();
-                        }
-                    }
+                    write_in_pieces!(wr, chunks, Rng(8), None);
                     wr.close().await.unwrap();
                 },
             )

@@ -28,7 +28,7 @@ fn child_entry() {
 }
 
 fn opts() -> Options {
-    Options::new().slot_size(64).capacity(8)
+    common::opts(64, 8, None)
 }
 
 /// The messages a producing child sends: text, non-ASCII text, and bytes that are not UTF-8.

@@ -9,21 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ShmName, kill9, read_report, report, spawn_holding};
+use common::{ShmName, kill9, read_report, report, rt, spawn_holding};
 use shmchan::{Error, Options, SendTimeoutError, TrySendError, mpmc, mpsc, spsc};
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(32)
-        .capacity(16)
-        .liveness_interval(Duration::from_millis(20))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::opts(32, 16, common::ms(20))
 }
 
 #[test]

@@ -11,21 +11,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{Rng, ShmName, check_message, message, report, reports};
+use common::{Rng, ShmName, check_message, message, report, reports, rt};
 use futures::StreamExt;
 use shmchan::{Options, spsc};
 
 const MAX: usize = 32;
 
 fn opts(capacity: usize) -> Options {
-    Options::new().slot_size(MAX).capacity(capacity)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::opts(MAX, capacity, None)
 }
 
 #[test]

@@ -9,16 +9,9 @@ use std::io::Write;
 use std::os::linux::net::SocketAddrExt;
 use std::time::{Duration, Instant};
 
-use common::{ShmName, kill9, read_report, report, reports};
+use common::{ShmName, kill9, read_report, report, reports, rt};
 use shmchan::endpoint::{ConnectOptions, Endpoint, Listener, Side};
 use shmchan::{Error, Options};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The reply to request `i` of client `c`: the request with every byte inverted.
 fn request(c: u64, i: u64) -> Vec<u8> {
@@ -121,9 +114,7 @@ fn child_entry() {
 
 #[test]
 fn named_endpoint_is_duplex_and_closing_one_side_ends_the_other() {
-    let name = ShmName::new("ep");
-    let _a2b = ShmName(format!("{}-a2b", name.as_str()));
-    let _b2a = ShmName(format!("{}-b2a", name.as_str()));
+    let name = common::EndpointNames::new("ep");
     let mut a = Endpoint::create(name.as_str(), Side::A, Options::new().capacity(4)).unwrap();
     assert!(!a.opened());
     let b = Endpoint::open(name.as_str(), Side::B, Options::new()).unwrap();
@@ -266,8 +257,7 @@ fn garbage_and_stalled_clients_fail_alone_within_the_timeout() {
 
 #[test]
 fn a_client_of_another_uid_is_refused() {
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIPPED: not root, so the test cannot run a client under another uid");
+    if !common::root_or_skip("client") {
         return;
     }
     let name = ShmName::new("uidep");
@@ -300,8 +290,7 @@ fn a_client_of_another_uid_is_refused() {
 
 #[test]
 fn connect_refuses_a_listener_of_another_uid() {
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIPPED: not root, so the test cannot run a listener under another uid");
+    if !common::root_or_skip("listener") {
         return;
     }
     let name = ShmName::new("uidlisten");

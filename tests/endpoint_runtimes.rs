@@ -5,27 +5,12 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::{read_report, report, reports, spawn};
+use common::{read_report, report, reports, run, spawn};
 use futures::StreamExt;
 use shmchan::endpoint::{Endpoint, Listener};
 use shmchan::{Error, Options};
-
-/// Runs `f` on the runtime `rt` names: "tokio" or "smol" (async-io's `block_on`).
-fn run<T>(rt: &str, f: impl Future<Output = T>) -> T {
-    match rt {
-        "tokio" => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f),
-        #[cfg(feature = "async-io")]
-        "smol" => async_io::block_on(f),
-        other => panic!("unknown runtime {other}"),
-    }
-}
 
 fn unique(tag: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

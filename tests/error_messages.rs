@@ -3,9 +3,12 @@
 
 mod common;
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+use common::rt;
+
 use std::time::Duration;
 
-use common::{ShmName, kill9, read_report, report, spawn_holding};
+use common::{EndpointNames, ShmName, kill9, read_report, report, spawn_holding};
 use shmchan::endpoint::{Endpoint, Side};
 use shmchan::{Error, Options, mpsc, spsc};
 
@@ -97,7 +100,7 @@ fn a_kind_mismatch_names_the_kinds() {
 
 #[test]
 fn a_dead_side_of_a_named_endpoint_is_named_with_its_pid() {
-    let name = ShmName::new("err-ep");
+    let name = EndpointNames::new("err-ep");
     let mut a = Endpoint::create(name.as_str(), Side::A, opts()).unwrap();
     let mut child = spawn_holding("side-b", &[name.as_str()]);
     assert_eq!(read_report(&mut child), "attached");
@@ -115,14 +118,11 @@ fn a_dead_side_of_a_named_endpoint_is_named_with_its_pid() {
     );
     no_internal_names(&text);
     drop(child);
-    for dir in ["-a2b", "-b2a"] {
-        let _ = shmchan::Segment::unlink(&format!("{}{dir}", name.as_str()));
-    }
 }
 
 #[test]
 fn a_side_held_by_a_live_process_is_named_with_its_pid() {
-    let name = ShmName::new("err-ep-held");
+    let name = EndpointNames::new("err-ep-held");
     let _a = Endpoint::create(name.as_str(), Side::A, opts()).unwrap();
     let mut child = spawn_holding("side-b", &[name.as_str()]);
     assert_eq!(read_report(&mut child), "attached");
@@ -139,9 +139,6 @@ fn a_side_held_by_a_live_process_is_named_with_its_pid() {
     );
     no_internal_names(&text);
     drop(child);
-    for dir in ["-a2b", "-b2a"] {
-        let _ = shmchan::Segment::unlink(&format!("{}{dir}", name.as_str()));
-    }
 }
 
 #[test]
@@ -165,7 +162,7 @@ fn a_dead_producer_of_a_channel_is_named_with_its_pid() {
 
 #[test]
 fn endpoint_timeouts_and_sizes_name_the_endpoint() {
-    let name = ShmName::new("err-ep-msg");
+    let name = EndpointNames::new("err-ep-msg");
     let mut a = Endpoint::create(name.as_str(), Side::A, Options::new().slot_size(64)).unwrap();
     let _b = Endpoint::open(name.as_str(), Side::B, Options::new()).unwrap();
     let e = a.recv_timeout(Duration::from_millis(30)).unwrap_err();
@@ -187,17 +184,6 @@ fn endpoint_timeouts_and_sizes_name_the_endpoint() {
     );
     no_internal_names(&text);
     drop((a, _b));
-    for dir in ["-a2b", "-b2a"] {
-        let _ = shmchan::Segment::unlink(&format!("{}{dir}", name.as_str()));
-    }
-}
-
-#[cfg(any(feature = "tokio", feature = "async-io"))]
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// "the server (pid 4242) of endpoint '/usersvc' died", not "'/usersvc#22824-a2b'".

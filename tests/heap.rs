@@ -24,14 +24,7 @@ fn from_hex(s: &str) -> Handle {
 /// A byte pattern that depends on `seed` and the position (8-byte words).
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len + 8);
-    let mut x = seed | 1;
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
+    common::fill_xorshift(&mut v, seed | 1, len);
     v
 }
 

@@ -46,10 +46,7 @@ fn child_entry() {
 }
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(32)
-        .capacity(8)
-        .liveness_interval(Duration::from_millis(5))
+    common::opts(32, 8, common::ms(5))
 }
 
 #[test]

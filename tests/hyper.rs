@@ -9,7 +9,7 @@ mod common;
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use common::{Rng, ShmName, report, reports, spawn};
+use common::{Rng, ShmName, report, reports, rt, spawn};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -18,13 +18,6 @@ use shmchan::Options;
 use shmchan::endpoint::{Endpoint, Listener};
 
 const REQUESTS: usize = 300;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Request `i`'s body: up to 200 KB, several slots for the large ones.
 fn body(client: u64, i: usize) -> Vec<u8> {

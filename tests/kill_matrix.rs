@@ -57,6 +57,10 @@ use shmchan::channel::{Consumer, Flavour, Mpmc, Mpsc, Producer, Spsc};
 use shmchan::endpoint::{Endpoint, Side};
 use shmchan::{Error, Mode, Options, Segment, SendTimeoutError, WaitStrategy};
 
+mod common;
+
+use common::{Rng, mix};
+
 const ROLE_VAR: &str = "KILL_MATRIX_ROLE";
 const ARGS_VAR: &str = "KILL_MATRIX_ARGS";
 
@@ -79,38 +83,6 @@ const RUN_CAP: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // Randomness and messages
 
-/// splitmix64: spreads a seed.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// xorshift64*.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(mix(seed) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
 /// FNV-1a over the id and sequence bytes and the body.
 fn checksum(head: &[u8], body: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -124,7 +96,7 @@ fn checksum(head: &[u8], body: &[u8]) -> u64 {
 /// Message `seq` of producer `id`: header, then a body whose length (0 to slot - HDR) and bytes
 /// derive from (salt, id, seq).
 fn make_msg(salt: u64, id: u32, seq: u64, slot: usize) -> Vec<u8> {
-    let mut r = Rng::new(salt ^ (u64::from(id) << 48) ^ seq.wrapping_mul(0x100_0000_01b3));
+    let mut r = Rng::seeded(salt ^ (u64::from(id) << 48) ^ seq.wrapping_mul(0x100_0000_01b3));
     let len = r.below((slot - HDR) as u64 + 1) as usize;
     let mut v = Vec::with_capacity(HDR + len);
     v.extend_from_slice(&id.to_le_bytes());
@@ -298,7 +270,7 @@ struct Spec {
 impl Spec {
     fn from_seed(seed: u64) -> Spec {
         let combo = seed % COMBOS;
-        let mut r = Rng::new(seed);
+        let mut r = Rng::seeded(seed);
         Spec {
             seed,
             fl: FLAVOURS[(combo / SCENARIOS.len() as u64) as usize],
@@ -356,6 +328,15 @@ fn downcast<T: 'static, U: 'static>(x: T) -> U {
     *b.downcast::<U>().expect("an endpoint's rings are SPSC")
 }
 
+/// Endpoint `name`: side A, created, for the parent (`create`), else side B, opened.
+fn endpoint(name: &str, create: bool, opts: Options) -> shmchan::Result<Endpoint> {
+    if create {
+        Endpoint::create(name, Side::A, opts)
+    } else {
+        Endpoint::open(name, Side::B, opts)
+    }
+}
+
 /// A producer handle: `create` is the parent (endpoint side A), else a child (side B).
 fn tx_handle<F: Flavour>(
     fl: Fl,
@@ -364,12 +345,7 @@ fn tx_handle<F: Flavour>(
     opts: Options,
 ) -> shmchan::Result<(Producer<F>, Keep)> {
     if fl == Fl::Endpoint {
-        let ep = if create {
-            Endpoint::create(name, Side::A, opts)?
-        } else {
-            Endpoint::open(name, Side::B, opts)?
-        };
-        let (tx, rx) = ep.split();
+        let (tx, rx) = endpoint(name, create, opts)?.split();
         return Ok((downcast(tx), Some(Box::new(rx))));
     }
     let tx = if create {
@@ -387,12 +363,7 @@ fn rx_handle<F: Flavour>(
     opts: Options,
 ) -> shmchan::Result<(Consumer<F>, Keep)> {
     if fl == Fl::Endpoint {
-        let ep = if create {
-            Endpoint::create(name, Side::A, opts)?
-        } else {
-            Endpoint::open(name, Side::B, opts)?
-        };
-        let (tx, rx) = ep.split();
+        let (tx, rx) = endpoint(name, create, opts)?.split();
         return Ok((downcast(rx), Some(Box::new(tx))));
     }
     let rx = if create {

@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{ShmName, kill9, read_report, report, spawn, spawn_holding};
+use common::{ShmName, kill9, read_report, report, rt, spawn, spawn_holding};
 use shmchan::channel::{Consumer, Flavour, LargeMessage, Mpmc, Mpsc, Producer, Spsc};
 use shmchan::{Error, Heap, Options};
 
@@ -19,16 +19,10 @@ const FRAME_BLOCK: u32 = 0x314b_4c53;
 /// Payload `i` of producer `p`: its length, then bytes that depend on (p, i) and position.
 fn payload(p: u64, i: u64, len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len + 8);
-    let mut x = (p << 32 | i).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let x = (p << 32 | i).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     v.extend_from_slice(&p.to_le_bytes()[..4]);
     v.extend_from_slice(&(i as u32).to_le_bytes());
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
+    common::fill_xorshift(&mut v, x, len);
     v
 }
 
@@ -64,15 +58,8 @@ fn check(m: &LargeMessage) -> (u64, u64) {
     (p, i)
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn opts() -> Options {
-    Options::new().slot_size(256).capacity(8)
+    common::opts(256, 8, None)
 }
 
 /// Producer `p` sends `n` messages of mixed sizes, asynchronously.

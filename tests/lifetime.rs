@@ -11,10 +11,7 @@ use common::{ShmName, kill9, read_report, report, spawn_holding};
 use shmchan::{Error, Lifetime, Options, TrySendError, mpmc, mpsc};
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(32)
-        .capacity(16)
-        .liveness_interval(Duration::from_millis(20))
+    common::opts(32, 16, common::ms(20))
 }
 
 #[test]

@@ -142,6 +142,7 @@ use std::time::Duration;
 
 use common::ShmName;
 use futures::{FutureExt, StreamExt};
+use shmchan::channel::{Consumer, Flavour};
 use shmchan::{
     Error, Message, Options, SendTimeoutError, TryRecvError, TrySendError, WaitStrategy, mpsc, spsc,
 };
@@ -150,11 +151,7 @@ use shmchan::{
 const BOUND: Duration = Duration::from_secs(5);
 
 fn opts(cap: usize) -> Options {
-    Options::new()
-        .slot_size(64)
-        .capacity(cap)
-        .wait_strategy(WaitStrategy::park_only())
-        .liveness_interval(Duration::from_secs(60))
+    common::opts(64, cap, Some(Duration::from_secs(60))).wait_strategy(WaitStrategy::park_only())
 }
 
 /// An MPSC channel of `cap` slots: (name, producer, consumer).
@@ -188,6 +185,66 @@ fn v(m: Message) -> i32 {
 
 fn is_closed_err(r: &Result<Message, Error>) -> bool {
     matches!(r, Err(Error::Closed))
+}
+
+/// What [`chan`] returns.
+type Chan = (ShmName, mpsc::Producer, mpsc::Consumer);
+
+/// Which tokio channel a case stands for: `channel(n)`, whose `send` waits, or
+/// `unbounded_channel()`, whose `send` never waits (here: `try_send` on a ring with room for
+/// every message the case sends, [`UNBOUNDED_CAP`]).
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Bounded,
+    Unbounded,
+}
+
+/// The capacity that stands for tokio's unbounded channel.
+const UNBOUNDED_CAP: usize = 128;
+
+impl Kind {
+    /// Sends `msg` the way this kind's tokio `send` does; panics if it fails.
+    async fn put<M: AsRef<[u8]> + Unpin>(self, tx: &mut mpsc::Producer, msg: M) {
+        match self {
+            Kind::Bounded => tx.send(msg).await.unwrap(),
+            Kind::Unbounded => match tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => panic!("try_send: full"),
+                Err(TrySendError::Closed(_)) => panic!("try_send: closed"),
+                Err(TrySendError::Other(_, e)) => panic!("try_send: {e}"),
+            },
+        }
+    }
+
+    /// Sends the messages `0..n`.
+    async fn fill(self, tx: &mut mpsc::Producer, n: i32) {
+        for i in 0..n {
+            self.put(tx, b(i)).await;
+        }
+    }
+}
+
+/// One test per tokio channel kind for a case written once: `bounded("tag", cap), unbounded("tag")
+/// => case;` makes `#[tokio::test] bounded` running `case` on a `cap`-slot channel with
+/// [`Kind::Bounded`], and `unbounded` running it on an [`UNBOUNDED_CAP`]-slot one with
+/// [`Kind::Unbounded`]. Attributes (docs, `#[ignore]`) before a name go to that test.
+macro_rules! flavours {
+    ($(
+        $(#[$bm:meta])* $bounded:ident($btag:literal, $bcap:expr),
+        $(#[$um:meta])* $unbounded:ident($utag:literal) => $case:ident;
+    )*) => {$(
+        $(#[$bm])*
+        #[tokio::test]
+        async fn $bounded() {
+            $case(chan($btag, $bcap), Kind::Bounded).await
+        }
+
+        $(#[$um])*
+        #[tokio::test]
+        async fn $unbounded() {
+            $case(chan($utag, UNBOUNDED_CAP), Kind::Unbounded).await
+        }
+    )*};
 }
 
 /// Records wake-ups (tokio_test's `is_woken`), and lets the test await one.
@@ -242,6 +299,26 @@ impl<F: Future> Task<F> {
         .await
         .is_ok()
     }
+}
+
+/// Polls a `recv` of `rx`, which must be pending, then runs `act`, which must wake it
+/// within [`BOUND`]; returns what the woken `recv` gives.
+async fn recv_woken_by<F: Flavour>(
+    rx: &mut Consumer<F>,
+    act: impl FnOnce(),
+) -> Poll<Result<Message, Error>> {
+    let mut recv = Task::new(rx.recv());
+    assert!(recv.poll().is_pending());
+    act();
+    assert!(recv.woken().await);
+    recv.poll()
+}
+
+/// After a close: the one queued message is `first`, then `recv` is `Closed` at once.
+async fn drains_then_closed<F: Flavour>(rx: &mut Consumer<F>, first: i32) {
+    assert_eq!(v(rx.recv().await.unwrap()), first);
+    let mut recv = Task::new(rx.recv());
+    assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,13 +379,11 @@ async fn reserve_disarm() {
     assert!(matches!(other.poll(), Poll::Ready(Ok(()))));
 }
 
-/// parity: SAME (the Stream yields `Some(Ok(msg))`, then `None` after a clean close)
-#[tokio::test]
-async fn send_recv_stream_with_buffer() {
-    let (_n, mut tx, mut rx) = chan("p-srswb", 16);
+async fn case_send_recv_stream(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
     let h = tokio::spawn(async move {
-        tx.send(b(1)).await.unwrap();
-        tx.send(b(2)).await.unwrap();
+        k.put(&mut tx, b(1)).await;
+        k.put(&mut tx, b(2)).await;
     });
     assert_eq!(v(rx.next().await.unwrap().unwrap()), 1);
     assert_eq!(v(rx.next().await.unwrap().unwrap()), 2);
@@ -316,18 +391,30 @@ async fn send_recv_stream_with_buffer() {
     h.await.unwrap();
 }
 
-/// parity: SAME
-#[tokio::test]
-async fn async_send_recv_with_buffer() {
-    let (_n, mut tx, mut rx) = chan("p-asrwb", 16);
+flavours! {
+    /// parity: SAME (the Stream yields `Some(Ok(msg))`, then `None` after a clean close)
+    send_recv_stream_with_buffer("p-srswb", 16),
+    /// parity: DIFFERS (no unbounded channel: bounded with room for every message)
+    send_recv_stream_unbounded("p-srsu") => case_send_recv_stream;
+}
+
+async fn case_async_send_recv(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
     let h = tokio::spawn(async move {
-        tx.send(b(1)).await.unwrap();
-        tx.send(b(2)).await.unwrap();
+        k.put(&mut tx, b(1)).await;
+        k.put(&mut tx, b(2)).await;
     });
     assert_eq!(v(rx.recv().await.unwrap()), 1);
     assert_eq!(v(rx.recv().await.unwrap()), 2);
     assert!(is_closed_err(&rx.recv().await));
     h.await.unwrap();
+}
+
+flavours! {
+    /// parity: SAME
+    async_send_recv_with_buffer("p-asrwb", 16),
+    /// parity: DIFFERS (no unbounded channel: bounded with room for every message)
+    async_send_recv_unbounded("p-asru") => case_async_send_recv;
 }
 
 /// parity: MISSING (`Consumer::recv_many`)
@@ -467,10 +554,8 @@ async fn recv_many_capacity(tag: &str) {
     assert_eq!(expected, got);
 }
 
-/// parity: MISSING (`Consumer::close`, `Consumer::recv_many`)
-#[tokio::test]
-async fn recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle() {
-    let (_n, _tx, mut rx) = chan("p-rmnebc", 2);
+async fn case_recv_many_with_non_empty_buffer_rx_closed_and_idle(c: Chan, _k: Kind) {
+    let (_n, _tx, mut rx) = c;
     let mut buffer = vec![Message::copy_from(&b(1))];
     rx.close();
     assert_eq!(0, rx.recv_many(&mut buffer, 1).await.unwrap());
@@ -478,73 +563,37 @@ async fn recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle() {
     assert_eq!(v(buffer.pop().unwrap()), 1);
 }
 
-/// parity: MISSING (`Consumer::close`, `Consumer::recv_many`; no unbounded channel)
-#[tokio::test]
-async fn recv_many_with_non_empty_buffer_unbounded_rx_closed_and_idle() {
-    let (_n, _tx, mut rx) = chan("p-rmneuc", 128);
-    let mut buffer = vec![Message::copy_from(&b(1))];
-    rx.close();
-    assert_eq!(0, rx.recv_many(&mut buffer, 1).await.unwrap());
-    assert_eq!(buffer.len(), 1);
+flavours! {
+    /// parity: MISSING (`Consumer::close`, `Consumer::recv_many`)
+    recv_many_with_non_empty_buffer_bounded_rx_closed_and_idle("p-rmnebc", 2),
+    /// parity: MISSING (`Consumer::close`, `Consumer::recv_many`; no unbounded channel)
+    recv_many_with_non_empty_buffer_unbounded_rx_closed_and_idle("p-rmneuc")
+        => case_recv_many_with_non_empty_buffer_rx_closed_and_idle;
 }
 
-/// parity: DIFFERS (no unbounded channel: bounded with room for every message)
-#[tokio::test]
-async fn async_send_recv_unbounded() {
-    let (_n, mut tx, mut rx) = chan("p-asru", 128);
-    let h = tokio::spawn(async move {
-        tx.try_send(b(1)).unwrap();
-        tx.try_send(b(2)).unwrap();
-    });
-    assert_eq!(v(rx.recv().await.unwrap()), 1);
-    assert_eq!(v(rx.recv().await.unwrap()), 2);
-    assert!(is_closed_err(&rx.recv().await));
-    h.await.unwrap();
-}
-
-/// parity: DIFFERS (no unbounded channel: bounded with room for every message)
-#[tokio::test]
-async fn send_recv_stream_unbounded() {
-    let (_n, mut tx, mut rx) = chan("p-srsu", 128);
-    let h = tokio::spawn(async move {
-        tx.try_send(b(1)).unwrap();
-        tx.try_send(b(2)).unwrap();
-    });
-    assert_eq!(v(rx.next().await.unwrap().unwrap()), 1);
-    assert_eq!(v(rx.next().await.unwrap().unwrap()), 2);
-    assert!(rx.next().await.is_none());
-    h.await.unwrap();
-}
-
-/// parity: DIFFERS (messages are bytes, not `T`: any `AsRef<[u8]>` sends, even a type without Debug/Clone/Send bounds)
-#[tokio::test]
-async fn no_t_bounds_buffer() {
+async fn case_no_t_bounds(c: Chan, k: Kind) {
     struct NoImpls([u8; 3]);
     impl AsRef<[u8]> for NoImpls {
         fn as_ref(&self) -> &[u8] {
             &self.0
         }
     }
-    let (_n, mut tx, mut rx) = chan("p-ntbb", 100);
+    let (_n, mut tx, mut rx) = c;
     // sender is Debug, receiver is Debug
     let _ = format!("{tx:?} {rx:?}");
-    tx.send(NoImpls([1, 2, 3])).await.map_err(|_| ()).unwrap();
-    assert_eq!(&rx.recv().await.unwrap()[..], [1, 2, 3]);
+    let bytes = match k {
+        Kind::Bounded => [1, 2, 3],
+        Kind::Unbounded => [4, 5, 6],
+    };
+    k.put(&mut tx, NoImpls(bytes)).await;
+    assert_eq!(&rx.recv().await.unwrap()[..], bytes);
 }
 
-/// parity: DIFFERS (no unbounded channel; messages are bytes, not `T`)
-#[tokio::test]
-async fn no_t_bounds_unbounded() {
-    struct NoImpls([u8; 3]);
-    impl AsRef<[u8]> for NoImpls {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-    let (_n, mut tx, mut rx) = chan("p-ntbu", 128);
-    let _ = format!("{tx:?} {rx:?}");
-    tx.try_send(NoImpls([4, 5, 6])).map_err(|_| ()).unwrap();
-    assert_eq!(&rx.recv().await.unwrap()[..], [4, 5, 6]);
+flavours! {
+    /// parity: DIFFERS (messages are bytes, not `T`: any `AsRef<[u8]>` sends, even a type without Debug/Clone/Send bounds)
+    no_t_bounds_buffer("p-ntbb", 100),
+    /// parity: DIFFERS (no unbounded channel; messages are bytes, not `T`)
+    no_t_bounds_unbounded("p-ntbu") => case_no_t_bounds;
 }
 
 /// parity: SAME (capacity 1: an SPSC ring; a waiting send is woken when the consumer frees the slot)
@@ -593,92 +642,92 @@ async fn recv_close_gets_none_reserved() {
         }
     }
     assert_eq!(v(rx.recv().await.unwrap()), 0);
-    {
-        let mut recv = Task::new(rx.recv());
-        assert!(recv.poll().is_pending());
+    let got = recv_woken_by(&mut rx, || {
         permit1.write(0, &b(123)).unwrap();
         permit1.commit(4).unwrap();
-        assert!(recv.woken().await);
-        match recv.poll() {
-            Poll::Ready(Ok(m)) => assert_eq!(v(m), 123),
-            other => panic!("{other:?}"),
-        }
+    });
+    match got.await {
+        Poll::Ready(Ok(m)) => assert_eq!(v(m), 123),
+        other => panic!("{other:?}"),
     }
     assert!(is_closed_err(&rx.recv().await));
+}
+
+/// What a case does with the reservation left waiting when the consumer closes: the close
+/// wakes it and it fails with `Closed`, or the case cancels it (drops the future).
+#[derive(Clone, Copy, Debug)]
+enum Waiting {
+    Fails,
+    Cancelled,
+}
+
+impl Waiting {
+    /// Closes `rx` under the waiting `reserve` and checks (or cancels) it per `self`.
+    async fn close_under<F: Flavour, T: std::fmt::Debug, Fut: Future<Output = Result<T, Error>>>(
+        self,
+        rx: &mut Consumer<F>,
+        mut reserve: Task<Fut>,
+    ) {
+        rx.close();
+        match self {
+            Waiting::Fails => {
+                assert!(reserve.woken().await);
+                match reserve.poll() {
+                    Poll::Ready(Err(e)) => assert!(matches!(e, Error::Closed), "{e:?}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+            Waiting::Cancelled => drop(reserve),
+        }
+    }
+}
+
+/// An async `reserve_many` waiting for the slot one queued message holds, then the close.
+async fn reserve_many_wakes_closed_receiver(tag: &str, waiting: Waiting) {
+    let (_n, mut tx, mut rx) = spsc_chan(tag, 2);
+    tx.try_send(b(0)).unwrap(); // holds one of the two slots
+    let mut reserve = Task::new(tx.reserve_many(2));
+    assert!(reserve.poll().is_pending());
+    waiting.close_under(&mut rx, reserve).await;
+    drains_then_closed(&mut rx, 0).await;
+}
+
+/// A waiting send (tokio's waiting `reserve`) of a second producer, the last slot reserved
+/// and released, then the close.
+async fn reserve_wakes_closed_receiver(tag: &str, waiting: Waiting) {
+    let (name, mut tx1, mut rx) = chan(tag, 2);
+    let mut tx2 = clone_tx(&name);
+    tx1.try_send(b(0)).unwrap();
+    let permit = tx1.try_reserve().unwrap().expect("the last slot");
+    let mut reserve = Task::new(tx2.send(b(1)));
+    assert!(reserve.poll().is_pending());
+    drop(permit);
+    waiting.close_under(&mut rx, reserve).await;
+    drains_then_closed(&mut rx, 0).await;
 }
 
 /// parity: MISSING (async `reserve_many`, `Consumer::close`)
 #[tokio::test]
 async fn failed_reserve_many_wakes_closed_receiver() {
-    let (_n, mut tx, mut rx) = spsc_chan("p-frmwcr", 2);
-    tx.try_send(b(0)).unwrap(); // holds one of the two slots
-    {
-        let mut reserve = Task::new(tx.reserve_many(2));
-        assert!(reserve.poll().is_pending());
-        rx.close();
-        assert!(reserve.woken().await);
-        assert!(matches!(reserve.poll(), Poll::Ready(Err(Error::Closed))));
-    }
-    assert_eq!(v(rx.recv().await.unwrap()), 0);
-    assert!(is_closed_err(&rx.recv().await));
+    reserve_many_wakes_closed_receiver("p-frmwcr", Waiting::Fails).await;
 }
 
 /// parity: MISSING (async `reserve_many`, `Consumer::close`)
 #[tokio::test]
 async fn cancelled_reserve_many_wakes_closed_receiver() {
-    let (_n, mut tx, mut rx) = spsc_chan("p-crmwcr", 2);
-    tx.try_send(b(0)).unwrap();
-    {
-        let mut reserve = Task::new(tx.reserve_many(2));
-        assert!(reserve.poll().is_pending());
-        rx.close();
-        drop(reserve);
-    }
-    assert_eq!(v(rx.recv().await.unwrap()), 0);
-    let mut recv = Task::new(rx.recv());
-    assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
+    reserve_many_wakes_closed_receiver("p-crmwcr", Waiting::Cancelled).await;
 }
 
 /// parity: MISSING (`Consumer::close`: a waiting send fails with `Closed`, and the consumer then ends)
 #[tokio::test]
 async fn failed_reserve_wakes_closed_receiver() {
-    let (name, mut tx1, mut rx) = chan("p-frwcr", 2);
-    let mut tx2 = clone_tx(&name);
-    tx1.try_send(b(0)).unwrap();
-    let permit = tx1.try_reserve().unwrap().expect("the last slot");
-    {
-        let mut reserve = Task::new(tx2.send(b(1)));
-        assert!(reserve.poll().is_pending());
-        drop(permit);
-        rx.close();
-        assert!(reserve.woken().await);
-        match reserve.poll() {
-            Poll::Ready(Err(e)) => assert!(matches!(e, Error::Closed), "{e:?}"),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(v(rx.recv().await.unwrap()), 0);
-    let mut recv = Task::new(rx.recv());
-    assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
+    reserve_wakes_closed_receiver("p-frwcr", Waiting::Fails).await;
 }
 
 /// parity: MISSING (`Consumer::close`)
 #[tokio::test]
 async fn cancelled_reserve_wakes_closed_receiver() {
-    let (name, mut tx1, mut rx) = chan("p-crwcr", 2);
-    let mut tx2 = clone_tx(&name);
-    tx1.try_send(b(0)).unwrap();
-    let permit = tx1.try_reserve().unwrap().expect("the last slot");
-    {
-        let mut reserve = Task::new(tx2.send(b(1)));
-        assert!(reserve.poll().is_pending());
-        drop(permit);
-        rx.close();
-        drop(reserve);
-    }
-    assert_eq!(v(rx.recv().await.unwrap()), 0);
-    let mut recv = Task::new(rx.recv());
-    assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
+    reserve_wakes_closed_receiver("p-crwcr", Waiting::Cancelled).await;
 }
 
 /// parity: SAME (a producer that attached and left: the consumer gets `Closed`)
@@ -889,13 +938,8 @@ async fn dropping_last_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-dlpwcr", 100);
     let permit = tx.try_reserve().unwrap().expect("a slot");
     rx.close();
-    {
-        let mut recv = Task::new(rx.recv());
-        assert!(recv.poll().is_pending());
-        drop(permit);
-        assert!(recv.woken().await);
-        assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
-    }
+    let got = recv_woken_by(&mut rx, || drop(permit)).await;
+    assert!(matches!(got, Poll::Ready(Err(Error::Closed))));
 }
 
 /// parity: MISSING (`Consumer::close`; no owned permits: a `WriteSlot` borrows its producer, so this is dropping_last_permit_wakes_closed_receiver)
@@ -904,11 +948,8 @@ async fn dropping_last_owned_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-dlopwcr", 100);
     let permit = tx.try_reserve().unwrap().expect("a slot");
     rx.close();
-    let mut recv = Task::new(rx.recv());
-    assert!(recv.poll().is_pending());
-    drop(permit);
-    assert!(recv.woken().await);
-    assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
+    let got = recv_woken_by(&mut rx, || drop(permit)).await;
+    assert!(matches!(got, Poll::Ready(Err(Error::Closed))));
 }
 
 /// parity: MISSING (`Consumer::close`; the SPSC chunk is the permit iterator)
@@ -918,11 +959,8 @@ async fn dropping_last_permit_iterator_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = spsc_chan("p-dlpiwcr", 100);
     let chunk = tx.try_reserve_many(1).unwrap();
     rx.close();
-    let mut recv = Task::new(rx.recv());
-    assert!(recv.poll().is_pending());
-    drop(chunk);
-    assert!(recv.woken().await);
-    assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
+    let got = recv_woken_by(&mut rx, || drop(chunk)).await;
+    assert!(matches!(got, Poll::Ready(Err(Error::Closed))));
 }
 
 /// parity: MISSING (`Consumer::close`: a reservation taken before the close still delivers)
@@ -931,12 +969,11 @@ async fn sending_last_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-slpwcr", 100);
     let mut permit = tx.try_reserve().unwrap().expect("a slot");
     rx.close();
-    let mut recv = Task::new(rx.recv());
-    assert!(recv.poll().is_pending());
-    permit.write(0, &b(5)).unwrap();
-    permit.commit(4).unwrap();
-    assert!(recv.woken().await);
-    match recv.poll() {
+    let got = recv_woken_by(&mut rx, || {
+        permit.write(0, &b(5)).unwrap();
+        permit.commit(4).unwrap();
+    });
+    match got.await {
         Poll::Ready(Ok(m)) => assert_eq!(v(m), 5),
         other => panic!("{other:?}"),
     }
@@ -948,12 +985,11 @@ async fn sending_last_owned_permit_wakes_closed_receiver() {
     let (_n, mut tx, mut rx) = chan("p-slopwcr", 100);
     let mut permit = tx.try_reserve().unwrap().expect("a slot");
     rx.close();
-    let mut recv = Task::new(rx.recv());
-    assert!(recv.poll().is_pending());
-    permit.write(0, &b(6)).unwrap();
-    permit.commit(4).unwrap();
-    assert!(recv.woken().await);
-    assert!(matches!(recv.poll(), Poll::Ready(Ok(_))));
+    let got = recv_woken_by(&mut rx, || {
+        permit.write(0, &b(6)).unwrap();
+        permit.commit(4).unwrap();
+    });
+    assert!(matches!(got.await, Poll::Ready(Ok(_))));
 }
 
 /// parity: MISSING (`Consumer::close`; no `OwnedPermit::release`: the `Sink`'s `poll_close` releases its `poll_ready` reservation)
@@ -1089,11 +1125,8 @@ async fn ready_close_cancel_bounded() {
     let _tx2 = clone_tx(&name);
     let permit = tx.try_reserve().unwrap().expect("a slot");
     rx.close();
-    let mut recv = Task::new(rx.recv());
-    assert!(recv.poll().is_pending());
-    drop(permit);
-    assert!(recv.woken().await);
-    assert!(matches!(recv.poll(), Poll::Ready(Err(Error::Closed))));
+    let got = recv_woken_by(&mut rx, || drop(permit)).await;
+    assert!(matches!(got, Poll::Ready(Err(Error::Closed))));
 }
 
 /// parity: MISSING (`Consumer::close`; a freed slot wakes a waiting sender)
@@ -1187,22 +1220,23 @@ fn try_recv_after_receiver_close_with_permit() {
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Closed)));
 }
 
-/// parity: SAME
-#[test]
-fn try_recv_close_while_empty_bounded() {
-    let (_n, tx, mut rx) = chan("p-trcweb", 5);
+fn try_recv_close_while_empty(c: Chan) {
+    let (_n, tx, mut rx) = c;
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
     drop(tx);
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Closed)));
 }
 
+/// parity: SAME
+#[test]
+fn try_recv_close_while_empty_bounded() {
+    try_recv_close_while_empty(chan("p-trcweb", 5));
+}
+
 /// parity: DIFFERS (no unbounded channel)
 #[test]
 fn try_recv_close_while_empty_unbounded() {
-    let (_n, tx, mut rx) = chan("p-trcweu", 128);
-    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
-    drop(tx);
-    assert!(matches!(rx.try_recv(), Err(TryRecvError::Closed)));
+    try_recv_close_while_empty(chan("p-trcweu", UNBOUNDED_CAP));
 }
 
 /// parity: DIFFERS (`send_timeout` is a blocking call, not a future; so a real, short timeout instead of paused time)
@@ -1248,19 +1282,18 @@ async fn test_tx_capacity() {
 }
 
 // --- is_closed / is_empty / len ------------------------------------------------------------
+//
+// tokio writes most of these cases twice, for its bounded and its unbounded channel. Here each
+// behaviour is one `case_*` function, run by [`flavours!`] once per tokio channel kind it covers.
 
-/// parity: MISSING (`Consumer::close`, `Consumer::is_closed`)
-#[tokio::test]
-async fn test_rx_is_closed_when_calling_close_with_sender() {
-    let (_n, _tx, mut rx) = chan("p-ricwcc", 10);
+async fn case_is_closed_when_calling_close_with_sender(c: Chan, _k: Kind) {
+    let (_n, _tx, mut rx) = c;
     rx.close();
     assert!(rx.is_closed());
 }
 
-/// parity: MISSING (`Consumer::is_closed`)
-#[tokio::test]
-async fn test_rx_is_closed_when_dropping_all_senders() {
-    let (name, tx, rx) = chan("p-ricwdas", 10);
+async fn case_is_closed_when_dropping_all_senders(c: Chan, _k: Kind) {
+    let (name, tx, rx) = c;
     let another_tx = clone_tx(&name);
     let task = tokio::spawn(async move { drop(another_tx) });
     drop(tx);
@@ -1268,43 +1301,246 @@ async fn test_rx_is_closed_when_dropping_all_senders() {
     assert!(rx.is_closed());
 }
 
-/// parity: MISSING (`Consumer::is_closed`)
-#[tokio::test]
-async fn test_rx_is_not_closed_when_there_are_senders() {
-    let (_n, _tx, rx) = chan("p-rincwts", 10);
+async fn case_is_not_closed_when_there_are_senders(c: Chan, _k: Kind) {
+    let (_n, _tx, rx) = c;
     assert!(!rx.is_closed());
+}
+
+async fn case_is_closed_when_there_are_no_senders_and_there_are_messages(c: Chan, k: Kind) {
+    let (_n, mut tx, rx) = c;
+    k.fill(&mut tx, 10).await;
+    drop(tx);
+    assert!(rx.is_closed());
+}
+
+async fn case_is_closed_when_there_are_messages_and_close_is_called(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
+    k.fill(&mut tx, 10).await;
+    rx.close();
+    assert!(rx.is_closed());
+}
+
+async fn case_is_empty_when_no_messages_were_sent(c: Chan, _k: Kind) {
+    let (_n, _tx, rx) = c;
+    assert!(rx.is_empty());
+}
+
+async fn case_is_not_empty_when_there_are_messages_in_the_buffer(c: Chan, k: Kind) {
+    let (_n, mut tx, rx) = c;
+    k.put(&mut tx, b(42)).await;
+    assert!(!rx.is_empty());
+}
+
+async fn case_is_not_empty_when_all_but_one_messages_are_consumed(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
+    k.fill(&mut tx, 10).await;
+    for _ in 0..9 {
+        assert!(rx.recv().await.is_ok());
+    }
+    assert!(!rx.is_empty());
+}
+
+async fn case_is_empty_when_all_messages_are_consumed(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
+    k.fill(&mut tx, 10).await;
+    while rx.try_recv().is_ok() {}
+    assert!(rx.is_empty());
+}
+
+async fn case_is_empty_all_senders_are_dropped_and_messages_consumed(c: Chan, k: Kind) {
+    let (name, mut tx, mut rx) = c;
+    let mut tx2 = clone_tx(&name);
+    for i in 0..5 {
+        k.put(&mut tx, b(i)).await;
+        k.put(&mut tx2, b(i)).await;
+    }
+    drop((tx, tx2));
+    for _ in 0..10 {
+        assert!(rx.recv().await.is_ok());
+    }
+    assert!(rx.is_empty());
+}
+
+async fn case_len_on_empty_channel(c: Chan, _k: Kind) {
+    let (_n, _tx, rx) = c;
+    assert_eq!(rx.pending(), 0);
+}
+
+async fn case_len_on_empty_channel_without_senders(c: Chan, _k: Kind) {
+    let (_n, tx, rx) = c;
+    drop(tx);
+    assert_eq!(rx.pending(), 0);
+}
+
+async fn case_len_with_100_messages(c: Chan, k: Kind) {
+    let (_n, mut tx, rx) = c;
+    for _ in 0..100 {
+        k.put(&mut tx, b(0)).await;
+    }
+    assert_eq!(rx.pending(), 100);
+}
+
+async fn case_len_with_100_messages_without_senders(c: Chan, k: Kind) {
+    let (_n, mut tx, rx) = c;
+    for _ in 0..100 {
+        k.put(&mut tx, b(0)).await;
+    }
+    drop(tx);
+    assert_eq!(rx.pending(), 100);
+}
+
+async fn case_len_when_consuming_all_messages(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
+    for i in 0..100 {
+        k.put(&mut tx, b(i)).await;
+        assert_eq!(rx.pending(), i as usize + 1);
+    }
+    drop(tx);
+    for i in (0..100).rev() {
+        assert!(rx.recv().await.is_ok());
+        assert_eq!(rx.pending(), i);
+    }
+}
+
+async fn case_len_when_close_is_called(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
+    k.put(&mut tx, b(0)).await;
+    rx.close();
+    assert_eq!(rx.pending(), 1);
+}
+
+async fn case_len_when_close_is_called_before_dropping_sender(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
+    k.put(&mut tx, b(0)).await;
+    rx.close();
+    drop(tx);
+    assert_eq!(rx.pending(), 1);
+}
+
+async fn case_len_when_close_is_called_after_dropping_sender(c: Chan, k: Kind) {
+    let (_n, mut tx, mut rx) = c;
+    k.put(&mut tx, b(0)).await;
+    drop(tx);
+    rx.close();
+    assert_eq!(rx.pending(), 1);
+}
+
+flavours! {
+    /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`)
+    test_rx_is_closed_when_calling_close_with_sender("p-ricwcc", 10),
+    /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel)
+    test_rx_unbounded_is_closed_when_calling_close_with_sender("p-ruicwcc")
+        => case_is_closed_when_calling_close_with_sender;
+
+    /// parity: MISSING (`Consumer::is_closed`)
+    test_rx_is_closed_when_dropping_all_senders("p-ricwdas", 10),
+    /// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
+    test_rx_unbounded_is_closed_when_dropping_all_senders("p-ruicwdas")
+        => case_is_closed_when_dropping_all_senders;
+
+    /// parity: MISSING (`Consumer::is_closed`)
+    test_rx_is_not_closed_when_there_are_senders("p-rincwts", 10),
+    /// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
+    test_rx_unbounded_is_not_closed_when_there_are_senders("p-ruincwts")
+        => case_is_not_closed_when_there_are_senders;
+
+    /// parity: MISSING (`Consumer::is_closed`: true once the producers left, even with messages queued)
+    test_rx_is_closed_when_there_are_no_senders_and_there_are_messages("p-ricwnsm", 10),
+    /// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
+    test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages("p-ruicwnsm")
+        => case_is_closed_when_there_are_no_senders_and_there_are_messages;
+
+    /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`)
+    test_rx_is_closed_when_there_are_messages_and_close_is_called("p-ricwmcc", 10),
+    /// parity: MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel)
+    test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called("p-ruicwmcc")
+        => case_is_closed_when_there_are_messages_and_close_is_called;
+
+    /// parity: SAME
+    test_rx_is_empty_when_no_messages_were_sent("p-riewnm", 10),
+    /// parity: DIFFERS (no unbounded channel)
+    test_rx_unbounded_is_empty_when_no_messages_were_sent("p-ruiewnm")
+        => case_is_empty_when_no_messages_were_sent;
+
+    /// parity: SAME
+    test_rx_is_not_empty_when_there_are_messages_in_the_buffer("p-rinewm", 10),
+    /// parity: DIFFERS (no unbounded channel)
+    test_rx_unbounded_is_not_empty_when_there_are_messages_in_the_buffer("p-ruinewm")
+        => case_is_not_empty_when_there_are_messages_in_the_buffer;
+
+    /// parity: SAME
+    test_rx_is_not_empty_when_all_but_one_messages_are_consumed("p-rinewabo", 10),
+    /// parity: DIFFERS (no unbounded channel)
+    test_rx_unbounded_is_not_empty_when_all_but_one_messages_are_consumed("p-ruinewabo")
+        => case_is_not_empty_when_all_but_one_messages_are_consumed;
+
+    /// parity: SAME
+    test_rx_is_empty_when_all_messages_are_consumed("p-riewamc", 10),
+    /// parity: DIFFERS (no unbounded channel)
+    test_rx_unbounded_is_empty_when_all_messages_are_consumed("p-ruiewamc")
+        => case_is_empty_when_all_messages_are_consumed;
+
+    /// parity: SAME
+    test_rx_is_empty_all_senders_are_dropped_and_messages_consumed("p-rieasd", 10),
+    /// parity: DIFFERS (no unbounded channel)
+    test_rx_unbounded_is_empty_all_senders_are_dropped_and_messages_consumed("p-ruieasd")
+        => case_is_empty_all_senders_are_dropped_and_messages_consumed;
+
+    /// parity: DIFFERS (tokio's `len()` is `pending()`)
+    test_rx_len_on_empty_channel("p-rloec", 100),
+    /// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
+    test_rx_unbounded_len_on_empty_channel("p-ruloec")
+        => case_len_on_empty_channel;
+
+    /// parity: DIFFERS (tokio's `len()` is `pending()`)
+    test_rx_len_on_empty_channel_without_senders("p-rloecws", 100),
+    /// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
+    test_rx_unbounded_len_on_empty_channel_without_senders("p-ruloecws")
+        => case_len_on_empty_channel_without_senders;
+
+    /// parity: DIFFERS (tokio's `len()` is `pending()`)
+    test_rx_len_on_filled_channel("p-rlofc", 100),
+    /// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
+    test_rx_unbounded_len_with_multiple_messages("p-rulwmm")
+        => case_len_with_100_messages;
+
+    /// parity: DIFFERS (tokio's `len()` is `pending()`)
+    test_rx_len_on_filled_channel_without_senders("p-rlofcws", 100),
+    /// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
+    test_rx_unbounded_len_with_multiple_messages_and_dropped_senders("p-rulwmmds")
+        => case_len_with_100_messages_without_senders;
+
+    /// parity: DIFFERS (tokio's `len()` is `pending()`)
+    test_rx_len_when_consuming_all_messages("p-rlwcam", 100),
+    /// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
+    test_rx_unbounded_len_when_consuming_all_messages("p-rulwcam")
+        => case_len_when_consuming_all_messages;
+
+    /// parity: MISSING (`Consumer::close` keeps the queued messages)
+    test_rx_len_when_close_is_called("p-rlwcic", 100),
+    /// parity: MISSING (`Consumer::close`; no unbounded channel)
+    test_rx_unbounded_len_when_close_is_called("p-rulwcic")
+        => case_len_when_close_is_called;
+
+    /// parity: MISSING (`Consumer::close` keeps the queued messages)
+    test_rx_len_when_close_is_called_before_dropping_sender("p-rlwccbds", 100),
+    /// parity: MISSING (`Consumer::close`; no unbounded channel)
+    test_rx_unbounded_len_when_close_is_called_before_dropping_sender("p-rulwccbds")
+        => case_len_when_close_is_called_before_dropping_sender;
+
+    /// parity: MISSING (`Consumer::close` keeps the queued messages)
+    test_rx_len_when_close_is_called_after_dropping_sender("p-rlwccads", 100),
+    /// parity: MISSING (`Consumer::close`; no unbounded channel)
+    test_rx_unbounded_len_when_close_is_called_after_dropping_sender("p-rulwccads")
+        => case_len_when_close_is_called_after_dropping_sender;
 }
 
 /// parity: MISSING (`Consumer::is_closed`)
 #[tokio::test]
 async fn test_rx_is_not_closed_when_there_are_senders_and_buffer_filled() {
     let (_n, mut tx, rx) = chan("p-rincwtsbf", 10);
-    for i in 0..10 {
-        tx.send(b(i)).await.unwrap();
-    }
+    Kind::Bounded.fill(&mut tx, 10).await;
     assert!(!rx.is_closed());
-}
-
-/// parity: MISSING (`Consumer::is_closed`: true once the producers left, even with messages queued)
-#[tokio::test]
-async fn test_rx_is_closed_when_there_are_no_senders_and_there_are_messages() {
-    let (_n, mut tx, rx) = chan("p-ricwnsm", 10);
-    for i in 0..10 {
-        tx.send(b(i)).await.unwrap();
-    }
-    drop(tx);
-    assert!(rx.is_closed());
-}
-
-/// parity: MISSING (`Consumer::close`, `Consumer::is_closed`)
-#[tokio::test]
-async fn test_rx_is_closed_when_there_are_messages_and_close_is_called() {
-    let (_n, mut tx, mut rx) = chan("p-ricwmcc", 10);
-    for i in 0..10 {
-        tx.send(b(i)).await.unwrap();
-    }
-    rx.close();
-    assert!(rx.is_closed());
 }
 
 /// parity: MISSING (`Consumer::is_closed`; no owned permits: the `Sink`'s `poll_ready` reservation outlives nothing, so a live producer holds it)
@@ -1317,330 +1553,10 @@ async fn test_rx_is_not_closed_when_there_are_permits_but_not_senders() {
 
 /// parity: SAME
 #[tokio::test]
-async fn test_rx_is_empty_when_no_messages_were_sent() {
-    let (_n, _tx, rx) = chan("p-riewnm", 10);
-    assert!(rx.is_empty());
-}
-
-/// parity: SAME
-#[tokio::test]
-async fn test_rx_is_not_empty_when_there_are_messages_in_the_buffer() {
-    let (_n, mut tx, rx) = chan("p-rinewm", 10);
-    tx.send(b(42)).await.unwrap();
-    assert!(!rx.is_empty());
-}
-
-/// parity: SAME
-#[tokio::test]
 async fn test_rx_is_not_empty_when_the_buffer_is_full() {
     let (_n, mut tx, rx) = chan("p-rinewbf", 10);
-    for i in 0..10 {
-        tx.send(b(i)).await.unwrap();
-    }
+    Kind::Bounded.fill(&mut tx, 10).await;
     assert!(!rx.is_empty());
-}
-
-/// parity: SAME
-#[tokio::test]
-async fn test_rx_is_not_empty_when_all_but_one_messages_are_consumed() {
-    let (_n, mut tx, mut rx) = chan("p-rinewabo", 10);
-    for i in 0..10 {
-        tx.send(b(i)).await.unwrap();
-    }
-    for _ in 0..9 {
-        assert!(rx.recv().await.is_ok());
-    }
-    assert!(!rx.is_empty());
-}
-
-/// parity: SAME
-#[tokio::test]
-async fn test_rx_is_empty_when_all_messages_are_consumed() {
-    let (_n, mut tx, mut rx) = chan("p-riewamc", 10);
-    for i in 0..10 {
-        tx.send(b(i)).await.unwrap();
-    }
-    while rx.try_recv().is_ok() {}
-    assert!(rx.is_empty());
-}
-
-/// parity: SAME
-#[tokio::test]
-async fn test_rx_is_empty_all_senders_are_dropped_and_messages_consumed() {
-    let (name, mut tx, mut rx) = chan("p-rieasd", 10);
-    let mut tx2 = clone_tx(&name);
-    for i in 0..5 {
-        tx.send(b(i)).await.unwrap();
-        tx2.send(b(i)).await.unwrap();
-    }
-    drop((tx, tx2));
-    for _ in 0..10 {
-        assert!(rx.recv().await.is_ok());
-    }
-    assert!(rx.is_empty());
-}
-
-/// parity: DIFFERS (tokio's `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_len_on_empty_channel() {
-    let (_n, _tx, rx) = chan("p-rloec", 100);
-    assert_eq!(rx.pending(), 0);
-}
-
-/// parity: DIFFERS (tokio's `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_len_on_empty_channel_without_senders() {
-    let (_n, tx, rx) = chan("p-rloecws", 100);
-    drop(tx);
-    assert_eq!(rx.pending(), 0);
-}
-
-/// parity: DIFFERS (tokio's `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_len_on_filled_channel() {
-    let (_n, mut tx, rx) = chan("p-rlofc", 100);
-    for _ in 0..100 {
-        tx.send(b(0)).await.unwrap();
-    }
-    assert_eq!(rx.pending(), 100);
-}
-
-/// parity: DIFFERS (tokio's `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_len_on_filled_channel_without_senders() {
-    let (_n, mut tx, rx) = chan("p-rlofcws", 100);
-    for _ in 0..100 {
-        tx.send(b(0)).await.unwrap();
-    }
-    drop(tx);
-    assert_eq!(rx.pending(), 100);
-}
-
-/// parity: DIFFERS (tokio's `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_len_when_consuming_all_messages() {
-    let (_n, mut tx, mut rx) = chan("p-rlwcam", 100);
-    for i in 0..100 {
-        tx.send(b(i)).await.unwrap();
-        assert_eq!(rx.pending(), i as usize + 1);
-    }
-    drop(tx);
-    for i in (0..100).rev() {
-        assert!(rx.recv().await.is_ok());
-        assert_eq!(rx.pending(), i);
-    }
-}
-
-/// parity: MISSING (`Consumer::close` keeps the queued messages)
-#[tokio::test]
-async fn test_rx_len_when_close_is_called() {
-    let (_n, mut tx, mut rx) = chan("p-rlwcic", 100);
-    tx.send(b(0)).await.unwrap();
-    rx.close();
-    assert_eq!(rx.pending(), 1);
-}
-
-/// parity: MISSING (`Consumer::close` keeps the queued messages)
-#[tokio::test]
-async fn test_rx_len_when_close_is_called_before_dropping_sender() {
-    let (_n, mut tx, mut rx) = chan("p-rlwccbds", 100);
-    tx.send(b(0)).await.unwrap();
-    rx.close();
-    drop(tx);
-    assert_eq!(rx.pending(), 1);
-}
-
-/// parity: MISSING (`Consumer::close` keeps the queued messages)
-#[tokio::test]
-async fn test_rx_len_when_close_is_called_after_dropping_sender() {
-    let (_n, mut tx, mut rx) = chan("p-rlwccads", 100);
-    tx.send(b(0)).await.unwrap();
-    drop(tx);
-    rx.close();
-    assert_eq!(rx.pending(), 1);
-}
-
-/// parity: MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_closed_when_calling_close_with_sender() {
-    let (_n, _tx, mut rx) = chan("p-ruicwcc", 128);
-    rx.close();
-    assert!(rx.is_closed());
-}
-
-/// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_closed_when_dropping_all_senders() {
-    let (name, tx, rx) = chan("p-ruicwdas", 128);
-    let another_tx = clone_tx(&name);
-    let task = tokio::spawn(async move { drop(another_tx) });
-    drop(tx);
-    task.await.unwrap();
-    assert!(rx.is_closed());
-}
-
-/// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_not_closed_when_there_are_senders() {
-    let (_n, _tx, rx) = chan("p-ruincwts", 128);
-    assert!(!rx.is_closed());
-}
-
-/// parity: MISSING (`Consumer::is_closed`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_closed_when_there_are_no_senders_and_there_are_messages() {
-    let (_n, mut tx, rx) = chan("p-ruicwnsm", 128);
-    for i in 0..10 {
-        tx.try_send(b(i)).unwrap();
-    }
-    drop(tx);
-    assert!(rx.is_closed());
-}
-
-/// parity: MISSING (`Consumer::close`, `Consumer::is_closed`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_closed_when_there_are_messages_and_close_is_called() {
-    let (_n, mut tx, mut rx) = chan("p-ruicwmcc", 128);
-    for i in 0..10 {
-        tx.try_send(b(i)).unwrap();
-    }
-    rx.close();
-    assert!(rx.is_closed());
-}
-
-/// parity: DIFFERS (no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_empty_when_no_messages_were_sent() {
-    let (_n, _tx, rx) = chan("p-ruiewnm", 128);
-    assert!(rx.is_empty());
-}
-
-/// parity: DIFFERS (no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_not_empty_when_there_are_messages_in_the_buffer() {
-    let (_n, mut tx, rx) = chan("p-ruinewm", 128);
-    tx.try_send(b(42)).unwrap();
-    assert!(!rx.is_empty());
-}
-
-/// parity: DIFFERS (no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_not_empty_when_all_but_one_messages_are_consumed() {
-    let (_n, mut tx, mut rx) = chan("p-ruinewabo", 128);
-    for i in 0..10 {
-        tx.try_send(b(i)).unwrap();
-    }
-    for _ in 0..9 {
-        assert!(rx.recv().await.is_ok());
-    }
-    assert!(!rx.is_empty());
-}
-
-/// parity: DIFFERS (no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_empty_when_all_messages_are_consumed() {
-    let (_n, mut tx, mut rx) = chan("p-ruiewamc", 128);
-    for i in 0..10 {
-        tx.try_send(b(i)).unwrap();
-    }
-    while rx.try_recv().is_ok() {}
-    assert!(rx.is_empty());
-}
-
-/// parity: DIFFERS (no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_is_empty_all_senders_are_dropped_and_messages_consumed() {
-    let (name, mut tx, mut rx) = chan("p-ruieasd", 128);
-    let mut tx2 = clone_tx(&name);
-    for i in 0..5 {
-        tx.try_send(b(i)).unwrap();
-        tx2.try_send(b(i)).unwrap();
-    }
-    drop((tx, tx2));
-    for _ in 0..10 {
-        assert!(rx.recv().await.is_ok());
-    }
-    assert!(rx.is_empty());
-}
-
-/// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_unbounded_len_on_empty_channel() {
-    let (_n, _tx, rx) = chan("p-ruloec", 128);
-    assert_eq!(rx.pending(), 0);
-}
-
-/// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_unbounded_len_on_empty_channel_without_senders() {
-    let (_n, tx, rx) = chan("p-ruloecws", 128);
-    drop(tx);
-    assert_eq!(rx.pending(), 0);
-}
-
-/// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_unbounded_len_with_multiple_messages() {
-    let (_n, mut tx, rx) = chan("p-rulwmm", 128);
-    for _ in 0..100 {
-        tx.try_send(b(0)).unwrap();
-    }
-    assert_eq!(rx.pending(), 100);
-}
-
-/// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_unbounded_len_with_multiple_messages_and_dropped_senders() {
-    let (_n, mut tx, rx) = chan("p-rulwmmds", 128);
-    for _ in 0..100 {
-        tx.try_send(b(0)).unwrap();
-    }
-    drop(tx);
-    assert_eq!(rx.pending(), 100);
-}
-
-/// parity: DIFFERS (no unbounded channel; `len()` is `pending()`)
-#[tokio::test]
-async fn test_rx_unbounded_len_when_consuming_all_messages() {
-    let (_n, mut tx, mut rx) = chan("p-rulwcam", 128);
-    for i in 0..100 {
-        tx.try_send(b(i)).unwrap();
-        assert_eq!(rx.pending(), i as usize + 1);
-    }
-    drop(tx);
-    for i in (0..100).rev() {
-        assert!(rx.recv().await.is_ok());
-        assert_eq!(rx.pending(), i);
-    }
-}
-
-/// parity: MISSING (`Consumer::close`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_len_when_close_is_called() {
-    let (_n, mut tx, mut rx) = chan("p-rulwcic", 128);
-    tx.try_send(b(0)).unwrap();
-    rx.close();
-    assert_eq!(rx.pending(), 1);
-}
-
-/// parity: MISSING (`Consumer::close`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_len_when_close_is_called_before_dropping_sender() {
-    let (_n, mut tx, mut rx) = chan("p-rulwccbds", 128);
-    tx.try_send(b(0)).unwrap();
-    rx.close();
-    drop(tx);
-    assert_eq!(rx.pending(), 1);
-}
-
-/// parity: MISSING (`Consumer::close`; no unbounded channel)
-#[tokio::test]
-async fn test_rx_unbounded_len_when_close_is_called_after_dropping_sender() {
-    let (_n, mut tx, mut rx) = chan("p-rulwccads", 128);
-    tx.try_send(b(0)).unwrap();
-    drop(tx);
-    rx.close();
-    assert_eq!(rx.pending(), 1);
 }
 
 /// parity: SAME (wrap-around of a 33-slot ring)

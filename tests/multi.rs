@@ -14,10 +14,7 @@ use shmchan::{Error, Mode, Options, Segment, WaitStrategy, mpmc, mpsc};
 const MAX: usize = 64;
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(MAX)
-        .capacity(32)
-        .liveness_interval(Duration::from_millis(20))
+    common::opts(MAX, 32, common::ms(20))
 }
 
 #[test]
@@ -122,11 +119,7 @@ fn child_entry() {
                 report(format!("took {n}"));
             }
             "second-consumer" => {
-                report(match mpsc::Consumer::open(name, opts()) {
-                    Err(Error::InUse(m)) => format!("in use: {m}"),
-                    Err(e) => format!("error: {e}"),
-                    Ok(_) => "opened".to_owned(),
-                });
+                report(common::open_outcome(mpsc::Consumer::open(name, opts())));
             }
             other => panic!("unknown role {other}"),
         }

@@ -10,7 +10,7 @@ use shmchan::channel::{Consumer, Flavour, Mpmc, Mpsc, Producer, Spsc};
 use shmchan::{Error, Options, TryRecvError};
 
 fn opts() -> Options {
-    Options::new().slot_size(256).capacity(8)
+    common::opts(256, 8, None)
 }
 
 #[test]

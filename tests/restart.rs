@@ -15,10 +15,7 @@ use shmchan::{Error, Options, Stale, TrySendError, mpmc, mpsc, spsc};
 const MAX: usize = 64;
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(MAX)
-        .capacity(8)
-        .liveness_interval(Duration::from_millis(20))
+    common::opts(MAX, 8, common::ms(20))
 }
 
 #[test]

@@ -230,8 +230,7 @@ fn default_permissions_are_0600_and_configurable() {
 
 #[test]
 fn another_uid_cannot_open_a_0600_segment() {
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIPPED: not root, so the test cannot run a child under another uid");
+    if !common::root_or_skip("child") {
         return;
     }
     let name = ShmName::new("uid");

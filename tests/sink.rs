@@ -17,10 +17,7 @@ use shmchan::channel::{Flavour, Producer};
 use shmchan::{Options, mpmc, mpsc, spsc};
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(16)
-        .capacity(4)
-        .liveness_interval(Duration::from_millis(20))
+    common::opts(16, 4, common::ms(20))
 }
 
 #[test]

@@ -11,15 +11,22 @@ use shmchan::{Error, Options, TryRecvError, spsc};
 const MAX: usize = 64;
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(MAX)
-        .capacity(64)
-        .liveness_interval(Duration::from_millis(20))
+    common::opts(MAX, 64, common::ms(20))
 }
 
 /// Blocks until the parent closes our stdin (or kills us).
 fn hold() {
     let _ = std::io::stdin().read(&mut [0u8; 1]);
+}
+
+/// Checks that the peer killed at `killed` ended the stream with `PeerGone`, within 5 s.
+fn assert_peer_gone_soon(end: &Error, killed: Instant) {
+    assert!(matches!(end, Error::PeerGone(_)), "{end}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        killed.elapsed()
+    );
 }
 
 #[test]
@@ -59,11 +66,7 @@ fn child_entry() {
                 hold();
             }
             "second-producer" => {
-                report(match spsc::Producer::open(name, opts()) {
-                    Err(Error::InUse(m)) => format!("in use: {m}"),
-                    Err(e) => format!("error: {e}"),
-                    Ok(_) => "opened".to_owned(),
-                });
+                report(common::open_outcome(spsc::Producer::open(name, opts())));
             }
             other => panic!("unknown role {other}"),
         }
@@ -109,12 +112,7 @@ fn a_killed_producer_is_peer_gone_after_the_committed_messages() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(end, Error::PeerGone(_)), "{end}");
-    assert!(
-        killed.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        killed.elapsed()
-    );
+    assert_peer_gone_soon(&end, killed);
     // A new producer can take the dead one's place.
     let mut tx = spsc::Producer::open(name.as_str(), opts()).unwrap();
     tx.try_send(b"again").unwrap();
@@ -140,12 +138,7 @@ fn a_killed_consumer_is_peer_gone_and_a_new_consumer_resumes() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(end, Error::PeerGone(_)), "{end}");
-    assert!(
-        killed.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        killed.elapsed()
-    );
+    assert_peer_gone_soon(&end, killed);
     drop(child);
     // The ring holds a contiguous run of the stream ending with the last message sent.
     let mut rx = spsc::Consumer::open(name.as_str(), opts()).unwrap();

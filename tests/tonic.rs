@@ -9,17 +9,19 @@
 #![cfg(feature = "tokio")]
 
 mod common;
+#[macro_use]
+#[path = "common/tonic_conn.rs"]
+mod tonic_conn;
 
-use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use common::{ShmName, report, reports, spawn};
+use common::{ShmName, report, reports, rt, spawn};
 use futures::Stream;
 use shmchan::Options;
-use shmchan::endpoint::{Listener, ShmStream};
+use shmchan::endpoint::Listener;
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
+use tonic_conn::{BoxFuture, Conn};
 use tonic_prost::ProstCodec;
 
 /// `message EchoRequest { string text = 1; uint32 repeat = 2; bytes payload = 3; }`
@@ -47,7 +49,6 @@ struct EchoReply {
 const UNARY: &str = "/shmtest.Echo/Unary";
 const STREAM: &str = "/shmtest.Echo/Stream";
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
 
 /// The service `shmtest.Echo { rpc Unary(EchoRequest) returns (EchoReply); rpc
@@ -96,91 +97,16 @@ impl tonic::server::ServerStreamingService<EchoRequest> for Streaming {
     }
 }
 
-impl<B> tonic::codegen::Service<http::Request<B>> for EchoServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match req.uri().path() {
-            UNARY => Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default());
-                Ok(grpc.unary(Unary, req).await)
-            }),
-            STREAM => Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default());
-                Ok(grpc.server_streaming(Streaming, req).await)
-            }),
-            _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
-        }
-    }
-}
-
-impl tonic::server::NamedService for EchoServer {
-    const NAME: &'static str = "shmtest.Echo";
-}
-
-/// An accepted connection as tonic's server wants it (`Connected` is tonic's trait, so the
-/// test wraps the stream).
-struct Conn(ShmStream);
-
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}
-
-impl tokio::io::AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+grpc_service!(EchoServer, "shmtest.Echo", |req| {
+    UNARY => {
+        let mut grpc = tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default());
+        grpc.unary(Unary, req).await
+    },
+    STREAM => {
+        let mut grpc = tonic::server::Grpc::new(ProstCodec::<EchoReply, EchoRequest>::default());
+        grpc.server_streaming(Streaming, req).await
+    },
+});
 
 /// The client's calls; returns what it checked.
 async fn client(name: String) -> String {

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
-use common::{ShmName, read_report, report, reports, spawn};
+use common::{EndpointNames, ShmName, read_report, report, reports, run, spawn};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use shmchan::channel::{Mpmc, Mpsc, Producer, Spsc};
@@ -49,21 +48,7 @@ enum Response {
 }
 
 fn opts() -> Options {
-    Options::new().slot_size(256).capacity(8)
-}
-
-/// Runs `f` to completion on the runtime `rt` names: "tokio" or "async-io".
-fn run<T>(rt: &str, f: impl Future<Output = T>) -> T {
-    match rt {
-        "tokio" => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f),
-        #[cfg(feature = "async-io")]
-        "async-io" => async_io::block_on(f),
-        other => panic!("unknown runtime {other}"),
-    }
+    common::opts(256, 8, None)
 }
 
 /// The server side of the typed service: answers until the client says Quit or leaves.
@@ -320,15 +305,12 @@ fn mpmc_typed_two_consumer_processes_async_io() {
 }
 
 fn named_endpoint_across_processes(rt: &str) {
-    let name = ShmName::new("typed-ep");
+    let name = EndpointNames::new("typed-ep");
     let ep = TypedEndpoint::<Response, Request>::create(name.as_str(), Side::A, opts()).unwrap();
     let child = spawn("named-client", &[name.as_str(), rt]);
     let served = run(rt, serve(ep));
     assert_eq!(reports(&child.wait_ok()), ["done"]);
     assert_eq!(served, 50);
-    for dir in ["-a2b", "-b2a"] {
-        let _ = shmchan::Segment::unlink(&format!("{}{dir}", name.as_str()));
-    }
 }
 
 #[test]

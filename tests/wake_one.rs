@@ -15,22 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{ShmName, kill9, read_report, report, spawn, spawn_holding};
+use common::{ShmName, kill9, read_report, report, rt, spawn, spawn_holding};
 use futures::SinkExt;
 use shmchan::{Error, Options, WaitStrategy, mpmc};
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(16)
-        .capacity(16)
-        .wait_strategy(WaitStrategy::park_only())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    common::opts(16, 16, None).wait_strategy(WaitStrategy::park_only())
 }
 
 /// Waits (bounded) until `want` consumers of `name` are announced as parked.

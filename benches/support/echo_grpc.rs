@@ -1,15 +1,10 @@
 //! A hand-written tonic service with one unary method (`/bench.Echo/Unary`), messages by
-//! `prost::Message` derive (no `protoc`), and the connection wrapper tonic's server wants for
-//! a `ShmStream`. Used by `benches/protocols.rs` through `#[path]`.
+//! `prost::Message` derive (no `protoc`), and (from `tests/common/tonic_conn.rs`, shared with
+//! `tests/tonic.rs`) the connection wrapper tonic's server wants for a `ShmStream`. Used by
+//! `benches/protocols.rs` through `#[path]`.
 
 #![allow(dead_code)]
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use shmchan::endpoint::ShmStream;
-use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
@@ -24,7 +19,10 @@ pub struct Ping {
     pub payload: Vec<u8>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+#[macro_use]
+#[path = "../../tests/common/tonic_conn.rs"]
+mod tonic_conn;
+pub use tonic_conn::{BoxFuture, Conn};
 
 /// The service: `Unary` answers the request with `seq + 1`.
 #[derive(Clone, Debug)]
@@ -43,80 +41,14 @@ impl tonic::server::UnaryService<Ping> for Unary {
     }
 }
 
-impl<B> tonic::codegen::Service<http::Request<B>> for EchoServer
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() == UNARY {
-            Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(ProstCodec::<Ping, Ping>::default());
-                Ok(grpc.unary(Unary, req).await)
-            })
-        } else {
-            Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) })
-        }
-    }
-}
-
-impl tonic::server::NamedService for EchoServer {
-    const NAME: &'static str = "bench.Echo";
-}
+grpc_service!(EchoServer, "bench.Echo", |req| {
+    UNARY => {
+        let mut grpc = tonic::server::Grpc::new(ProstCodec::<Ping, Ping>::default());
+        grpc.unary(Unary, req).await
+    },
+});
 
 /// The client codec.
 pub fn codec() -> ProstCodec<Ping, Ping> {
     ProstCodec::default()
-}
-
-/// An accepted `ShmStream` as tonic's server wants it (`Connected` is tonic's trait).
-pub struct Conn(pub ShmStream);
-
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}
-
-impl tokio::io::AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
 }

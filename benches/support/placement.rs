@@ -1,14 +1,14 @@
 //! Where a bench's processes run (issue 11): unpinned, both on one CPU, each on its own CPU,
-//! and unpinned beside a CPU-burning process. Shared by `benches/async.rs` and
-//! `benches/endpoint.rs` through `#[path]`.
+//! and unpinned beside a CPU-burning process. Shared by the benches that compare placements
+//! through `#[path]` (beside `harness.rs`).
 //!
 //! The parent pins itself with `sched_setaffinity` before it spawns its peers; a child pins
 //! itself from `BENCH_PIN` as its first step ([`pin_from_env`]). The burner is this same
 //! executable re-run with `BENCH_BURN` set ([`burn_if_asked`]); [`Placement::enter`] spawns it
 //! and the guard it returns kills it.
 //!
-//! `BENCH_PLACEMENTS=unpinned,one-cpu,two-cpus,busy` (the default: all) selects placements,
-//! `BENCH_ROUNDS` overrides the number of alternating rounds.
+//! `BENCH_PLACEMENTS=unpinned,one-cpu,two-cpus,busy` (the default: all) selects placements;
+//! `BENCH_ROUNDS` (`harness::rounds`) overrides the number of alternating rounds.
 
 #![allow(dead_code)]
 
@@ -146,21 +146,12 @@ pub fn burn_if_asked() {
     }
 }
 
-/// Alternating rounds per comparison: `BENCH_ROUNDS`, else `default`.
-pub fn rounds(default: usize) -> usize {
-    std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The median of `v`.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// The `q`-quantile (0..=1) of sorted `v`.
-pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+/// The first step of a bench that compares placements (it includes `harness.rs` as
+/// `mod harness` too): the burner burns and never returns; a child of `exec` pins itself per
+/// `BENCH_PIN` and gets its role and arguments; the parent gets `None`.
+pub fn child_start(exec: crate::harness::SelfExec) -> Option<(String, Vec<String>)> {
+    burn_if_asked();
+    let role = exec.role()?;
+    pin_from_env();
+    Some(role)
 }

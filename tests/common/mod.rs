@@ -161,6 +161,22 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+    /// A generator whose state is `seed` spread by [`mix`] (never zero).
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(mix(seed) | 1)
+    }
+    /// One of `xs`, uniformly.
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// splitmix64: spreads a seed.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Message `i` of stream `stream`: 16 header bytes (stream, index) then `len - 16` bytes that
@@ -299,4 +315,108 @@ fn world_traversable_temp_dir() -> PathBuf {
         std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
     });
     if open { tmp } else { PathBuf::from("/tmp") }
+}
+
+/// The runtime most tests block on: tokio's current-thread runtime with IO and timers.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Channel options: `slot_size` bytes a slot, `capacity` slots, and the liveness interval
+/// when one is given (else shmchan's default).
+pub fn opts(
+    slot_size: usize,
+    capacity: usize,
+    liveness: Option<std::time::Duration>,
+) -> shmchan::Options {
+    let o = shmchan::Options::new()
+        .slot_size(slot_size)
+        .capacity(capacity);
+    match liveness {
+        Some(d) => o.liveness_interval(d),
+        None => o,
+    }
+}
+
+/// `ms` milliseconds, for the liveness interval of [`opts`].
+pub fn ms(ms: u64) -> Option<std::time::Duration> {
+    Some(std::time::Duration::from_millis(ms))
+}
+
+/// Runs `f` to completion on the runtime `runtime` names: "tokio" (as [`rt`]), or async-io's
+/// `block_on` under either of its names, "async-io" or "smol".
+pub fn run<T>(runtime: &str, f: impl Future<Output = T>) -> T {
+    match runtime {
+        "tokio" => rt().block_on(f),
+        #[cfg(feature = "async-io")]
+        "async-io" | "smol" => async_io::block_on(f),
+        other => panic!("unknown runtime {other}"),
+    }
+}
+
+/// What a child that tries to open a handle reports: `in use: <message>` for
+/// `Error::InUse`, `error: <error>` for another error, `opened` when it opened.
+pub fn open_outcome<T>(r: shmchan::Result<T>) -> String {
+    match r {
+        Err(shmchan::Error::InUse(m)) => format!("in use: {m}"),
+        Err(e) => format!("error: {e}"),
+        Ok(_) => "opened".to_owned(),
+    }
+}
+
+/// A child role that holds `handle` idle: reports `ready`, then sleeps until the parent kills
+/// it (60 s at most).
+pub fn ready_then_idle<T>(handle: T) {
+    report("ready");
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    drop(handle);
+}
+
+/// The name of an endpoint made by name and the names of its two rings (`-a2b`, `-b2a`), all
+/// unlinked on drop (also when a test fails).
+#[derive(Debug)]
+pub struct EndpointNames {
+    base: ShmName,
+    _a2b: ShmName,
+    _b2a: ShmName,
+}
+
+impl EndpointNames {
+    pub fn new(tag: &str) -> EndpointNames {
+        let base = ShmName::new(tag);
+        EndpointNames {
+            _a2b: ShmName(format!("{}-a2b", base.as_str())),
+            _b2a: ShmName(format!("{}-b2a", base.as_str())),
+            base,
+        }
+    }
+    /// The endpoint's name.
+    pub fn as_str(&self) -> &str {
+        self.base.as_str()
+    }
+}
+
+/// Appends 8-byte xorshift words, from state `x` (not zero), to `v` until it holds at least
+/// `len` bytes, then cuts it to `len`.
+pub fn fill_xorshift(v: &mut Vec<u8>, mut x: u64, len: usize) {
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+}
+
+/// Whether this process runs as root, which a test that runs a `what` under another uid
+/// needs; if not, says the test is skipped.
+pub fn root_or_skip(what: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        println!("SKIPPED: not root, so the test cannot run a {what} under another uid");
+    }
+    root
 }
