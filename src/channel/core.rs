@@ -105,9 +105,6 @@ pub(super) struct Core {
     /// Consumers: a message claimed by `recv_into` whose buffer was too small, kept claimed
     /// (position, length) so that the next receive of any kind returns it first.
     pub(super) held: Option<(u64, usize)>,
-    /// A `Sink` found the consumer parked during this batch: it publishes every message it
-    /// is fed until the next flush (process-local; see `producer::write_stage_at`).
-    pub(super) through: std::sync::atomic::AtomicBool,
     /// For the rings of an endpoint: the endpoint's name and what the peer is to us
     /// ("server", "client", "side A", "side B"), so that errors name those, not the ring.
     pub(super) owner: Option<(String, &'static str)>,
@@ -334,7 +331,6 @@ impl Core {
             keepalive: None,
             large: Default::default(),
             held: None,
-            through: std::sync::atomic::AtomicBool::new(false),
             owner: None,
             dead_peer: None,
         };

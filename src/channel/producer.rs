@@ -342,24 +342,13 @@ pub(super) fn write_stage_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, b
     ring.len(ring.index(pos))
         .store(bytes.len() as u32, Ordering::Relaxed);
     // A parked consumer is woken at once (it gains nothing from a batch it sleeps through),
-    // and the rest of this batch is published as it is fed: the consumer, woken, works
-    // through it (staged again, the batch would make it wait, and park, once more: beside a
-    // CPU burner, feed + flush then ran at 0.2-0.4 M msg/s against 3 M for `send`). Not on
-    // MPMC: there each wake would reach another parked worker, one per message (the herd);
-    // a flushed batch rings one, and the chain spreads it (`mpmc::Tx::stage`).
-    // Relaxed: a process-local flag of this handle.
-    let through = core.through.load(Ordering::Relaxed);
-    if algo.stage(ring, pos, core.intent()) {
-        core.wake_peers();
-        return;
-    }
-    let parked = !through && core.kind != Kind::MPMC && core.peer_parked_hint();
-    if (through || parked || algo.staged() >= (ring.cap / 4).clamp(1, STAGE_BATCH))
-        && algo.flush(ring)
+    // except on MPMC: there each wake would reach another parked worker, one per message (the
+    // herd); a flushed batch rings one, and the chain spreads it (`mpmc::Tx::stage`).
+    if algo.stage(ring, pos, core.intent())
+        || ((algo.staged() >= (ring.cap / 4).clamp(1, STAGE_BATCH)
+            || (core.kind != Kind::MPMC && core.peer_parked_hint()))
+            && algo.flush(ring))
     {
-        if parked {
-            core.through.store(true, Ordering::Relaxed);
-        }
         core.wake_peers();
     }
 }
@@ -367,8 +356,6 @@ pub(super) fn write_stage_at<T: SendSide>(core: &Core, algo: &mut T, pos: u64, b
 /// Publishes what the `Sink` staged, and wakes sleepers if there was any.
 #[inline]
 pub(super) fn flush_staged<T: SendSide>(core: &Core, algo: &mut T) {
-    // Relaxed: a process-local flag; the next batch stages again.
-    core.through.store(false, Ordering::Relaxed);
     if algo.flush(&core.ring) {
         core.wake_peers();
     }
