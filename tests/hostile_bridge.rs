@@ -65,7 +65,8 @@ fn import_role(args: &[String]) {
     let (name, key) = (&args[0], &args[1]);
     let session = open_session(&args[2], "");
     let mut inbox = mpsc::Consumer::create(name, opts()).unwrap();
-    let importer = bridge::import(&session, key, mpsc::Producer::open(name, opts()).unwrap()).unwrap();
+    let importer =
+        bridge::import(&session, key, mpsc::Producer::open(name, opts()).unwrap()).unwrap();
     common::report("ready");
     loop {
         match inbox.recv_timeout(Duration::from_secs(20)) {
@@ -78,7 +79,10 @@ fn import_role(args: &[String]) {
     }
     let stats = importer.stats();
     let ended = importer.join();
-    common::report(format!("import {ended:?} {} {}", stats.forwarded, stats.dropped));
+    common::report(format!(
+        "import {ended:?} {} {}",
+        stats.forwarded, stats.dropped
+    ));
 }
 
 /// A remote sample longer than the local channel's slots cannot be delivered; the importer
@@ -100,7 +104,10 @@ fn oversized_remote_sample_does_not_end_the_importer() {
     sink.finish().unwrap(); // a clean end: the importer closes the local channel
 
     let got = common::read_report(&mut child);
-    assert_eq!(got, "got after", "the importer stopped at the oversized sample");
+    assert_eq!(
+        got, "got after",
+        "the importer stopped at the oversized sample"
+    );
     assert_eq!(common::read_report(&mut child), "end true");
     let out = child.wait_ok();
     let last = common::reports(&out).pop().unwrap();
@@ -133,7 +140,10 @@ fn service_role(args: &[String]) {
     let stats = server.stats();
     let ended = server.stop();
     local.join().unwrap(); // the endpoint dropped: its rings unlinked
-    common::report(format!("served {ended:?} {} {}", stats.forwarded, stats.dropped));
+    common::report(format!(
+        "served {ended:?} {} {}",
+        stats.forwarded, stats.dropped
+    ));
 }
 
 /// A remote request longer than the endpoint's slots gets an error reply naming the endpoint,
@@ -153,7 +163,10 @@ fn oversized_remote_request_does_not_end_the_server() {
         .unwrap();
     match requester.request_blocking(&vec![b'x'; 4 * SLOT]) {
         Err(Error::PeerGone(m)) => {
-            assert!(m.contains(name.as_str()), "the error names the endpoint: {m}");
+            assert!(
+                m.contains(name.as_str()),
+                "the error names the endpoint: {m}"
+            );
             assert!(m.contains("bytes"), "the error says why: {m}");
         }
         other => panic!("an oversized request: {other:?}"),
@@ -164,8 +177,10 @@ fn oversized_remote_request_does_not_end_the_server() {
     drop(child.0.as_mut().unwrap().stdin.take());
     let out = child.wait_ok();
     let last = common::reports(&out).pop().unwrap();
-    assert_eq!(last, format!("served {:?} 1 1", Ok::<_, Error>(Ended::Stopped)));
+    assert_eq!(
+        last,
+        format!("served {:?} 1 1", Ok::<_, Error>(Ended::Stopped))
+    );
     session.close().wait().unwrap();
     assert!(!name.exists(), "a segment was left in /dev/shm");
 }
-

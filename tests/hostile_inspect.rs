@@ -23,7 +23,11 @@ fn a_chunk_shift_past_u32_is_not_truncated_into_a_chunk_size() {
 
     let seg = Segment::open(name.as_str(), Mode::ReadWrite).unwrap();
     let word = seg.atomic_u64(HEAP_CHUNK_SHIFT).unwrap();
-    assert_eq!(word.load(Ordering::Relaxed), shift, "the offset is the chunk shift's");
+    assert_eq!(
+        word.load(Ordering::Relaxed),
+        shift,
+        "the offset is the chunk shift's"
+    );
     // A hostile peer's shift: the honest one plus 2^32, which an `as u32` turns back into it.
     word.store((1 << 32) | shift, Ordering::Relaxed);
     let info = inspect::inspect(name.as_str()).unwrap();
