@@ -224,7 +224,7 @@ pub struct RingInfo {
 pub struct HeapInfo {
     /// The heap's own format version.
     pub format: u64,
-    /// Bytes per chunk.
+    /// Bytes per chunk (0 if the header's chunk shift is out of range).
     pub chunk_size: u64,
     /// Number of chunks.
     pub chunks: u64,
@@ -428,7 +428,11 @@ impl Probe {
             let g = layout.geometry();
             info.heap = Some(HeapInfo {
                 format: g[0],
-                chunk_size: 1u64.checked_shl(g[1] as u32).unwrap_or(0),
+                // A peer wrote the shift: out of range is 0, never truncated into a size.
+                chunk_size: u32::try_from(g[1])
+                    .ok()
+                    .and_then(|shift| 1u64.checked_shl(shift))
+                    .unwrap_or(0),
                 chunks: g[2],
             });
         }

@@ -201,7 +201,9 @@ pub struct Stats {
     /// (importer).
     pub forwarded: u64,
     /// Messages taken from one side that never reached the other: Zenoh refused the `put`
-    /// (exporter), or the local channel closed while samples were still queued (importer).
+    /// (exporter), or the local channel closed while samples were still queued, or a sample
+    /// was longer than the local channel's slots (importer), or a request longer than the
+    /// endpoint's slots, or one the local service stopped answering ([`serve`]).
     pub dropped: u64,
 }
 
@@ -424,6 +426,8 @@ fn export_loop<F: Flavour>(
 /// exporter's clean end) ends it with [`Ended::RemoteClosed`]; the last exporter's token going
 /// away without one ends it with [`Ended::RemoteLost`] once the samples that arrived before are
 /// delivered. Either way it drops the producer, so the local consumer drains and gets `Closed`.
+/// A sample longer than the local channel's slots is dropped and counted ([`Stats::dropped`]);
+/// the importer goes on.
 pub fn import<F: Flavour>(
     session: &zenoh::Session,
     key: &str,
@@ -502,6 +506,13 @@ fn import_loop<F: Flavour>(
             return Ok(Ended::RemoteClosed);
         }
         let bytes = sample.payload().to_bytes();
+        if bytes.len() > producer.slot_size() {
+            // The remote publisher sizes its samples, not the local channel: one that cannot
+            // fit a slot is dropped (and counted); ending here would let any remote close the
+            // local channel with one sample.
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let mut msg: &[u8] = &bytes;
         loop {
             match producer.send_timeout(msg, TICK) {

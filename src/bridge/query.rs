@@ -194,6 +194,11 @@ impl Request {
         }
     }
 
+    /// Length of the request's payload, without a copy.
+    fn payload_len(&self) -> usize {
+        self.query.payload().map_or(0, |p| p.len())
+    }
+
     /// Sends the reply.
     pub fn reply(self, reply: &[u8]) -> Result<()> {
         self.query
@@ -228,7 +233,8 @@ impl Server {
 /// `endpoint` is the client side of a local service's endpoint (the service created it and
 /// answers each message with one reply). When the service closes, the server stops
 /// ([`Ended::LocalClosed`]); when it dies ([`Ended::LocalGone`]) the request in hand gets an
-/// error reply. Stats count replies forwarded and requests dropped.
+/// error reply. Stats count replies forwarded and requests dropped. A request longer than the
+/// endpoint's slots gets an error reply that says so, and the server goes on.
 pub fn serve(session: &zenoh::Session, key: &str, endpoint: Endpoint) -> Result<Server> {
     let responder = Responder::new(session, key)?;
     let what = format!("serve {key}");
@@ -246,6 +252,19 @@ fn serve_loop(responder: Responder, mut endpoint: Endpoint, s: &Shared) -> Resul
         let Some(request) = responder.recv_timeout(TICK)? else {
             continue;
         };
+        // The remote sizes its requests, not the endpoint: one that cannot fit a slot gets an
+        // error reply and is counted; ending here would let any remote stop the service.
+        let len = request.payload_len();
+        if len > endpoint.slot_size() {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            let _ = request.reply_err(&format!(
+                "a request of {len} bytes is longer than the {} bytes of a slot of endpoint \
+                 '{}'",
+                endpoint.slot_size(),
+                endpoint.label()
+            ));
+            continue;
+        }
         let payload = request.payload();
         let mut msg: &[u8] = &payload;
         let failed = loop {

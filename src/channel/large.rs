@@ -46,7 +46,7 @@ use std::task::{Context, Poll};
 use futures_sink::Sink;
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::{Consumer, Flavour, Message, Producer};
+use super::{Consumer, Flavour, Message, Producer, WriteSlot};
 use crate::error::{Error, Result};
 use crate::heap::{AllocFuture, Handle, Heap, ShmBuf};
 
@@ -72,6 +72,14 @@ fn frame_header(tag: u32, len: usize) -> [u8; LARGE_HEADER] {
     h[..4].copy_from_slice(&tag.to_le_bytes());
     h[4..].copy_from_slice(&(len as u32).to_le_bytes());
     h
+}
+
+/// Writes the inline frame of `data` straight into `slot` and publishes it: no buffer in
+/// between, no allocation per message.
+fn commit_inline<F: Flavour>(mut slot: WriteSlot<'_, F>, data: &[u8]) -> Result<()> {
+    slot.write(0, &frame_header(FRAME_INLINE, data.len()))?;
+    slot.write(LARGE_HEADER, data)?;
+    slot.commit(LARGE_HEADER + data.len())
 }
 
 fn inline_frame(data: &[u8]) -> Vec<u8> {
@@ -243,8 +251,7 @@ impl<F: Flavour> Producer<F> {
     pub async fn send_large(&mut self, data: &[u8]) -> Result<()> {
         if data.len() <= self.inline_max() {
             check_slot(self.slot_size(), self.name())?;
-            self.send(inline_frame(data)).await?;
-            return Ok(());
+            return commit_inline(self.reserve().await?, data);
         }
         let mut buf = self.alloc_large(data.len()).await?;
         buf.write_at(0, data)?;
@@ -278,8 +285,7 @@ impl<F: Flavour> Producer<F> {
     pub fn send_large_blocking(&mut self, data: &[u8]) -> Result<()> {
         if data.len() <= self.inline_max() {
             check_slot(self.slot_size(), self.name())?;
-            self.send_blocking(inline_frame(data))?;
-            return Ok(());
+            return commit_inline(self.reserve_blocking()?, data);
         }
         let heap = self.large_heap()?;
         self.reclaim_if_gone()?;

@@ -243,6 +243,12 @@ impl Endpoint {
     pub fn into_stream(self) -> ShmStream {
         ShmStream::new(self)
     }
+
+    /// The user's endpoint name (`/svc`), as errors give it.
+    #[cfg_attr(not(feature = "zenoh"), allow(dead_code))]
+    pub(crate) fn label(&self) -> String {
+        endpoint_label(self.tx.name())
+    }
 }
 
 impl ShmReadHalf {
