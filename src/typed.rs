@@ -35,6 +35,11 @@
 //! - A message that does not decode as `T` (garbage from a raw-bytes or hostile producer, or
 //!   another type) is [`Error::Corrupt`] naming the channel; never a panic. A message with
 //!   bytes left over after the value is corrupt too.
+//! - A *recursive* `T` (a tree as an enum that holds `Box<Self>`) is decoded recursively, and
+//!   postcard sets no depth limit: a hostile producer can send a value nested deep enough to
+//!   overflow the consumer's stack (a slot bounds the depth at about its size in bytes). Use
+//!   flat types on a channel a peer you do not trust writes, or bound the depth yourself
+//!   (decode from [`Consumer::recv`](crate::channel::Consumer::recv)'s bytes with a limit).
 //!
 //! The wire format is postcard's: both sides must use the same `T` (or a type with the same
 //! serde shape). shmchan records no type in the segment.

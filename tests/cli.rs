@@ -398,3 +398,22 @@ fn a_header_never_published_by_a_dead_creator_is_stale_and_collected() {
     assert!(!half.exists());
     drop(seg);
 }
+
+/// A segment name is anyone's to choose in /dev/shm: one holding a terminal escape sequence
+/// is listed with its control characters escaped, never written to the terminal as they are.
+#[test]
+fn names_with_control_characters_are_printed_escaped() {
+    let pre = prefix("esc");
+    let name = format!("{pre}\u{1b}[2J");
+    let _guard = ShmName(name.clone());
+    let _tx = shmchan::spsc::Producer::create(&name, shmchan::Options::new()).unwrap();
+    let out = ok(&["list", "--prefix", &pre]);
+    assert!(
+        !out.contains('\u{1b}'),
+        "a raw escape reached the terminal: {out:?}"
+    );
+    assert!(
+        out.contains("\\u{1b}[2J"),
+        "the name is shown, escaped: {out:?}"
+    );
+}

@@ -142,7 +142,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("shmchan: {}", f.message);
+            eprintln!("shmchan: {}", shown(&f.message));
             ExitCode::from(f.code)
         }
     }
@@ -180,7 +180,7 @@ fn list(prefix: &str, json: bool) -> Result<(), Failure> {
         .iter()
         .map(|s| {
             [
-                s.name.clone(),
+                shown(&s.name),
                 s.kind_name().to_owned(),
                 geometry_text(s),
                 s.ring
@@ -292,6 +292,23 @@ fn summary_json(s: &SegmentInfo) -> Value {
     })
 }
 
+/// `text` with its control characters escaped (`\u{1b}`): segment names come from
+/// `/dev/shm`, where any user can make one that holds a terminal's escape sequences.
+fn shown(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 // ---- inspect ----
 
 fn inspect_one(name: &str, json: bool) -> Result<(), Failure> {
@@ -301,7 +318,7 @@ fn inspect_one(name: &str, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     let h = &s.header;
-    println!("segment      {}", s.name);
+    println!("segment      {}", shown(&s.name));
     println!("kind         {} ({})", s.kind_name(), h.kind.0);
     println!("status       {}", status_text(&s));
     println!(
@@ -493,7 +510,7 @@ fn gc(prefix: &str, dry_run: bool, json: bool) -> Result<(), Failure> {
         match inspect::reclaim(&s.name, dry_run) {
             Ok(r) => results.push((s.name.clone(), r)),
             Err(e) => {
-                eprintln!("shmchan: gc {}: {e}", s.name);
+                eprintln!("shmchan: gc {}: {}", shown(&s.name), shown(&e.to_string()));
                 failed = Some(Failure::from(e));
             }
         }
@@ -532,7 +549,7 @@ fn gc(prefix: &str, dry_run: bool, json: bool) -> Result<(), Failure> {
                 ),
                 _ => String::new(),
             };
-            println!("{}: {name}{why}", action(r));
+            println!("{}: {}", action(r), shown(&format!("{name}{why}")));
         }
     }
     failed.map_or(Ok(()), Err)
