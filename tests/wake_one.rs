@@ -119,13 +119,7 @@ fn a_rung_waiter_dropped_before_it_takes_the_item_passes_the_wake_on() {
         let mut fb = pin!(rx_b.recv());
         {
             let mut fa = pin!(rx_a.recv());
-            // Both park (park_only: the first poll announces and returns Pending).
-            poll_fn(|cx| {
-                assert!(fa.as_mut().poll(cx).is_pending());
-                assert!(fb.as_mut().poll(cx).is_pending());
-                Poll::Ready(())
-            })
-            .await;
+            park_both(fa.as_mut(), fb.as_mut()).await;
             until_parked(name.as_str(), 2);
             tx.try_send(b"job").unwrap();
             assert_eq!(tx.doorbells_rung(), 1);
@@ -157,12 +151,7 @@ fn a_fed_batch_rings_one_waiter_and_the_chain_reaches_the_next() {
     rt().block_on(async {
         let mut fa = pin!(rx_a.recv());
         let mut fb = pin!(rx_b.recv());
-        poll_fn(|cx| {
-            assert!(fa.as_mut().poll(cx).is_pending());
-            assert!(fb.as_mut().poll(cx).is_pending());
-            Poll::Ready(())
-        })
-        .await;
+        park_both(fa.as_mut(), fb.as_mut()).await;
         until_parked(name.as_str(), 2);
         tx.feed(&b"one"[..]).await.unwrap();
         tx.feed(&b"two"[..]).await.unwrap();
@@ -255,4 +244,18 @@ fn flag_waker() -> (Waker, Arc<AtomicBool>) {
     }
     let flag = Arc::new(AtomicBool::new(false));
     (Waker::from(Arc::new(Flag(flag.clone()))), flag)
+}
+
+/// Polls both futures once from this task: with `park_only`, each announces and parks
+/// (returns `Pending`).
+async fn park_both<A: Future, B: Future>(
+    mut a: std::pin::Pin<&mut A>,
+    mut b: std::pin::Pin<&mut B>,
+) {
+    poll_fn(|cx| {
+        assert!(a.as_mut().poll(cx).is_pending());
+        assert!(b.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
 }
