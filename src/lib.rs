@@ -230,7 +230,7 @@ pub use error::{Error, ErrorBox, Result, SendTimeoutError, TryRecvError, TrySend
 pub use heap::{Handle, Heap, HeapOptions, ShmBuf, TrustedBuf};
 pub use ring::{MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use segment::{Mode, Segment, SegmentOptions};
-pub use wait::WaitStrategy;
+pub use wait::{WaitStats, WaitStrategy};
 
 /// The instant `timeout` from now, saturated (a caller's `Duration::MAX` means "no deadline
 /// we could ever reach", not an overflow panic).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Rng, ShmName, check_message, message, report, reports, rt};
 use futures::StreamExt;
-use shmchan::{Options, spsc};
+use shmchan::{Options, WaitStats, WaitStrategy, spsc};
 
 const MAX: usize = 32;
 
@@ -143,4 +143,71 @@ fn a_waiting_channel_task_delays_other_tasks_little() {
     assert!(p99 < Duration::from_millis(25), "gap p99 {p99:?}");
     // The producer idles ~0.5 ms per burst: the neighbour must have run throughout.
     assert!(gaps.len() as u64 >= N / 16, "{} turns", gaps.len());
+}
+
+/// A consumer whose message comes from another future of the same task (a coordinator's
+/// feeding half beside its collecting half, in one `join!`), waiting under `strategy`:
+/// what its wait did, and how long the whole exchange took.
+fn wait_beside_the_sender(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    strategy: WaitStrategy,
+) -> (WaitStats, Duration) {
+    let name = ShmName::new(what);
+    let o = opts(8).wait_strategy(strategy);
+    let mut rx = spsc::Consumer::create(name.as_str(), o.clone()).unwrap();
+    let mut tx = spsc::Producer::open(name.as_str(), o).unwrap();
+    rt.block_on(async move {
+        let t = Instant::now();
+        // The receiver is polled first and finds nothing: only the sender beside it can
+        // change that, and only if the wait lets it run.
+        let (got, sent) = tokio::join!(rx.recv(), tx.send(message(0, 0, MAX)));
+        sent.unwrap();
+        assert_eq!(check_message(&got.unwrap(), MAX), (0, 0));
+        (rx.wait_stats(), t.elapsed())
+    })
+}
+
+fn multi_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_spinning_wait_lets_the_futures_beside_it_run() {
+    // A spin budget of 2 s: a wait that spins inside `poll` for its whole budget holds back
+    // the sender beside it for 2 s and then parks; one that spins a round at a time lets it
+    // run at once and finds the message while still spinning.
+    let strategy = WaitStrategy::new()
+        .spin_for(Duration::from_secs(2))
+        .yield_until(Duration::from_secs(2));
+    let (stats, took) = wait_beside_the_sender(&rt(), "coop-spin-beside", strategy);
+    assert_eq!(stats.waits, 1, "{stats:?}");
+    assert_eq!(stats.parks, 0, "the wait parked: {stats:?}, {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn a_wait_runs_the_futures_beside_it_before_it_yields_to_the_os() {
+    // No spinning: the wait goes straight to its yield phase, which must give the executor
+    // (the sender beside it) a turn before it hands the CPU to another process, which on a
+    // shared CPU runs for a while.
+    let strategy = WaitStrategy::new()
+        .spin_for(Duration::ZERO)
+        .yield_until(Duration::from_secs(2));
+    for (flavour, rt) in [
+        ("current_thread", rt()),
+        ("multi_thread", multi_thread_rt()),
+    ] {
+        let (stats, took) = wait_beside_the_sender(&rt, "coop-yield-beside", strategy);
+        assert_eq!(stats.waits, 1, "{flavour}: {stats:?}");
+        assert_eq!(
+            stats.os_yields, 0,
+            "{flavour}: sched_yield before the sender beside ran: {stats:?}, {took:?}"
+        );
+        assert_eq!(stats.parks, 0, "{flavour}: {stats:?}");
+    }
 }

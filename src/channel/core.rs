@@ -136,6 +136,24 @@ pub(super) fn records(kind: Kind, max: u32, side: Side) -> std::ops::Range<u32> 
 }
 
 impl Core {
+    /// Publishes `cpu` (`this_cpu()`, 0: unknown) as where this handle runs, for a peer's
+    /// wait policy (`meet_peer`). Waits publish it as they begin; a producer that never
+    /// waits (its consumer keeps up) also publishes it every few dozen sends
+    /// (`producer::raw_claim`), so that its consumer never judges by a stale word.
+    #[inline]
+    pub(super) fn publish_cpu(&mut self, cpu: u64) {
+        // Only a handle alone on its side is anyone's single peer (SPSC, an MPSC consumer).
+        if cpu == 0 || self.records(self.side).len() != 1 {
+            return;
+        }
+        let Some(reg) = self.reg.as_ref() else { return };
+        // Relaxed (both): a hint for the wait policy; nothing else is ordered by it.
+        if let Ok(w) = self.layout.aux_word(reg.index(), AUX_CPU) {
+            if w.load(Ordering::Relaxed) != cpu {
+                w.store(cpu, Ordering::Relaxed);
+            }
+        }
+    }
     /// Bytes a segment needs for a channel of `kind` with `opts`.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(super) fn segment_len(kind: Kind, opts: &Options) -> Result<usize> {
@@ -591,16 +609,12 @@ impl Park for Core {
         &mut self.learned
     }
     fn meet_peer(&mut self, cpu: u64) -> PeerCpu {
+        self.publish_cpu(cpu);
         let peers = self.records(self.side.other());
         if cpu == 0 || peers.len() != 1 {
             return PeerCpu::Unknown;
         }
-        // Relaxed (both): a hint for the wait policy; nothing else is ordered by it.
-        if let Ok(w) = self.layout.aux_word(self.reg().index(), AUX_CPU) {
-            if w.load(Ordering::Relaxed) != cpu {
-                w.store(cpu, Ordering::Relaxed);
-            }
-        }
+        // Relaxed: a hint for the wait policy; nothing else is ordered by it.
         match self.layout.aux_word(peers.start, AUX_CPU) {
             Ok(w) => match w.load(Ordering::Relaxed) {
                 0 => PeerCpu::Unknown,

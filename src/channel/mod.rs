@@ -105,6 +105,12 @@ macro_rules! common_methods {
         pub fn doorbells_rung(&self) -> u64 {
             self.core.bells.rung()
         }
+        /// What this handle's waits did so far ([`WaitStats`](crate::WaitStats)): how
+        /// many operations waited, how often they handed the CPU to the OS, how many
+        /// parked.
+        pub fn wait_stats(&self) -> crate::WaitStats {
+            self.core.learned.stats()
+        }
         /// Largest message in bytes.
         pub fn slot_size(&self) -> usize {
             self.core.ring.slot_size

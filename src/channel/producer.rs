@@ -411,6 +411,7 @@ fn raw_claim<T: SendSide>(core: &mut Core, tx: &mut T) -> Result<Option<u64>> {
     // the clock once every 64 sends or full attempts).
     if core.clock_due() {
         core.check_peers(false)?;
+        core.publish_cpu(crate::wait::this_cpu());
     }
     if let Some(e) = core.closed_error() {
         return Err(e);

@@ -167,6 +167,17 @@ impl Endpoint {
         Ok(Endpoint { tx, rx, side })
     }
 
+    /// What this endpoint's waits did so far, both ways together: sends that waited for
+    /// room and receives that waited for a message ([`WaitStats`](crate::WaitStats)).
+    pub fn wait_stats(&self) -> crate::WaitStats {
+        let (a, b) = (self.tx.wait_stats(), self.rx.wait_stats());
+        crate::WaitStats {
+            waits: a.waits + b.waits,
+            os_yields: a.os_yields + b.os_yields,
+            parks: a.parks + b.parks,
+        }
+    }
+
     /// This endpoint's side.
     pub fn side(&self) -> Side {
         self.side

@@ -9,11 +9,22 @@
 //! 1. **Spin** (re-check with a CPU pause hint) for the handle's *learned* spin budget, at most
 //!    the strategy's. The clock is not read for the first `SPIN_ROUND` (32) checks, and then once
 //!    per round: a wait that ends within a round (the common case on a busy stream) reads no
-//!    clock at all. Async waits spin inline, inside `poll`.
+//!    clock at all. Async waits spin one round inside `poll`, then one round per poll,
+//!    waking themselves in between: the runtime's other tasks, and the other futures of the
+//!    same `join!` or `select!`, run between rounds, since one of them may be what the peer
+//!    waits for. (Spinning the whole budget inside one `poll` held back a coordinator's
+//!    feeding half while its collecting half waited for results of jobs not yet fed:
+//!    `cargo bench --bench worker_pool` ran 1 worker at 4-5 M jobs/s that way, 9-12 M
+//!    with the rounds; `a_spinning_wait_lets_the_futures_beside_it_run` in tests/coop.rs.)
+//!    Under tokio's multi_thread runtime a task that wakes itself is rescheduled as a yield,
+//!    which unparks an idle worker thread, so there the spin stays inside `poll`.
 //! 2. **Yield to the OS** (`sched_yield`) between checks until the yield budget is spent. This
-//!    is what lets a peer that shares our CPU run. Async waits make one `sched_yield` per poll,
-//!    then yield to the executor as `tokio::task::yield_now` does (the wake is deferred until
-//!    the runtime has polled its driver, so timers and I/O of other tasks keep running).
+//!    is what lets a peer that shares our CPU run. An async wait first lets the executor run
+//!    its other tasks once (the CPU goes to another process only when nothing of ours is
+//!    ready: `a_wait_runs_the_futures_beside_it_before_it_yields_to_the_os`; the worker pool
+//!    on one CPU went from 5 to 8 M jobs/s), then makes one `sched_yield` per poll and yields
+//!    to the executor as `tokio::task::yield_now` does (the wake is deferred until the
+//!    runtime has polled its driver, so timers and I/O of other tasks keep running).
 //!    Yielding only to the executor, as this crate did before, starves a peer on the same CPU:
 //!    every hop then cost the whole spin + yield budget (RTT p50 ~225 µs with both processes
 //!    on one CPU, measured by `BENCH_PLACEMENTS=one-cpu cargo bench --bench async`).
@@ -21,9 +32,15 @@
 //!
 //! Where the peer is decides first: each wait begins by publishing the CPU it runs on in its
 //! participant record (`AUX_CPU`; read with `rdtscp`, no system call) and reading its single
-//! peer's (SPSC rings, endpoints). A peer that last waited on our CPU cannot run while we
-//! spin, so the wait goes straight to `sched_yield`; one on another CPU gets the strategy's
-//! whole spin budget. Without that word (several peers, none published yet), what the wait
+//! peer's (SPSC rings, endpoints, an MPSC consumer's producers). A peer that last ran on
+//! our CPU cannot run while we spin, so the wait goes straight to `sched_yield`; one on
+//! another CPU gets the strategy's whole spin budget and then parks without a `sched_yield`,
+//! which could only hand our CPU to a stranger: beside a CPU-burning process, for the rest of
+//! its time slice (milliseconds), while the peer fills the ring and waits for us in turn
+//! (`a_wait_for_a_peer_on_another_cpu_never_yields_its_cpu` in tests/wait_policy.rs; before,
+//! 17-75 `sched_yield`s per 2 ms wait). A producer whose consumer keeps up never waits, so it
+//! also publishes its CPU every 64 sends (`producer::raw_claim`), or its consumer would judge
+//! by a stale word. Without that word (several peers, none published yet), what the wait
 //! needed teaches the next one (`Learned`): a wait that found its data while
 //! spinning keeps (or doubles back towards) the full spin budget; a wait whose `sched_yield`
 //! gave the CPU away (it took longer than `SWITCHED` (4 µs), so another task ran on our CPU) and
@@ -164,6 +181,37 @@ pub(crate) struct Learned {
     switched: bool,
     /// Whether the current wait has parked (the budget is halved once per wait).
     has_parked: bool,
+    /// What the waits did so far.
+    stats: WaitStats,
+}
+
+/// What a handle's waits did so far: how often an operation found nothing ready and waited,
+/// how often those waits handed the CPU to the OS, and how many of them parked. For tuning a
+/// [`WaitStrategy`] and checking the policy of the [module docs](self): on a busy stream
+/// most waits end spinning; a wait that parks costs its peer a wake-up system call.
+///
+/// ```
+/// use shmchan::{Options, spsc};
+///
+/// # fn main() -> shmchan::Result<()> {
+/// # let name = format!("/shmchan-doc-wait-stats-{}", std::process::id());
+/// let mut tx = spsc::Producer::create(&name, Options::new())?;
+/// let mut rx = spsc::Consumer::open(&name, Options::new())?;
+/// tx.send_blocking(b"ready")?;
+/// rx.recv_blocking()?; // ready at once: no wait
+/// assert_eq!(rx.wait_stats().waits, 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitStats {
+    /// Operations that found nothing ready (an empty ring, a full one) and waited.
+    pub waits: u64,
+    /// `sched_yield` calls made while waiting.
+    pub os_yields: u64,
+    /// Waits that parked (announced themselves and slept until woken).
+    pub parks: u64,
 }
 
 impl Default for Learned {
@@ -172,6 +220,7 @@ impl Default for Learned {
             spin_ns: u32::MAX,
             switched: false,
             has_parked: false,
+            stats: WaitStats::default(),
         }
     }
 }
@@ -180,7 +229,8 @@ impl Default for Learned {
 impl Learned {
     /// The spin budget of the next wait under `s`, given where the peer last waited: none
     /// when on our CPU, the strategy's whole budget when on another, else the learned one.
-    pub(crate) fn spin(&self, s: &WaitStrategy, peer: PeerCpu) -> Duration {
+    pub(crate) fn spin(&mut self, s: &WaitStrategy, peer: PeerCpu) -> Duration {
+        self.stats.waits += 1;
         match peer {
             PeerCpu::Same => Duration::ZERO,
             PeerCpu::Other => s.spin,
@@ -209,6 +259,7 @@ impl Learned {
     /// Hands the CPU to the OS once (`sched_yield`) and notes whether that let another task
     /// run; returns whether it did.
     pub(crate) fn os_yield(&mut self) -> bool {
+        self.stats.os_yields += 1;
         let t = std::time::Instant::now();
         std::thread::yield_now();
         let switched = t.elapsed() > SWITCHED;
@@ -235,6 +286,11 @@ impl Learned {
         }
     }
 
+    /// What the waits did so far.
+    pub(crate) fn stats(&self) -> WaitStats {
+        self.stats
+    }
+
     /// Whether the current wait parked already (it yields no more).
     pub(crate) fn gave_up_yielding(&self) -> bool {
         self.has_parked
@@ -243,6 +299,7 @@ impl Learned {
     /// A wait is about to park (counted once per wait).
     pub(crate) fn parked(&mut self, s: &WaitStrategy) {
         if !std::mem::replace(&mut self.has_parked, true) {
+            self.stats.parks += 1;
             let d = self.learned_spin(s);
             self.set(s, d / 2);
         }

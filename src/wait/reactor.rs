@@ -2,10 +2,14 @@
 //! park on a doorbell registered in the runtime's reactor, with the peers' pidfds registered
 //! beside it so that a death wakes the task at once.
 //!
-//! A pending operation first spins inside `poll` for its learned spin budget (at most the
-//! [`WaitStrategy`]'s), then, until the yield budget is spent, hands the CPU to the OS once
-//! per poll (`sched_yield`: a peer sharing our CPU runs) and yields to the executor (a
-//! deferred wake, as `tokio::task::yield_now`); then it *parks*: it publishes its
+//! A pending operation first spins for its learned spin budget (at most the
+//! [`WaitStrategy`]'s): inside `poll` for one round of checks, then a round per poll, waking
+//! itself in between so that the runtime's other tasks and the other futures of a `join!`
+//! run (under tokio's multi_thread runtime, where a self-wake costs a futex wake of another
+//! worker, the spin stays inside `poll`). Then, until the yield budget is spent, it lets the
+//! executor run once, and from then on hands the CPU to the OS once per poll (`sched_yield`:
+//! a peer sharing our CPU runs) and yields to the executor (a deferred wake, as
+//! `tokio::task::yield_now`); then it *parks*: it publishes its
 //! doorbell token in its participant record, announces itself (`protocol.rs`), re-checks, and
 //! returns `Pending` with the doorbell and the other participants' pidfds registered in the
 //! reactor. A peer that publishes rings the doorbell (one `sendto`, only because we
@@ -20,6 +24,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use super::SPIN_ROUND;
+
+/// Spin rounds (of `SPIN_ROUND` checks each, ~1-2 µs) an async wait spends inside one `poll`
+/// before it lets the executor run something else.
+const INLINE_SPIN_ROUNDS: u32 = 1;
 use super::blocking::Park;
 use super::protocol::{PARK_DOORBELL, PARK_DOORBELL_EVENT};
 use crate::error::{Error, Result};
@@ -53,6 +61,12 @@ pub(crate) struct AsyncState {
     parked: bool,
     /// The spin budget of the current wait (chosen when it began).
     spin: std::time::Duration,
+    /// Whether the current wait let the executor run its other tasks before its first
+    /// `sched_yield`.
+    turned: bool,
+    /// Whether the current wait's single peer last ran on another CPU: then a
+    /// `sched_yield` could only hand our CPU to a stranger, so the wait parks after its spin.
+    peer_elsewhere: bool,
 }
 
 /// What a handle adds to [`Park`] for async waits.
@@ -189,6 +203,19 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
     Ok(())
 }
 
+/// Whether a task that wakes itself inside `poll` is simply queued again behind the runtime's
+/// other tasks, with no system call: so under tokio's current_thread runtime, and async-io's
+/// executors. Under tokio's multi_thread runtime a task woken while it runs is rescheduled as
+/// a yield, which unparks an idle worker thread (a futex wake) that then steals it: there the
+/// spin stays inline and the executor's turn is a deferred wake (`yield_now`).
+fn cheap_self_wake() -> bool {
+    #[cfg(feature = "tokio")]
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        return h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+    }
+    true
+}
+
 /// Yields to the executor the way `tokio::task::yield_now` does: under tokio the wake is
 /// deferred until the runtime has polled its driver (timers and I/O of other tasks run first);
 /// elsewhere the task wakes itself.
@@ -277,6 +304,7 @@ fn poll_wait<P: AsyncPark, R>(
                 let peer = p.meet_peer(super::this_cpu());
                 let spin = p.learned().spin(&strategy, peer);
                 p.async_state().spin = spin;
+                p.async_state().peer_elsewhere = peer == super::PeerCpu::Other;
                 // A new wait: its first spin round reads no clock.
                 if !spin.is_zero() {
                     for _ in 0..SPIN_ROUND {
@@ -291,6 +319,7 @@ fn poll_wait<P: AsyncPark, R>(
                     }
                 }
                 p.learned().begin();
+                p.async_state().turned = false;
                 *started.insert(Instant::now())
             }
         };
@@ -298,11 +327,23 @@ fn poll_wait<P: AsyncPark, R>(
             Interest::Work => p.async_state().spin,
             Interest::Events => std::time::Duration::ZERO,
         };
-        // Spin phase, inline: a peer that answers within the spin budget is met without a
-        // trip through the executor (whose scheduler polls its I/O driver every few dozen
-        // ticks: a syscall we would otherwise cause while waiting). The clock is read once a
-        // round.
-        while t0.elapsed() < spin {
+        // Spin phase, inline for at most `INLINE_SPIN_ROUNDS` rounds per poll: a peer that
+        // answers that soon is met without a trip through the executor. The rest of the spin
+        // budget is spun through the executor (the task wakes itself and returns `Pending`),
+        // so that other tasks of the runtime, or other futures of the same `join!`/`select!`,
+        // run between rounds: one of them may be what the peer waits for (a coordinator's
+        // feeding task beside its collecting one), and an inline spin would hold it back for
+        // the whole budget. The clock is read once a round.
+        let mut rounds = 0;
+        loop {
+            if t0.elapsed() >= spin {
+                break;
+            }
+            if rounds == INLINE_SPIN_ROUNDS && cheap_self_wake() {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            rounds += 1;
             for _ in 0..SPIN_ROUND {
                 std::hint::spin_loop();
                 match attempt(p) {
@@ -321,7 +362,22 @@ fn poll_wait<P: AsyncPark, R>(
         if interest == Interest::Work
             && elapsed < strategy.yield_duration()
             && !p.learned().gave_up_yielding()
+            && !p.async_state().peer_elsewhere
         {
+            // The executor first: before this wait hands the CPU to another process, the
+            // runtime's other tasks (and the other futures of a `join!`) run once, since one
+            // of them may be what our peer waits for. Without this turn a coordinator whose
+            // collecting task found nothing gave its CPU to a worker while its own feeding
+            // task had the jobs that worker needed (`cargo bench --bench worker_pool`, one
+            // CPU).
+            if !std::mem::replace(&mut p.async_state().turned, true) {
+                if cheap_self_wake() {
+                    cx.waker().wake_by_ref();
+                } else {
+                    yield_to_executor(cx);
+                }
+                return Poll::Pending;
+            }
             let switched = p.learned().os_yield();
             match attempt(p) {
                 Ok(None) => {}

@@ -1,0 +1,117 @@
+//! The wait policy across CPUs (issue 11): a wait whose single peer runs on another CPU must
+//! not hand its own CPU to the OS. A `sched_yield` there can only give the CPU to a stranger
+//! (beside a CPU-burning process: for a whole time slice, milliseconds, while the peer's
+//! messages pile up), so such a wait spins and then parks. The peer is a real second
+//! process, pinned to another CPU than ours.
+
+#![cfg(feature = "tokio")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ShmName, check_message, message, report, reports, rt};
+use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+use shmchan::{Options, WaitStats, spsc};
+
+const MAX: usize = 32;
+/// Sent at once first: more than a producer's sends between two publications of its CPU.
+const BURST: u64 = 200;
+/// Then one message every `GAP`, so that every receive waits past its spin budget.
+const PACED: u64 = 30;
+const GAP: Duration = Duration::from_millis(2);
+
+fn opts() -> Options {
+    // Room for the burst: the producer never waits, so only its sends publish its CPU.
+    common::opts(MAX, 256, None)
+}
+
+fn pin(cpu: usize) {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    sched_setaffinity(None, &set).expect("pinning to a CPU we may use");
+}
+
+/// Two CPUs this process may use, if it has them.
+fn two_cpus() -> Option<(usize, usize)> {
+    let set = sched_getaffinity(None).ok()?;
+    let mut cpus = (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c));
+    Some((cpus.next()?, cpus.next()?))
+}
+
+#[test]
+fn child_entry() {
+    common::dispatch(|role, args| match role {
+        "paced" => {
+            pin(args[1].parse().unwrap());
+            let mut tx = spsc::Producer::open(&args[0], opts()).unwrap();
+            for i in 0..BURST + 2 * PACED {
+                if i >= BURST {
+                    std::thread::sleep(GAP);
+                }
+                tx.send_blocking(message(0, i, MAX)).unwrap();
+            }
+            report("sent");
+        }
+        other => panic!("unknown role {other}"),
+    });
+}
+
+fn minus(a: WaitStats, b: WaitStats) -> (u64, u64, u64) {
+    (
+        a.waits - b.waits,
+        a.os_yields - b.os_yields,
+        a.parks - b.parks,
+    )
+}
+
+#[test]
+fn a_wait_for_a_peer_on_another_cpu_never_yields_its_cpu() {
+    let Some((ours, theirs)) = two_cpus() else {
+        eprintln!("skipped: this process may use only one CPU");
+        return;
+    };
+    pin(ours);
+    let name = ShmName::new("policy-elsewhere");
+    let mut rx = spsc::Consumer::create(name.as_str(), opts()).unwrap();
+    let child = common::spawn("paced", &[name.as_str(), &theirs.to_string()]);
+    let mut i = 0;
+    let mut check = |m: shmchan::Message| {
+        assert_eq!(check_message(&m, MAX), (0, i));
+        i += 1;
+    };
+    for _ in 0..BURST {
+        check(rx.recv_blocking().unwrap());
+    }
+    // Async waits.
+    let before = rx.wait_stats();
+    rt().block_on(async {
+        for _ in 0..PACED {
+            check(rx.recv().await.unwrap());
+        }
+    });
+    let (waits, yields, parks) = minus(rx.wait_stats(), before);
+    assert!(
+        waits >= PACED / 2,
+        "async: only {waits} of {PACED} receives waited"
+    );
+    assert_eq!(
+        yields, 0,
+        "async: {yields} sched_yields in {waits} waits ({parks} parked)"
+    );
+    // Blocking waits: the same policy.
+    let before = rx.wait_stats();
+    for _ in 0..PACED {
+        check(rx.recv_blocking().unwrap());
+    }
+    let (waits, yields, parks) = minus(rx.wait_stats(), before);
+    assert!(
+        waits >= PACED / 2,
+        "blocking: only {waits} of {PACED} receives waited"
+    );
+    assert_eq!(
+        yields, 0,
+        "blocking: {yields} sched_yields in {waits} waits ({parks} parked)"
+    );
+    assert_eq!(reports(&child.wait_ok()), ["sent"]);
+}
