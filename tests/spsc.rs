@@ -263,3 +263,25 @@ fn name_is_removed_by_the_last_participant_out() {
         "the last participant out of an empty channel unlinks it"
     );
 }
+
+#[test]
+fn a_short_message_in_a_slot_that_held_a_long_one_is_only_its_own_bytes() {
+    // Short messages are copied out as a whole 64-byte block of their slot: what the slot
+    // held before, past the message's length, must never show.
+    let name = ShmName::new("spsc-short-after-long");
+    let o = Options::new().slot_size(64).capacity(1);
+    let mut rx = spsc::Consumer::create(name.as_str(), o.clone()).unwrap();
+    let mut tx = spsc::Producer::open(name.as_str(), o).unwrap();
+    for len in (0..=64usize).rev() {
+        tx.try_send([0xaa; 64]).unwrap();
+        assert_eq!(&*rx.try_recv().unwrap(), &[0xaa; 64][..]);
+        let short: Vec<u8> = (0..len as u8).collect();
+        tx.try_send(&short).unwrap();
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.len(), len);
+        assert_eq!(&*got, &short[..]);
+        assert_eq!(got.clone(), got);
+        assert_eq!(got.clone().into_vec(), short);
+        assert_eq!(&got.into_bytes()[..], &short[..]);
+    }
+}

@@ -250,7 +250,16 @@ impl<F: Flavour> Consumer<F> {
     fn copy_message(&mut self, pos: u64, len: usize) -> Message {
         // `len <= slot_size` (checked_len in `take`); the slot is ours until it is released.
         let idx = self.core.ring.index(pos);
-        if len <= INLINE_MESSAGE {
+        if len <= INLINE_MESSAGE && self.core.ring.slot_size >= INLINE_MESSAGE {
+            // One fixed-size copy of the slot's first 64 bytes (inlined: no `memcpy` call, no
+            // zeroing first): the bytes past `len` are the slot's own, never shown.
+            let src = self.core.ring.payload(idx).cast::<[u8; INLINE_MESSAGE]>();
+            // SAFETY: the slot's payload holds `slot_size >= INLINE_MESSAGE` bytes and is ours
+            // until released (as in `read_payload`); `[u8; N]` has no invalid values and
+            // alignment 1 (read_unaligned).
+            let bytes = unsafe { std::ptr::read_unaligned(src) };
+            Message::inline(bytes, len)
+        } else if len <= INLINE_MESSAGE {
             let mut msg = Message::with_len(len);
             self.core.ring.read_payload(idx, 0, msg.bytes_mut());
             msg

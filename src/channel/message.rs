@@ -42,6 +42,18 @@ impl Message {
         Message { repr }
     }
 
+    /// An inline message of `len <= INLINE_MESSAGE` bytes, the first `len` of `bytes`.
+    #[inline]
+    pub(super) fn inline(bytes: [u8; INLINE_MESSAGE], len: usize) -> Message {
+        debug_assert!(len <= INLINE_MESSAGE);
+        Message {
+            repr: Repr::Inline {
+                len: len as u8,
+                bytes,
+            },
+        }
+    }
+
     pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
         match &mut self.repr {
             Repr::Inline { len, bytes } => &mut bytes[..*len as usize],
