@@ -624,6 +624,9 @@ impl Park for Core {
             Err(_) => PeerCpu::Unknown,
         }
     }
+    fn moved(&mut self, cpu: u64) {
+        self.publish_cpu(cpu);
+    }
     fn liveness_interval(&self) -> Duration {
         self.liveness_interval
     }

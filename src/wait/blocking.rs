@@ -22,6 +22,11 @@ pub(crate) trait Park {
     /// Publishes `cpu` (see `this_cpu`) as where this handle waits, and says where its peer
     /// last waited.
     fn meet_peer(&mut self, cpu: u64) -> PeerCpu;
+    /// Publishes `cpu` as where this handle runs now: after a park or a `sched_yield` that
+    /// gave the CPU away, since the scheduler may have moved us (a woken task often lands
+    /// on its waker's CPU), and a peer that judged by the old word would spin on a CPU
+    /// it shares with us.
+    fn moved(&mut self, cpu: u64);
     /// The longest a park lasts before the liveness check runs.
     fn liveness_interval(&self) -> Duration;
     /// The waiting side's sleepers and this handle's parked word.
@@ -85,6 +90,9 @@ pub(crate) fn block<P: Park, R>(
                 break;
             }
             let switched = p.learned().os_yield();
+            if switched {
+                p.moved(this_cpu());
+            }
             if let Some(r) = attempt(p)? {
                 p.learned().found_yielding(&strategy, elapsed);
                 return Ok(Some(r));
@@ -123,6 +131,7 @@ pub(crate) fn block<P: Park, R>(
             sl.sleep(seq, timeout);
             sl.retract(parked);
         }
+        p.moved(this_cpu());
         p.after_park()?;
     }
 }

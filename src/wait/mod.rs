@@ -33,14 +33,16 @@
 //! Where the peer is decides first: each wait begins by publishing the CPU it runs on in its
 //! participant record (`AUX_CPU`; read with `rdtscp`, no system call) and reading its single
 //! peer's (SPSC rings, endpoints, an MPSC consumer's producers). A peer that last ran on
-//! our CPU cannot run while we spin, so the wait goes straight to `sched_yield`; one on
-//! another CPU gets the strategy's whole spin budget and then parks without a `sched_yield`,
-//! which could only hand our CPU to a stranger: beside a CPU-burning process, for the rest of
-//! its time slice (milliseconds), while the peer fills the ring and waits for us in turn
-//! (`a_wait_for_a_peer_on_another_cpu_never_yields_its_cpu` in tests/wait_policy.rs; before,
-//! 17-75 `sched_yield`s per 2 ms wait). A producer whose consumer keeps up never waits, so it
-//! also publishes its CPU every 64 sends (`producer::raw_claim`), or its consumer would judge
-//! by a stale word. Without that word (several peers, none published yet), what the wait
+//! our CPU cannot run while we spin, so the wait goes straight to `sched_yield`; for one on
+//! another CPU the wait spins through the whole spin + yield budget and then parks, never
+//! calling `sched_yield`, which could only hand our CPU to a stranger: beside a CPU-burning
+//! process, for the rest of its time slice (milliseconds), while the peer fills the ring and
+//! waits for us in turn (`a_wait_for_a_peer_on_another_cpu_never_yields_its_cpu` in
+//! tests/wait_policy.rs; before, 17-75 `sched_yield`s per 2 ms wait). The word must be
+//! fresh, or a peer that shares our CPU is spun against: a producer whose consumer keeps up
+//! never waits, so it also publishes its CPU every 64 sends (`producer::raw_claim`), and a
+//! wait publishes it again after a park or a `sched_yield` that gave the CPU away (the
+//! scheduler often moves a woken task to its waker's CPU). Without that word (several peers, none published yet), what the wait
 //! needed teaches the next one (`Learned`): a wait that found its data while
 //! spinning keeps (or doubles back towards) the full spin budget; a wait whose `sched_yield`
 //! gave the CPU away (it took longer than `SWITCHED` (4 µs), so another task ran on our CPU) and
@@ -228,12 +230,15 @@ impl Default for Learned {
 #[cfg_attr(shmchan_loom, allow(dead_code))]
 impl Learned {
     /// The spin budget of the next wait under `s`, given where the peer last waited: none
-    /// when on our CPU, the strategy's whole budget when on another, else the learned one.
+    /// when on our CPU; when on another, the whole spin + yield budget (a `sched_yield`
+    /// there could only help a stranger, and parking sooner costs both sides a wake-up:
+    /// two parked sides of a full-then-empty ring ran the demo's stream at 1.5-2.6 M msg/s);
+    /// else the learned one.
     pub(crate) fn spin(&mut self, s: &WaitStrategy, peer: PeerCpu) -> Duration {
         self.stats.waits += 1;
         match peer {
             PeerCpu::Same => Duration::ZERO,
-            PeerCpu::Other => s.spin,
+            PeerCpu::Other => s.yield_until,
             PeerCpu::Unknown => self.learned_spin(s),
         }
     }

@@ -112,6 +112,8 @@ pub(crate) fn retract<P: AsyncPark>(p: &mut P) {
 /// (the attempt that follows uses that wake).
 fn retract_quiet<P: AsyncPark>(p: &mut P) -> bool {
     if std::mem::take(&mut p.async_state().parked) {
+        // Polled again after parking: we may run on another CPU than the one published.
+        p.moved(super::this_cpu());
         let (sl, parked) = p.parking();
         sl.retract(parked)
     } else {
@@ -379,6 +381,9 @@ fn poll_wait<P: AsyncPark, R>(
                 return Poll::Pending;
             }
             let switched = p.learned().os_yield();
+            if switched {
+                p.moved(super::this_cpu());
+            }
             match attempt(p) {
                 Ok(None) => {}
                 done => {
