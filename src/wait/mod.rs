@@ -317,7 +317,8 @@ impl Learned {
 /// ~0.4 µs for two spinning processes: a peer that answers within tens of microseconds is much
 /// better met spinning. The defaults spin for up to 20 µs, then hand the CPU to the OS
 /// (`sched_yield`, letting a peer that shares it run) between checks until 100 µs have
-/// passed, then park. The spin budget actually used adapts to what the handle's recent waits
+/// passed, then park; a wait whose single peer runs on another CPU spins for the whole
+/// 100 µs instead (a `sched_yield` could not help that peer). The spin budget actually used adapts to what the handle's recent waits
 /// needed (down to none while the peer shares our CPU; see the [module docs](self)). A throughput-oriented service on busy
 /// cores may want less spinning ([`WaitStrategy::park_only`]); a latency-critical one on
 /// dedicated cores more.
