@@ -198,16 +198,16 @@ fn a_wait_runs_the_futures_beside_it_before_it_yields_to_the_os() {
     let strategy = WaitStrategy::new()
         .spin_for(Duration::ZERO)
         .yield_until(Duration::from_secs(2));
-    for (flavour, rt) in [
-        ("current_thread", rt()),
-        ("multi_thread", multi_thread_rt()),
-    ] {
-        let (stats, took) = wait_beside_the_sender(&rt, "coop-yield-beside", strategy);
-        assert_eq!(stats.waits, 1, "{flavour}: {stats:?}");
-        assert_eq!(
-            stats.os_yields, 0,
-            "{flavour}: sched_yield before the sender beside ran: {stats:?}, {took:?}"
-        );
-        assert_eq!(stats.parks, 0, "{flavour}: {stats:?}");
-    }
+    // (Under tokio's multi_thread runtime the other worker runs the other tasks, and the
+    // wait gives no such turn: see `wait/reactor.rs`. There the sender beside runs once the
+    // wait has yielded, or parked.)
+    let (stats, took) = wait_beside_the_sender(&rt(), "coop-yield-beside", strategy);
+    assert_eq!(stats.waits, 1, "{stats:?}");
+    assert_eq!(
+        stats.os_yields, 0,
+        "sched_yield before the sender beside ran: {stats:?}, {took:?}"
+    );
+    assert_eq!(stats.parks, 0, "{stats:?}");
+    let (stats, _) = wait_beside_the_sender(&multi_thread_rt(), "coop-yield-beside-mt", strategy);
+    assert_eq!(stats.waits, 1, "multi_thread: {stats:?}");
 }

@@ -22,7 +22,9 @@
 //!    is what lets a peer that shares our CPU run. An async wait first lets the executor run
 //!    its other tasks once (the CPU goes to another process only when nothing of ours is
 //!    ready: `a_wait_runs_the_futures_beside_it_before_it_yields_to_the_os`; the worker pool
-//!    on one CPU went from 5 to 8 M jobs/s), then makes one `sched_yield` per poll and yields
+//!    on one CPU went from 5 to 8 M jobs/s; not under tokio's multi_thread runtime, where
+//!    the other worker runs the other tasks and the turn halved an endpoint server's
+//!    requests/s on a shared CPU), then makes one `sched_yield` per poll and yields
 //!    to the executor as `tokio::task::yield_now` does (the wake is deferred until the
 //!    runtime has polled its driver, so timers and I/O of other tasks keep running).
 //!    Yielding only to the executor, as this crate did before, starves a peer on the same CPU:

@@ -371,13 +371,13 @@ fn poll_wait<P: AsyncPark, R>(
             // of them may be what our peer waits for. Without this turn a coordinator whose
             // collecting task found nothing gave its CPU to a worker while its own feeding
             // task had the jobs that worker needed (`cargo bench --bench worker_pool`, one
-            // CPU).
-            if !std::mem::replace(&mut p.async_state().turned, true) {
-                if cheap_self_wake() {
-                    cx.waker().wake_by_ref();
-                } else {
-                    yield_to_executor(cx);
-                }
+            // CPU). Not under tokio's multi_thread runtime: there the other worker runs the
+            // other tasks, and the turn (a deferred wake, or a self-wake that unparks the
+            // other worker) halved an endpoint server's requests/s on one CPU and beside a
+            // burner (`BENCH_RUNTIME=multi cargo bench --bench endpoint`, 1 client: 1.4x
+            // `UnixStream` with the turn, 3.0x without).
+            if !std::mem::replace(&mut p.async_state().turned, true) && cheap_self_wake() {
+                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             let switched = p.learned().os_yield();
