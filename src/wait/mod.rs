@@ -17,7 +17,8 @@
 //!    `cargo bench --bench worker_pool` ran 1 worker at 4-5 M jobs/s that way, 9-12 M
 //!    with the rounds; `a_spinning_wait_lets_the_futures_beside_it_run` in tests/coop.rs.)
 //!    Under tokio's multi_thread runtime a task that wakes itself is rescheduled as a yield,
-//!    which unparks an idle worker thread, so there the spin stays inside `poll`.
+//!    which unparks an idle worker thread, so there a round ends with a deferred wake
+//!    (`yield_now`) instead.
 //! 2. **Yield to the OS** (`sched_yield`) between checks until the yield budget is spent. This
 //!    is what lets a peer that shares our CPU run. An async wait first lets the executor run
 //!    its other tasks once (the CPU goes to another process only when nothing of ours is
