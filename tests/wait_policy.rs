@@ -53,8 +53,27 @@ fn child_entry() {
             }
             report("sent");
         }
+        // A consumer slower than its producer: it never finds the ring empty, so it never
+        // waits, and only its receives can publish its CPU.
+        "slow" => {
+            pin(args[1].parse().unwrap());
+            let mut rx = spsc::Consumer::open(&args[0], small()).unwrap();
+            for i in 0..SMALL + SMALL + 2 * PACED {
+                std::thread::sleep(GAP);
+                assert_eq!(check_message(&rx.recv_blocking().unwrap(), MAX), (0, i));
+            }
+            assert_eq!(rx.wait_stats().waits, 0, "the slow consumer waited");
+            report("received");
+        }
         other => panic!("unknown role {other}"),
     });
+}
+
+/// Slots of the ring the slow consumer reads: its receives publish its CPU every 64.
+const SMALL: u64 = 64;
+
+fn small() -> Options {
+    common::opts(MAX, SMALL as usize, None)
 }
 
 fn minus(a: WaitStats, b: WaitStats) -> (u64, u64, u64) {
@@ -114,4 +133,60 @@ fn a_wait_for_a_peer_on_another_cpu_never_yields_its_cpu() {
         "blocking: {yields} sched_yields in {waits} waits ({parks} parked)"
     );
     assert_eq!(reports(&child.wait_ok()), ["sent"]);
+}
+
+#[test]
+fn a_wait_for_a_busy_consumer_on_another_cpu_never_yields_its_cpu() {
+    // The mirror case: the producer waits for room, the consumer never waits. The consumer's
+    // CPU word must come from its receives, or the producer judges by nothing.
+    let Some((ours, theirs)) = two_cpus() else {
+        eprintln!("skipped: this process may use only one CPU");
+        return;
+    };
+    pin(ours);
+    let name = ShmName::new("policy-slow-consumer");
+    let mut tx = spsc::Producer::create(name.as_str(), small()).unwrap();
+    // Full before the consumer starts, so that it never finds the ring empty.
+    for i in 0..SMALL {
+        tx.try_send(message(0, i, MAX)).unwrap();
+    }
+    let child = common::spawn("slow", &[name.as_str(), &theirs.to_string()]);
+    let mut i = SMALL;
+    // Every send waits for the consumer to free a slot; by the end of these it has received
+    // (and published its CPU) 64 times.
+    for _ in 0..SMALL {
+        tx.send_blocking(message(0, i, MAX)).unwrap();
+        i += 1;
+    }
+    let before = tx.wait_stats();
+    rt().block_on(async {
+        for _ in 0..PACED {
+            tx.send(message(0, i, MAX)).await.unwrap();
+            i += 1;
+        }
+    });
+    let (waits, yields, parks) = minus(tx.wait_stats(), before);
+    assert!(
+        waits >= PACED / 2,
+        "async: only {waits} of {PACED} sends waited"
+    );
+    assert_eq!(
+        yields, 0,
+        "async: {yields} sched_yields in {waits} waits ({parks} parked)"
+    );
+    let before = tx.wait_stats();
+    for _ in 0..PACED {
+        tx.send_blocking(message(0, i, MAX)).unwrap();
+        i += 1;
+    }
+    let (waits, yields, parks) = minus(tx.wait_stats(), before);
+    assert!(
+        waits >= PACED / 2,
+        "blocking: only {waits} of {PACED} sends waited"
+    );
+    assert_eq!(
+        yields, 0,
+        "blocking: {yields} sched_yields in {waits} waits ({parks} parked)"
+    );
+    assert_eq!(reports(&child.wait_ok()), ["received"]);
 }

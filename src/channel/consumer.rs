@@ -143,7 +143,10 @@ impl<F: Flavour> Consumer<F> {
                 return Self::nothing_ready(core, rx);
             };
             match ring::content(&core.ring, pos) {
-                Ok(Content::Message(len)) => return Ok(Some((pos, len))),
+                Ok(Content::Message(len)) => {
+                    core.note_progress();
+                    return Ok(Some((pos, len)));
+                }
                 Ok(Content::Abandoned) => {
                     core.abandoned += 1;
                     Self::release_pos(core, rx, pos);

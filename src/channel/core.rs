@@ -110,6 +110,8 @@ pub(super) struct Core {
     pub(super) owner: Option<(String, &'static str)>,
     /// The pid of the last peer a liveness check found dead (for the `PeerGone` message).
     pub(super) dead_peer: Option<u32>,
+    /// Messages sent or received since this handle last published its CPU (`note_progress`).
+    pub(super) progress: u32,
 }
 
 impl fmt::Debug for Core {
@@ -140,6 +142,18 @@ impl Core {
     /// wait policy (`meet_peer`). Waits publish it as they begin; a producer that never
     /// waits (its consumer keeps up) also publishes it every few dozen sends
     /// (`producer::raw_claim`), so that its consumer never judges by a stale word.
+    /// A message was sent or received: every 64, publish where we run. A side that never
+    /// waits (a producer whose consumer keeps up, a consumer of several busy producers)
+    /// would otherwise leave a stale word, and a peer that shares our CPU but reads
+    /// "another CPU" spins against us instead of handing the CPU over.
+    #[inline]
+    pub(super) fn note_progress(&mut self) {
+        self.progress = self.progress.wrapping_add(1);
+        if self.progress % 64 == 0 {
+            self.publish_cpu(crate::wait::this_cpu());
+        }
+    }
+
     #[inline]
     pub(super) fn publish_cpu(&mut self, cpu: u64) {
         // Only a handle alone on its side is anyone's single peer (SPSC, an MPSC consumer).
@@ -351,6 +365,7 @@ impl Core {
             held: None,
             owner: None,
             dead_peer: None,
+            progress: 0,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by

@@ -411,8 +411,8 @@ fn raw_claim<T: SendSide>(core: &mut Core, tx: &mut T) -> Result<Option<u64>> {
     // the clock once every 64 sends or full attempts).
     if core.clock_due() {
         core.check_peers(false)?;
-        core.publish_cpu(crate::wait::this_cpu());
     }
+    core.note_progress();
     if let Some(e) = core.closed_error() {
         return Err(e);
     }

@@ -42,10 +42,12 @@
 //! process, for the rest of its time slice (milliseconds), while the peer fills the ring and
 //! waits for us in turn (`a_wait_for_a_peer_on_another_cpu_never_yields_its_cpu` in
 //! tests/wait_policy.rs; before, 17-75 `sched_yield`s per 2 ms wait). The word must be
-//! fresh, or a peer that shares our CPU is spun against: a producer whose consumer keeps up
-//! never waits, so it also publishes its CPU every 64 sends (`producer::raw_claim`), and a
-//! wait publishes it again after a park or a `sched_yield` that gave the CPU away (the
-//! scheduler often moves a woken task to its waker's CPU). Without that word (several peers, none published yet), what the wait
+//! fresh, or a peer that shares our CPU is spun against: a side that never waits (a producer
+//! whose consumer keeps up, a consumer slower than its producers) also publishes its CPU
+//! every 64 messages (`Core::note_progress`;
+//! `a_wait_for_a_busy_consumer_on_another_cpu_never_yields_its_cpu`), and a wait publishes
+//! it again after a park or a `sched_yield` that gave the CPU away (the scheduler often
+//! moves a woken task to its waker's CPU). Without that word (several peers, none published yet), what the wait
 //! needed teaches the next one (`Learned`): a wait that found its data while
 //! spinning keeps (or doubles back towards) the full spin budget; a wait whose `sched_yield`
 //! gave the CPU away (it took longer than `SWITCHED` (4 µs), so another task ran on our CPU) and
