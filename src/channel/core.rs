@@ -138,10 +138,6 @@ pub(super) fn records(kind: Kind, max: u32, side: Side) -> std::ops::Range<u32> 
 }
 
 impl Core {
-    /// Publishes `cpu` (`this_cpu()`, 0: unknown) as where this handle runs, for a peer's
-    /// wait policy (`meet_peer`). Waits publish it as they begin; a producer that never
-    /// waits (its consumer keeps up) also publishes it every few dozen sends
-    /// (`producer::raw_claim`), so that its consumer never judges by a stale word.
     /// A message was sent or received: every 64, publish where we run. A side that never
     /// waits (a producer whose consumer keeps up, a consumer of several busy producers)
     /// would otherwise leave a stale word, and a peer that shares our CPU but reads
@@ -154,6 +150,9 @@ impl Core {
         }
     }
 
+    /// Publishes `cpu` (`this_cpu()`, 0: unknown) as where this handle runs, for a peer's
+    /// wait policy (`meet_peer`): as a wait begins, after a park or a `sched_yield` that
+    /// switched (`moved`), and every 64 messages (`note_progress`).
     #[inline]
     pub(super) fn publish_cpu(&mut self, cpu: u64) {
         // Only a handle alone on its side is anyone's single peer (SPSC, an MPSC consumer).

@@ -25,10 +25,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use super::SPIN_ROUND;
-
-/// Spin rounds (of `SPIN_ROUND` checks each, ~1-2 µs) an async wait spends inside one `poll`
-/// before it lets the executor run something else.
-const INLINE_SPIN_ROUNDS: u32 = 1;
 use super::blocking::Park;
 use super::protocol::{PARK_DOORBELL, PARK_DOORBELL_EVENT};
 use crate::error::{Error, Result};
@@ -36,6 +32,10 @@ use crate::runtime::Registered;
 use crate::sys::doorbell::Doorbell;
 use crate::sys::process::ProcessId;
 use crate::sys::timer::Timer;
+
+/// Spin rounds (of `SPIN_ROUND` checks each, ~1-2 µs) an async wait spends inside one `poll`
+/// before it lets the executor run something else.
+const INLINE_SPIN_ROUNDS: u32 = 1;
 
 /// A handle's async wait machinery, made on its first park.
 #[derive(Debug)]
