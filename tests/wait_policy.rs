@@ -76,12 +76,22 @@ fn small() -> Options {
     common::opts(MAX, SMALL as usize, None)
 }
 
-fn minus(a: WaitStats, b: WaitStats) -> (u64, u64, u64) {
-    (
-        a.waits - b.waits,
-        a.os_yields - b.os_yields,
-        a.parks - b.parks,
-    )
+/// Checks what the waits between `before` and `after` did: most of `PACED` operations
+/// waited, and none of them handed the CPU to the OS.
+fn assert_waited_without_yielding(what: &str, before: WaitStats, after: WaitStats) {
+    let (waits, yields, parks) = (
+        after.waits - before.waits,
+        after.os_yields - before.os_yields,
+        after.parks - before.parks,
+    );
+    assert!(
+        waits >= PACED / 2,
+        "{what}: only {waits} of {PACED} operations waited"
+    );
+    assert_eq!(
+        yields, 0,
+        "{what}: {yields} sched_yields in {waits} waits ({parks} parked)"
+    );
 }
 
 #[test]
@@ -109,29 +119,13 @@ fn a_wait_for_a_peer_on_another_cpu_never_yields_its_cpu() {
             check(rx.recv().await.unwrap());
         }
     });
-    let (waits, yields, parks) = minus(rx.wait_stats(), before);
-    assert!(
-        waits >= PACED / 2,
-        "async: only {waits} of {PACED} receives waited"
-    );
-    assert_eq!(
-        yields, 0,
-        "async: {yields} sched_yields in {waits} waits ({parks} parked)"
-    );
+    assert_waited_without_yielding("async", before, rx.wait_stats());
     // Blocking waits: the same policy.
     let before = rx.wait_stats();
     for _ in 0..PACED {
         check(rx.recv_blocking().unwrap());
     }
-    let (waits, yields, parks) = minus(rx.wait_stats(), before);
-    assert!(
-        waits >= PACED / 2,
-        "blocking: only {waits} of {PACED} receives waited"
-    );
-    assert_eq!(
-        yields, 0,
-        "blocking: {yields} sched_yields in {waits} waits ({parks} parked)"
-    );
+    assert_waited_without_yielding("blocking", before, rx.wait_stats());
     assert_eq!(reports(&child.wait_ok()), ["sent"]);
 }
 
@@ -165,28 +159,12 @@ fn a_wait_for_a_busy_consumer_on_another_cpu_never_yields_its_cpu() {
             i += 1;
         }
     });
-    let (waits, yields, parks) = minus(tx.wait_stats(), before);
-    assert!(
-        waits >= PACED / 2,
-        "async: only {waits} of {PACED} sends waited"
-    );
-    assert_eq!(
-        yields, 0,
-        "async: {yields} sched_yields in {waits} waits ({parks} parked)"
-    );
+    assert_waited_without_yielding("async", before, tx.wait_stats());
     let before = tx.wait_stats();
     for _ in 0..PACED {
         tx.send_blocking(message(0, i, MAX)).unwrap();
         i += 1;
     }
-    let (waits, yields, parks) = minus(tx.wait_stats(), before);
-    assert!(
-        waits >= PACED / 2,
-        "blocking: only {waits} of {PACED} sends waited"
-    );
-    assert_eq!(
-        yields, 0,
-        "blocking: {yields} sched_yields in {waits} waits ({parks} parked)"
-    );
+    assert_waited_without_yielding("blocking", before, tx.wait_stats());
     assert_eq!(reports(&child.wait_ok()), ["received"]);
 }

@@ -138,7 +138,8 @@ pub(super) fn records(kind: Kind, max: u32, side: Side) -> std::ops::Range<u32> 
 }
 
 impl Core {
-    /// A message was sent or received: every 64, publish where we run. A side that never
+    /// A message was received or a slot claimed (or tried for, while the ring is full): every
+    /// 64, publish where we run. A side that never
     /// waits (a producer whose consumer keeps up, a consumer of several busy producers)
     /// would otherwise leave a stale word, and a peer that shares our CPU but reads
     /// "another CPU" spins against us instead of handing the CPU over.

@@ -77,31 +77,29 @@ pub(crate) fn block<P: Park, R>(
             }
         }
     }
-    // Yield phase: hand the CPU to the OS between checks; skipped when the single peer runs
-    // on another CPU (a `sched_yield` could only give ours to a stranger: `wait/mod.rs`).
-    if peer != PeerCpu::Other {
-        loop {
-            let now = Instant::now();
-            if past(now) {
-                return Ok(None);
-            }
-            let elapsed = now.saturating_duration_since(start);
-            if elapsed >= strategy.yield_duration() {
-                break;
-            }
-            let switched = p.learned().os_yield();
-            if switched {
-                p.moved(this_cpu());
-            }
-            if let Some(r) = attempt(p)? {
-                p.learned().found_yielding(&strategy, elapsed);
-                return Ok(Some(r));
-            }
-            if switched {
-                // Another task ran and our peer did not answer: park rather than yield to it
-                // again.
-                break;
-            }
+    // Yield phase: hand the CPU to the OS between checks. A wait whose peer runs on another
+    // CPU never gets here: its spin budget is the whole yield budget (`Learned::spin`).
+    loop {
+        let now = Instant::now();
+        if past(now) {
+            return Ok(None);
+        }
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= strategy.yield_duration() {
+            break;
+        }
+        let switched = p.learned().os_yield();
+        if switched {
+            p.moved(this_cpu());
+        }
+        if let Some(r) = attempt(p)? {
+            p.learned().found_yielding(&strategy, elapsed);
+            return Ok(Some(r));
+        }
+        if switched {
+            // Another task ran and our peer did not answer: park rather than yield to it
+            // again.
+            break;
         }
     }
     // Park phase.

@@ -14,7 +14,7 @@
 //!    same `join!` or `select!`, run between rounds, since one of them may be what the peer
 //!    waits for. (Spinning the whole budget inside one `poll` held back a coordinator's
 //!    feeding half while its collecting half waited for results of jobs not yet fed:
-//!    `cargo bench --bench worker_pool` ran 1 worker at 4-5 M jobs/s that way, 9-12 M
+//!    `cargo bench --bench worker_pool` ran 1 worker at 4-5 M jobs/s that way, 7-9 M
 //!    with the rounds; `a_spinning_wait_lets_the_futures_beside_it_run` in tests/coop.rs.)
 //!    Under tokio's multi_thread runtime a task that wakes itself is rescheduled as a yield,
 //!    which unparks an idle worker thread, so there a round ends with a deferred wake

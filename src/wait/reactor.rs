@@ -65,9 +65,6 @@ pub(crate) struct AsyncState {
     /// Whether the current wait let the executor run its other tasks before its first
     /// `sched_yield`.
     turned: bool,
-    /// Whether the current wait's single peer last ran on another CPU: then a
-    /// `sched_yield` could only hand our CPU to a stranger, so the wait parks after its spin.
-    peer_elsewhere: bool,
 }
 
 /// What a handle adds to [`Park`] for async waits.
@@ -310,7 +307,6 @@ fn poll_wait<P: AsyncPark, R>(
                 let peer = p.meet_peer(super::this_cpu());
                 let spin = p.learned().spin(&strategy, peer);
                 p.async_state().spin = spin;
-                p.async_state().peer_elsewhere = peer == super::PeerCpu::Other;
                 // A new wait: its first spin round reads no clock.
                 if !spin.is_zero() {
                     for _ in 0..SPIN_ROUND {
@@ -367,12 +363,13 @@ fn poll_wait<P: AsyncPark, R>(
             }
         }
         // Yield phase: hand the CPU to the OS once (a peer sharing it runs), look again, then
-        // let the executor run other tasks before the next look.
+        // let the executor run other tasks before the next look. A wait whose peer runs on
+        // another CPU never gets here: its spin budget is the whole yield budget
+        // (`Learned::spin`), since a `sched_yield` could only help a stranger.
         let elapsed = t0.elapsed();
         if interest == Interest::Work
             && elapsed < strategy.yield_duration()
             && !p.learned().gave_up_yielding()
-            && !p.async_state().peer_elsewhere
         {
             // The executor first: before this wait hands the CPU to another process, the
             // runtime's other tasks (and the other futures of a `join!`) run once, since one
