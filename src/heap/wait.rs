@@ -243,7 +243,10 @@ impl Future for AllocFuture {
                 Poll::Pending => {}
             }
             if !m.timer_armed {
-                if let Err(e) = m.timer.arm(RECLAIM_INTERVAL) {
+                if let Err(e) = m
+                    .timer
+                    .arm(crate::sys::membarrier::bound_park(RECLAIM_INTERVAL))
+                {
                     drop(st);
                     this.leave();
                     return Poll::Ready(Err(Error::from_errno(e, || {

@@ -105,7 +105,8 @@ pub(crate) fn block<P: Park, R>(
     // Park phase.
     p.learned().parked(&strategy);
     loop {
-        let mut timeout = p.liveness_interval();
+        // Bounded only where this process's membarrier calls fail (`sys/membarrier.rs`).
+        let mut timeout = crate::sys::membarrier::bound_park(p.liveness_interval());
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {

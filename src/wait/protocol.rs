@@ -17,7 +17,9 @@
 //! 2. for each record of the waiting side: `mode = parked.load()`; if non-zero and the waker
 //!    can ring that mode, `if parked.cas(mode, 0) { count -= 1; ring it }`.
 //!
-//! The two fences forbid the store-buffering outcome in which the waiter's re-check misses the
+//! (Outside loom models the waker's fence is a compiler fence and the waiter's a
+//! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes it a full fence on the waker's
+//! CPU: `sys/membarrier.rs`.) The two fences forbid the store-buffering outcome in which the waiter's re-check misses the
 //! work *and* the waker's load misses the parked word; so either the waiter sees the work or
 //! the waker rings it (`loom_models::loom_park_wake_no_lost_wakeup`). Each announcement is
 //! taken exactly once, by the waker (who rings) or by the waiter (who retracts), so the count
@@ -25,13 +27,15 @@
 //! The count goes up before the parked word is set, so a waker never takes an announcement
 //! whose count was not yet added.
 //!
-//! A busy stream therefore makes no syscall: one fence and one load of a rarely written word
-//! per publish.
+//! A busy stream therefore makes no syscall: one compiler fence and one load of a rarely
+//! written word per publish; a waiter pays one `membarrier` call per park.
 
 use std::ops::Range;
 use std::time::Duration;
 
-use crate::loom::{AtomicU32, AtomicU64, Ordering, fence};
+#[cfg(shmchan_loom)]
+use crate::loom::fence;
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
 #[cfg(not(shmchan_loom))]
 use crate::{
     layout::{Layout, Role},
@@ -80,8 +84,14 @@ impl Sleepers<'_> {
     #[inline(always)]
     pub(crate) fn waker_fence(&self) {
         // SeqCst fence: pairs with the fence in `announce` (store-buffering: our change and
-        // their parked word cannot both be missed by the loads that follow the fences).
+        // their parked word cannot both be missed by the loads that follow the fences). In a
+        // process registered for global expedited membarriers only a compiler fence: the
+        // waiter's barrier in `announce` makes it a full one (`sys/membarrier.rs`); the loom
+        // models check the symmetric form, which that barrier is equivalent to.
+        #[cfg(shmchan_loom)]
         fence(Ordering::SeqCst);
+        #[cfg(not(shmchan_loom))]
+        crate::sys::membarrier::waker_fence();
     }
 
     /// Waker, step 2: takes the announcement in `parked`, if any: the mode to wake it with.
@@ -125,8 +135,13 @@ impl Sleepers<'_> {
         let seq = self.futex.load(Ordering::Acquire);
         self.count.fetch_add(1, Ordering::SeqCst);
         parked.store(mode, Ordering::SeqCst);
-        // SeqCst fence: pairs with the fence in `anyone`.
+        // SeqCst fence: pairs with the fence in `anyone`; outside loom, with a barrier on
+        // every CPU that runs a registered waker, whose fence is only a compiler fence
+        // (`sys/membarrier.rs`; if the barrier fails, parks are bounded instead).
+        #[cfg(shmchan_loom)]
         fence(Ordering::SeqCst);
+        #[cfg(not(shmchan_loom))]
+        crate::sys::membarrier::waiter_barrier();
         seq
     }
 

@@ -50,7 +50,8 @@ struct Machinery {
     /// timer that makes the parked task re-check liveness every interval, so that a death
     /// is still seen in bounded time. Made on first need.
     fallback: Option<(Timer, Registered)>,
-    /// Whether the last park left a participant unwatched.
+    /// Whether the fallback timer must re-check: the last park left a participant unwatched,
+    /// or this process's membarrier calls fail (`sys/membarrier.rs`).
     unwatched: bool,
 }
 
@@ -178,7 +179,11 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
             Err(_) => m.unwatched = true,
         }
     }
-    if m.unwatched {
+    // Where this process's membarrier calls fail, a wake-up can be missed: re-check on the
+    // same timer, every `membarrier::POLL` (`sys/membarrier.rs`).
+    let bounded = crate::sys::membarrier::parks_are_bounded();
+    if m.unwatched || bounded {
+        m.unwatched = true;
         if m.fallback.is_none() {
             let no_timer = |e| {
                 Error::from_errno(e, || {
@@ -194,7 +199,7 @@ fn ensure_machinery<P: AsyncPark>(p: &mut P) -> Result<()> {
         let (timer, _) = m.fallback.as_ref().expect("made above");
         timer.drain();
         timer
-            .arm(interval)
+            .arm(crate::sys::membarrier::bound_park(interval))
             .map_err(|e| Error::from_errno(e, || "arming the fallback liveness timer".into()))?;
     }
     if gone {
