@@ -25,10 +25,12 @@
 //! A registration racing with a waiter's barrier is still safe: the kernel's barrier makes a
 //! full fence before it looks at which CPUs to interrupt, so a waker registered too late to
 //! be interrupted looks at the count after the waiter's announcement was visible. A process
-//! that cannot register (an old kernel, a seccomp filter, `SHMCHAN_MEMBARRIER=0`) uses full
-//! fences as a waker. A waiter whose barrier call fails cannot tell whether its wakers use
-//! light fences, so its parks are bounded by [`POLL`] (a lost wake-up costs at most that
-//! long, never a hang).
+//! that cannot register (an old kernel, a seccomp filter) uses full fences as a waker. A
+//! waiter whose barrier call fails cannot tell whether its wakers use light fences, so its
+//! parks are bounded by [`POLL`] (a lost wake-up costs at most that long, never a hang).
+//! `SHMCHAN_MEMBARRIER=0` in a process's environment makes it use no membarrier at all
+//! (full fences as a waker, bounded parks as a waiter): for a process that must not cause
+//! IPIs on other CPUs (isolated real-time cores), at the price of a 1 ms poll while parked.
 
 use std::sync::atomic::{AtomicU8, Ordering, compiler_fence, fence};
 use std::time::Duration;
@@ -58,6 +60,12 @@ fn decide() -> u8 {
     let ok = wanted
         && membarrier_query().contains_command(MembarrierCommand::GlobalExpedited)
         && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok();
+    if !wanted {
+        // No membarrier at all, also as a waiter (e.g. to keep its IPIs off isolated CPUs):
+        // parks are bounded instead.
+        // Relaxed: a sticky, process-local flag.
+        BARRIER_FAILED.store(1, Ordering::Relaxed);
+    }
     let mode = if ok { LIGHT } else { FULL };
     // Relaxed: every thread that races here computes the same answer; the registration
     // itself is done (or failed) before any thread stores LIGHT.
@@ -92,6 +100,8 @@ pub(crate) fn waker_fence() {
 /// not, park no longer than [`POLL`]).
 pub(crate) fn waiter_barrier() -> bool {
     fence(Ordering::SeqCst);
+    // Decided first: `SHMCHAN_MEMBARRIER=0` turns the barrier off too.
+    light();
     // Relaxed: a sticky, process-local flag.
     if BARRIER_FAILED.load(Ordering::Relaxed) != 0 {
         return false;
@@ -108,6 +118,7 @@ pub(crate) fn waiter_barrier() -> bool {
 /// How long a park may last at most, given `want`: `want`, or [`POLL`] if this process's
 /// barrier calls fail.
 pub(crate) fn bound_park(want: Duration) -> Duration {
+    light();
     // Relaxed: as in `waiter_barrier`.
     if BARRIER_FAILED.load(Ordering::Relaxed) != 0 {
         want.min(POLL)
@@ -118,6 +129,7 @@ pub(crate) fn bound_park(want: Duration) -> Duration {
 
 /// Whether parks are bounded by [`POLL`] in this process.
 pub(crate) fn parks_are_bounded() -> bool {
+    light();
     // Relaxed: as in `waiter_barrier`.
     BARRIER_FAILED.load(Ordering::Relaxed) != 0
 }
@@ -130,6 +142,8 @@ mod tests {
     fn this_machine_uses_light_waker_fences_and_working_barriers() {
         if std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0") {
             assert!(!light());
+            assert!(!waiter_barrier());
+            assert!(parks_are_bounded());
             return;
         }
         if !membarrier_query().contains_command(MembarrierCommand::GlobalExpedited) {
