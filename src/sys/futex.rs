@@ -18,7 +18,13 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
 }
 
-/// `futex(uaddr, FUTEX_WAKE, n)`: wakes up to `n` waiters on `word`, in any process.
+/// `futex(uaddr, FUTEX_WAKE, n)`: wakes up to `n` waiters on `word`, in any process (`n` of
+/// `i32::MAX` or more: all of them).
+///
+/// The kernel reads the count as an `int`: `u32::MAX` passed as is would be -1, which wakes
+/// one waiter only (its loop stops once it woke "at least -1"), and the other sleepers of a
+/// side whose announcements the waker took slept until their liveness check
+/// (`tests/futex_wake.rs`).
 pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
-    futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
+    futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(0)
 }

@@ -1,0 +1,77 @@
+//! A futex wake reaches every thread parked on the side's futex word (`sys/futex.rs`).
+//!
+//! The waker takes every futex announcement of the side and then calls `FUTEX_WAKE` once for
+//! all of them. It asked for `u32::MAX` waiters, which the kernel reads as the `int` -1 and
+//! wakes one: the others' announcements were gone, so no later publish rang them, and they
+//! slept until their liveness check. Three blocking MPMC consumer processes park, each to take
+//! one message; three messages must wake all three long before that check (a minute here).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ShmName, spawn};
+use shmchan::{Options, WaitStrategy, mpmc};
+
+const CONSUMERS: usize = 3;
+
+fn opts() -> Options {
+    Options::new()
+        .slot_size(8)
+        .capacity(8)
+        .wait_strategy(WaitStrategy::park_only())
+        .liveness_interval(Duration::from_secs(60))
+}
+
+#[test]
+fn child_entry() {
+    common::dispatch(|role, args| match role {
+        "take-one" => {
+            let mut rx = mpmc::Consumer::open(&args[0], opts()).unwrap();
+            let m = rx.recv_blocking().unwrap();
+            common::report(u64::from_le_bytes(m[..8].try_into().unwrap()));
+            // Stays attached (a consumer that leaves wakes the others itself) until killed.
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        other => panic!("unknown role {other}"),
+    });
+}
+
+#[test]
+fn one_publish_per_parked_thread_wakes_every_one_of_them() {
+    let name = ShmName::new("futex-all");
+    let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut children: Vec<_> = (0..CONSUMERS)
+        .map(|_| spawn("take-one", &[name.as_str()]))
+        .collect();
+    // Until all three are parked on the futex word (as the segment's header says).
+    let t = Instant::now();
+    loop {
+        let info = shmchan::inspect::inspect(name.as_str()).unwrap();
+        if info.ring.as_ref().unwrap().consumer_sleepers as usize == CONSUMERS {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "consumers never parked: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..CONSUMERS as u64 {
+        tx.send_blocking(i.to_le_bytes()).unwrap();
+    }
+    // Each child takes one message and reports it; a sleeper that was never woken would
+    // hold on until its liveness check, a minute from now.
+    let t = Instant::now();
+    let mut got: Vec<u64> = children
+        .iter_mut()
+        .map(|c| common::read_report(c).parse().unwrap())
+        .collect();
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "a parked consumer was woken only by its liveness check, after {:?}",
+        t.elapsed()
+    );
+    got.sort();
+    assert_eq!(got, [0, 1, 2]);
+}
