@@ -1,4 +1,5 @@
-//! A futex wake reaches every thread parked on the side's futex word (`sys/futex.rs`).
+//! Futex wakes of blocked threads (`sys/futex.rs`, `wait/protocol.rs`): a publish wakes a
+//! thread for it, and only that one.
 //!
 //! The waker takes every futex announcement of the side and then calls `FUTEX_WAKE` once for
 //! all of them. It asked for `u32::MAX` waiters, which the kernel reads as the `int` -1 and
@@ -74,4 +75,62 @@ fn one_publish_per_parked_thread_wakes_every_one_of_them() {
     );
     got.sort();
     assert_eq!(got, [0, 1, 2]);
+}
+
+/// Voluntary context switches of every thread of `pid` so far.
+fn switches(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| {
+            let status =
+                std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
+fn wait_for_sleepers(name: &str, n: usize) {
+    let t = Instant::now();
+    loop {
+        let info = shmchan::inspect::inspect(name).unwrap();
+        if info.ring.as_ref().unwrap().consumer_sleepers as usize == n {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "never {n} sleepers: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn one_publish_wakes_one_parked_thread_not_all_of_them() {
+    // Each parked thread sleeps on a futex word of its own: waking the side's shared word
+    // woke all three for one message (two of them to find nothing and sleep again).
+    let name = ShmName::new("futex-one");
+    let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut children: Vec<_> = (0..CONSUMERS)
+        .map(|_| spawn("take-one", &[name.as_str()]))
+        .collect();
+    wait_for_sleepers(name.as_str(), CONSUMERS);
+    let before: Vec<u64> = children.iter().map(|c| switches(c.id())).collect();
+    tx.send_blocking(7u64.to_le_bytes()).unwrap();
+    // One child takes it (which one is up to the waker) and leaves its wait; the others
+    // stay parked. A thread woken for nothing sleeps again at once (it re-announces first);
+    // give a stray wake-up time to show anyway.
+    wait_for_sleepers(name.as_str(), CONSUMERS - 1);
+    std::thread::sleep(Duration::from_millis(50));
+    let woken: Vec<usize> = (0..CONSUMERS)
+        .filter(|&i| switches(children[i].id()) != before[i])
+        .collect();
+    assert_eq!(
+        woken.len(),
+        1,
+        "consumers {woken:?} were woken for one message"
+    );
+    assert_eq!(common::read_report(&mut children[woken[0]]), "7");
 }

@@ -16,7 +16,7 @@ use crate::ring::{self, Geometry, Ring};
 use crate::segment::{Mode, Segment, SegmentOptions};
 use crate::sys::process::ProcessId;
 use crate::wait::blocking::Park;
-use crate::wait::protocol::{AUX_PARKED, AUX_TOKEN, Bells, Sleepers, WaitSet};
+use crate::wait::protocol::{AUX_FUTEX, AUX_PARKED, AUX_TOKEN, Bells, Sleepers, WaitSet, futex_of};
 use crate::wait::reactor::{AsyncPark, AsyncState};
 use crate::wait::{AUX_CPU, Learned, PeerCpu, WaitStrategy};
 
@@ -654,6 +654,19 @@ impl Park for Core {
         self.check_peers(false)?;
         self.idle_polls = u32::MAX;
         Ok(())
+    }
+    fn futex_word(&self) -> &std::sync::atomic::AtomicU32 {
+        futex_of(
+            self.layout
+                .aux_word(self.reg().index(), AUX_FUTEX)
+                .expect("channels map read-write"),
+        )
+    }
+    fn pass_on_wake(&self) {
+        AsyncPark::pass_on(self)
+    }
+    fn work_remains(&self) -> bool {
+        AsyncPark::more_work(self)
     }
 }
 

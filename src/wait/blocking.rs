@@ -5,7 +5,7 @@
 //! It knows nothing of rings or channels: the caller supplies the attempt (claim a slot, take
 //! a message) and implements [`Park`] for its handle. May call `protocol` and `sys` only.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::protocol::{PARK_FUTEX, Sleepers};
@@ -34,6 +34,14 @@ pub(crate) trait Park {
     /// After a park: look for dead peers (may report `PeerGone` or `Corrupt`), and let the
     /// next attempt run its clock-gated checks (repair, adoption) at once.
     fn after_park(&mut self) -> Result<()>;
+    /// This handle's own futex word (`protocol::AUX_FUTEX`), which a waker that takes its
+    /// announcement bumps and wakes: one thread per item, not the whole side.
+    fn futex_word(&self) -> &AtomicU32;
+    /// Rings one other waiter of our side: a wake we were given is passed on (we leave
+    /// without the item it was for, or work remains after ours).
+    fn pass_on_wake(&self);
+    /// Whether work of our side may remain after an attempt of ours succeeded.
+    fn work_remains(&self) -> bool;
 }
 
 /// Tries `attempt` until it gives a value, waiting per the handle's strategy and what its
@@ -104,33 +112,52 @@ pub(crate) fn block<P: Park, R>(
     }
     // Park phase.
     p.learned().parked(&strategy);
+    // Whether a waker took our last announcement (rang us) and no attempt has run since: the
+    // item it rang us for may still be there, and must not be left with nobody rung for it.
+    let mut rung = false;
     loop {
         // Bounded only where this process's membarrier calls fail (`sys/membarrier.rs`).
         let mut timeout = crate::sys::membarrier::bound_park(p.liveness_interval());
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                if rung {
+                    p.pass_on_wake();
+                }
                 return Ok(None);
             }
             timeout = timeout.min(left);
         }
-        let seq = {
+        // Acquire: pairs with the waker's Release bump in `WaitSet::ring_parked`. Read before
+        // announcing, so that a bump after the announcement makes the sleep return at once.
+        let seq = p.futex_word().load(Ordering::Acquire);
+        {
             let (sl, parked) = p.parking();
-            sl.announce(parked, PARK_FUTEX)
-        };
+            sl.announce(parked, PARK_FUTEX);
+        }
         // Re-check after announcing (protocol step 3).
         let r = attempt(p);
         if !matches!(r, Ok(None)) {
             let (sl, parked) = p.parking();
-            sl.retract(parked);
+            // A waker that took this announcement rang us for an item we may not have taken:
+            // pass it on. A wake of before, used now: if work remains, ring the next waiter
+            // (the chain; a batch flushed to MPMC consumers rings one).
+            if sl.retract(parked) || (rung && matches!(r, Ok(Some(_))) && p.work_remains()) {
+                p.pass_on_wake();
+            }
             return r;
         }
-        {
+        crate::sys::futex::wait(p.futex_word(), seq, Some(timeout));
+        rung = {
             let (sl, parked) = p.parking();
-            sl.sleep(seq, timeout);
-            sl.retract(parked);
-        }
+            sl.retract(parked)
+        };
         p.moved(this_cpu());
-        p.after_park()?;
+        if let Err(e) = p.after_park() {
+            if rung {
+                p.pass_on_wake();
+            }
+            return Err(e);
+        }
     }
 }

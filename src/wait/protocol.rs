@@ -6,10 +6,10 @@
 //! in its participant record (0, or how to wake it: futex or doorbell).
 //!
 //! Waiter (after finding nothing to do):
-//! 1. `seq = futex.load()` (futex waiters only);
+//! 1. `seq = futex.load()` (futex waiters only: the word is the waiter's own, `AUX_FUTEX`);
 //! 2. `count += 1`, then `parked = mode` (SeqCst), then a SeqCst fence;
 //! 3. re-check the ring; if there is work, retract and go;
-//! 4. sleep: `futex_wait(futex, seq, timeout)`, or `Pending` until the doorbell rings;
+//! 4. sleep: `futex_wait(own futex, seq, timeout)`, or `Pending` until the doorbell rings;
 //! 5. retract: `if parked.swap(0) != 0 { count -= 1 }`.
 //!
 //! Waker (after the release store that made work visible):
@@ -31,7 +31,6 @@
 //! written word per publish; a waiter pays one `membarrier` call per park.
 
 use std::ops::Range;
-use std::time::Duration;
 
 #[cfg(shmchan_loom)]
 use crate::loom::fence;
@@ -46,6 +45,22 @@ use crate::{
 pub(crate) const AUX_PARKED: usize = 0;
 /// Record aux word holding the doorbell token of a handle that parks in a reactor (0: none).
 pub(crate) const AUX_TOKEN: usize = 1;
+/// Record aux word whose first four bytes are the handle's own futex word: a blocked thread
+/// sleeps on it, and the waker that takes its announcement bumps and wakes it, so a publish
+/// wakes one thread, not every thread of the side. Only ever accessed as a `u32` (through
+/// [`futex_of`]), apart from the zeroing of a record being claimed, which happens before
+/// anyone can see the record.
+pub(crate) const AUX_FUTEX: usize = 3;
+
+/// The futex word of a record: the first four bytes of its [`AUX_FUTEX`] word.
+#[cfg(not(shmchan_loom))]
+pub(crate) fn futex_of(word: &AtomicU64) -> &AtomicU32 {
+    // SAFETY: the aux word is 8-aligned and lives (mapped) as long as `word` is borrowed, so
+    // its first four bytes are a 4-aligned `u32` for as long; every access to them other than
+    // the record's zeroing (ordered before by the record's publication) is through this
+    // 32-bit atomic view, so no access of another width races with it.
+    unsafe { AtomicU32::from_ptr(word.as_ptr().cast::<u32>()) }
+}
 
 /// `parked` value: wake by bumping the side's futex word and `futex_wake`.
 pub(crate) const PARK_FUTEX: u64 = 1;
@@ -155,13 +170,6 @@ impl Sleepers<'_> {
             true
         }
     }
-
-    /// Futex waiter, step 4: sleeps until woken, the futex word changes from `seq`, or
-    /// `timeout`.
-    #[cfg(not(shmchan_loom))]
-    pub(crate) fn sleep(&self, seq: u32, timeout: Duration) {
-        crate::sys::futex::wait(self.futex, seq, Some(timeout));
-    }
 }
 
 /// The doorbell ringer of one handle: a datagram socket made on the first ring. A failure
@@ -217,9 +225,12 @@ impl WaitSet<'_> {
     /// wake, find nothing and park again, for every job (the `worker_pool` example took 10 s
     /// with 8 workers against 1.5 s with one). The rule that keeps this free of lost wake-ups:
     /// *a waiter that was rung and does not take an item passes the wake on* (it was dropped
-    /// while parked, or it found an item by its own re-check: `reactor::retract`). Futex
-    /// sleepers share one futex word per side, so they are still all woken together (a
-    /// `futex_wake` of one could wake a thread whose announcement was not the one taken).
+    /// while parked, or it found an item by its own re-check: `reactor::retract`; a thread
+    /// that was rung and times out or finds an item with more left: `blocking::block`). Each
+    /// futex sleeper sleeps on a word of its own record (`AUX_FUTEX`), so one can be woken
+    /// without the others: until 2026-12-02 they shared the side's word and all woke for
+    /// each item (or, through a bug in the count passed to the kernel, only one did, and the
+    /// others slept until their liveness check).
     #[inline]
     pub(crate) fn wake(&self, bells: &Bells, n: usize) {
         if self.sleepers.anyone() {
@@ -270,11 +281,30 @@ impl WaitSet<'_> {
                         .unwrap_or(0);
                     ringer.ring(token);
                 }
+            } else if mode == PARK_FUTEX {
+                if limit == 0 {
+                    continue;
+                }
+                if self.sleepers.take_mode(word, mode) {
+                    if !everyone {
+                        limit -= 1;
+                    }
+                    // The thread whose announcement we took, and no other: its own futex word.
+                    if let Ok(w) = self.layout.aux_word(i, AUX_FUTEX) {
+                        let f = futex_of(w);
+                        // Release: pairs with the Acquire load of the word before the
+                        // sleeper's announcement (a sleep that began after sees it changed).
+                        f.fetch_add(1, Ordering::Release);
+                        crate::sys::futex::wake(f, 1);
+                    }
+                    futex = true;
+                }
             } else if self.sleepers.take_mode(word, mode) {
                 futex = true;
             }
         }
         if futex {
+            // The side's shared word too: a thread of an older build sleeps on it.
             self.sleepers.wake_futex();
         }
     }
