@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ShmName, spawn};
+use common::{ChildGuard, ShmName};
 use shmchan::{Options, WaitStrategy, mpmc};
 
 const CONSUMERS: usize = 3;
@@ -42,9 +42,7 @@ fn child_entry() {
 fn one_publish_per_parked_thread_wakes_every_one_of_them() {
     let name = ShmName::new("futex-all");
     let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
-    let mut children: Vec<_> = (0..CONSUMERS)
-        .map(|_| spawn("take-one", &[name.as_str()]))
-        .collect();
+    let mut children: Vec<_> = (0..CONSUMERS).map(|_| take_one(name.as_str())).collect();
     // Until all three are parked on the futex word (as the segment's header says).
     let t = Instant::now();
     loop {
@@ -75,6 +73,14 @@ fn one_publish_per_parked_thread_wakes_every_one_of_them() {
     );
     got.sort();
     assert_eq!(got, [0, 1, 2]);
+}
+
+/// A consumer process that takes one message, with unbounded parks: without membarrier
+/// (`SHMCHAN_MEMBARRIER=0` in our environment) a parked thread would wake every millisecond.
+fn take_one(name: &str) -> ChildGuard {
+    let mut cmd = common::command("take-one", &[name]);
+    cmd.env_remove("SHMCHAN_MEMBARRIER");
+    ChildGuard::spawn(cmd)
 }
 
 /// Voluntary context switches of every thread of `pid` so far.
@@ -113,9 +119,7 @@ fn one_publish_wakes_one_parked_thread_not_all_of_them() {
     // woke all three for one message (two of them to find nothing and sleep again).
     let name = ShmName::new("futex-one");
     let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
-    let mut children: Vec<_> = (0..CONSUMERS)
-        .map(|_| spawn("take-one", &[name.as_str()]))
-        .collect();
+    let mut children: Vec<_> = (0..CONSUMERS).map(|_| take_one(name.as_str())).collect();
     wait_for_sleepers(name.as_str(), CONSUMERS);
     let before: Vec<u64> = children.iter().map(|c| switches(c.id())).collect();
     tx.send_blocking(7u64.to_le_bytes()).unwrap();
