@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ChildGuard, ShmName, command, report, reports, rt};
-use shmchan::{Options, WaitStrategy, spsc};
+use shmchan::{Options, spsc};
 
 const TRIPS: u64 = 1000;
 /// A hop that takes this long lost its wake-up (the liveness check would end it after a
@@ -22,11 +22,7 @@ const TRIPS: u64 = 1000;
 const HOP_BOUND: Duration = Duration::from_secs(10);
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(8)
-        .capacity(4)
-        .wait_strategy(WaitStrategy::park_only())
-        .liveness_interval(Duration::from_secs(60))
+    common::parked_opts(8, 4)
 }
 
 #[test]

@@ -12,16 +12,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ChildGuard, ShmName};
-use shmchan::{Options, WaitStrategy, mpmc};
+use shmchan::{Options, mpmc};
 
 const CONSUMERS: usize = 3;
 
 fn opts() -> Options {
-    Options::new()
-        .slot_size(8)
-        .capacity(8)
-        .wait_strategy(WaitStrategy::park_only())
-        .liveness_interval(Duration::from_secs(60))
+    common::parked_opts(8, 8)
 }
 
 #[test]
@@ -43,19 +39,7 @@ fn one_publish_per_parked_thread_wakes_every_one_of_them() {
     let name = ShmName::new("futex-all");
     let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
     let mut children: Vec<_> = (0..CONSUMERS).map(|_| take_one(name.as_str())).collect();
-    // Until all three are parked on the futex word (as the segment's header says).
-    let t = Instant::now();
-    loop {
-        let info = shmchan::inspect::inspect(name.as_str()).unwrap();
-        if info.ring.as_ref().unwrap().consumer_sleepers as usize == CONSUMERS {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "consumers never parked: {info:?}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for_sleepers(name.as_str(), CONSUMERS);
     for i in 0..CONSUMERS as u64 {
         tx.send_blocking(i.to_le_bytes()).unwrap();
     }
@@ -98,6 +82,7 @@ fn switches(pid: u32) -> u64 {
         .sum()
 }
 
+/// Waits until `n` consumers are parked (as the segment's header counts them).
 fn wait_for_sleepers(name: &str, n: usize) {
     let t = Instant::now();
     loop {

@@ -515,7 +515,9 @@ fn corrupt_and_mismatched_headers_are_refused() {
             ..
         })
     ));
-    seg.atomic_u32(12).unwrap().store(1, Ordering::SeqCst);
+    seg.atomic_u32(12)
+        .unwrap()
+        .store(shmchan::layout::LAYOUT_VERSION, Ordering::SeqCst);
 
     // A total length beyond the mapping, a participant table elsewhere, a bad magic, a bad
     // state: Corrupt, with the numbers.

@@ -118,9 +118,7 @@ pub(crate) fn waiter_barrier() -> bool {
 /// How long a park may last at most, given `want`: `want`, or [`POLL`] if this process's
 /// barrier calls fail.
 pub(crate) fn bound_park(want: Duration) -> Duration {
-    light();
-    // Relaxed: as in `waiter_barrier`.
-    if BARRIER_FAILED.load(Ordering::Relaxed) != 0 {
+    if parks_are_bounded() {
         want.min(POLL)
     } else {
         want

@@ -134,8 +134,9 @@ impl Sleepers<'_> {
         taken
     }
 
-    /// Wakes every thread parked on the futex word (after taking a futex announcement, or on
-    /// close).
+    /// Bumps and wakes the side's shared futex word. Nobody sleeps on it since layout version 2
+    /// (threads sleep on their own record's word); `wake_everyone` still bumps it, a rare
+    /// system call left until the loom models stop building `Sleepers` with it.
     pub(crate) fn wake_futex(&self) {
         // Release: a waiter that sees the new value sees what we published before.
         self.futex.fetch_add(1, Ordering::Release);
@@ -143,11 +144,9 @@ impl Sleepers<'_> {
         crate::sys::futex::wake(self.futex, u32::MAX);
     }
 
-    /// Waiter, steps 1-2: announces in `parked` how to be woken; returns the futex word's
-    /// value to sleep on. Re-check the ring after this, then sleep or retract.
-    pub(crate) fn announce(&self, parked: &AtomicU64, mode: u64) -> u32 {
-        // Acquire: pairs with the Release bump in `wake_futex`.
-        let seq = self.futex.load(Ordering::Acquire);
+    /// Waiter, step 2: announces in `parked` how to be woken (a futex waiter has read its own
+    /// futex word first, step 1). Re-check the ring after this, then sleep or retract.
+    pub(crate) fn announce(&self, parked: &AtomicU64, mode: u64) {
         self.count.fetch_add(1, Ordering::SeqCst);
         parked.store(mode, Ordering::SeqCst);
         // SeqCst fence: pairs with the fence in `anyone`; outside loom, with a barrier on
@@ -157,7 +156,6 @@ impl Sleepers<'_> {
         fence(Ordering::SeqCst);
         #[cfg(not(shmchan_loom))]
         crate::sys::membarrier::waiter_barrier();
-        seq
     }
 
     /// Waiter, step 5: withdraws the announcement unless a waker took it. Returns whether a
@@ -240,10 +238,9 @@ impl WaitSet<'_> {
 
     /// Waker, step 2: takes announcements in the set and rings them: work doorbells one by
     /// one, at most `limit` of them ([`usize::MAX`]: every one, event waiters included), and
-    /// every futex sleeper with one bump and wake.
+    /// futex sleepers the same way, each on its own record's word.
     pub(crate) fn ring_parked(&self, bells: &Bells, mut limit: usize) {
         let everyone = limit == usize::MAX;
-        let mut futex = false;
         for i in self.records.clone() {
             let Ok(word) = self.layout.aux_word(i, AUX_PARKED) else {
                 return;
@@ -297,15 +294,12 @@ impl WaitSet<'_> {
                         f.fetch_add(1, Ordering::Release);
                         crate::sys::futex::wake(f, 1);
                     }
-                    futex = true;
                 }
-            } else if self.sleepers.take_mode(word, mode) {
-                futex = true;
+            } else {
+                // Not a mode this build parks with (a corrupt word): take it, so that the
+                // count stays exact, and ring nothing.
+                self.sleepers.take_mode(word, mode);
             }
-        }
-        if futex {
-            // The side's shared word too: a thread of an older build sleeps on it.
-            self.sleepers.wake_futex();
         }
     }
 

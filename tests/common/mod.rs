@@ -342,6 +342,17 @@ pub fn opts(
 }
 
 /// `ms` milliseconds, for the liveness interval of [`opts`].
+/// Options whose waits always park (`WaitStrategy::park_only`), with the liveness check a
+/// minute away: a lost wake-up shows as a stall of a minute, not of the default 100 ms.
+pub fn parked_opts(slot_size: usize, capacity: usize) -> shmchan::Options {
+    opts(
+        slot_size,
+        capacity,
+        Some(std::time::Duration::from_secs(60)),
+    )
+    .wait_strategy(shmchan::WaitStrategy::park_only())
+}
+
 pub fn ms(ms: u64) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(ms))
 }
