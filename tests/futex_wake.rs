@@ -39,7 +39,7 @@ fn one_publish_per_parked_thread_wakes_every_one_of_them() {
     let name = ShmName::new("futex-all");
     let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
     let mut children: Vec<_> = (0..CONSUMERS).map(|_| take_one(name.as_str())).collect();
-    wait_for_sleepers(name.as_str(), CONSUMERS);
+    wait_for_sleepers(name.as_str(), CONSUMERS, &children);
     for i in 0..CONSUMERS as u64 {
         tx.send_blocking(i.to_le_bytes()).unwrap();
     }
@@ -82,12 +82,16 @@ fn switches(pid: u32) -> u64 {
         .sum()
 }
 
-/// Waits until `n` consumers are parked (as the segment's header counts them).
-fn wait_for_sleepers(name: &str, n: usize) {
+/// Waits until `n` consumers are parked (as the segment's header counts them) and every
+/// thread of `children` is asleep: a consumer that has announced itself may still be
+/// re-checking the ring (after a membarrier that can take microseconds) on its way to sleep.
+fn wait_for_sleepers(name: &str, n: usize, children: &[ChildGuard]) {
     let t = Instant::now();
     loop {
         let info = shmchan::inspect::inspect(name).unwrap();
-        if info.ring.as_ref().unwrap().consumer_sleepers as usize == n {
+        if info.ring.as_ref().unwrap().consumer_sleepers as usize == n
+            && children.iter().all(|c| common::asleep(c.id()))
+        {
             return;
         }
         assert!(
@@ -105,13 +109,13 @@ fn one_publish_wakes_one_parked_thread_not_all_of_them() {
     let name = ShmName::new("futex-one");
     let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
     let mut children: Vec<_> = (0..CONSUMERS).map(|_| take_one(name.as_str())).collect();
-    wait_for_sleepers(name.as_str(), CONSUMERS);
+    wait_for_sleepers(name.as_str(), CONSUMERS, &children);
     let before: Vec<u64> = children.iter().map(|c| switches(c.id())).collect();
     tx.send_blocking(7u64.to_le_bytes()).unwrap();
     // One child takes it (which one is up to the waker) and leaves its wait; the others
     // stay parked. A thread woken for nothing sleeps again at once (it re-announces first);
     // give a stray wake-up time to show anyway.
-    wait_for_sleepers(name.as_str(), CONSUMERS - 1);
+    wait_for_sleepers(name.as_str(), CONSUMERS - 1, &children);
     std::thread::sleep(Duration::from_millis(50));
     let woken: Vec<usize> = (0..CONSUMERS)
         .filter(|&i| switches(children[i].id()) != before[i])

@@ -115,6 +115,14 @@ pub(crate) mod faults {
     }
 }
 
+/// The scheduler state (`R`, `S`, `D`, ...) of thread `tid`, of any process, as
+/// `/proc/<tid>/stat` shows it; `None` if there is no such thread. Tests use it to tell a
+/// thread that is asleep from one that is about to be.
+#[cfg(test)]
+pub(crate) fn thread_state(tid: i32) -> Option<u8> {
+    read_stat(u32::try_from(tid).ok()?).map(|(state, _)| state)
+}
+
 /// Reads `/proc/<pid>/stat`: (state character, start time). `None` if the process does not exist.
 fn read_stat(pid: u32) -> Option<(u8, u64)> {
     let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;

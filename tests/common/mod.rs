@@ -431,3 +431,21 @@ pub fn root_or_skip(what: &str) -> bool {
     }
     root
 }
+
+/// Whether every thread of process `pid` is asleep (state `S` in `/proc/<pid>/task/*/stat`):
+/// blocked in a system call such as `futex` or `epoll_wait`, not running, runnable or on its
+/// way there.
+pub fn asleep(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.into_iter().all(|t| {
+        let Ok(t) = t else { return false };
+        let stat = std::fs::read(t.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold either.
+        stat.iter()
+            .rposition(|&b| b == b')')
+            .and_then(|close| stat.get(close + 2))
+            == Some(&b'S')
+    })
+}
