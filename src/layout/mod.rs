@@ -85,7 +85,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCHAN\x01");
 /// The layout version this build writes and accepts. 2 (2026-12-02): a blocked thread
 /// sleeps on a futex word in its own participant record (`wait::protocol::AUX_FUTEX`), not on
 /// its ring side's shared word, so a build of version 1 would never wake it (nor it one of
-/// version 1): the two refuse each other's segments.
+/// version 1): the two refuse each other's segments. Version 2 also packs slots of at most 16
+/// bytes at a 32-byte stride (`ring::Geometry::stride`).
 pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header before the participant table.
 pub const HEADER_LEN: usize = 256;

@@ -12,8 +12,13 @@
 //!    512  flags: u32 (bit 0: a producer attached once, bit 1: a consumer attached once,
 //!         bit 2: lifetime = creator, bit 3: the creator left, bit 4: closed by a consumer),
 //!         producers: u32, consumers: u32  (clean-close counters, hints only)
-//!    640  slot 0: seq: u64, len: u32, pad: u32, payload[slot_size], padded to a 64-byte stride
+//!    640  slot 0: seq: u64, len: u32, pad: u32, payload[slot_size], padded to the stride
 //! ```
+//!
+//! The stride is a multiple of 64 bytes (a cache line), or 32 for slots of at most 16 bytes:
+//! two such slots share a line, so a consumer reading a run of small messages (job ids,
+//! counters) pulls half as many lines from the producer's core (`cargo bench --bench
+//! worker_pool`, 8-byte jobs and 16-byte results: see README). No slot straddles a line.
 //!
 //! Positions are `u64`s that only grow; slot `i` serves positions `p` with `p % capacity == i`.
 //! Every index is formed as `p % capacity`, so a hostile peer that writes any position can never
@@ -98,9 +103,11 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    /// Bytes from one slot to the next: header plus payload, rounded up to 64.
+    /// Bytes from one slot to the next: header plus payload, rounded up to 64, or 32 when
+    /// that holds them (slots of at most 16 bytes: two to a cache line).
     pub(crate) fn stride(&self) -> usize {
-        (SLOT_HEADER + self.slot_size).div_ceil(64) * 64
+        let len = SLOT_HEADER + self.slot_size;
+        if len <= 32 { 32 } else { len.div_ceil(64) * 64 }
     }
 
     /// Bytes of the whole region.
@@ -552,4 +559,32 @@ fn bad_len(n: usize, slot_size: usize, pos: u64) -> Error {
     Error::Corrupt(format!(
         "message at position {pos} claims {n} bytes, slots hold {slot_size}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_slots_pack_two_to_a_line_and_none_straddles_one() {
+        let stride = |slot_size| {
+            Geometry {
+                slot_size,
+                capacity: 8,
+            }
+            .stride()
+        };
+        assert_eq!(stride(1), 32);
+        assert_eq!(stride(16), 32);
+        assert_eq!(stride(17), 64);
+        assert_eq!(stride(48), 64);
+        assert_eq!(stride(49), 128);
+        assert_eq!(stride(64), 128);
+        for s in 1..=4096 {
+            let st = stride(s);
+            assert!(st >= SLOT_HEADER + s, "slot size {s}: stride {st}");
+            // A line holds whole slots, or a slot whole lines.
+            assert!(64 % st == 0 || st % 64 == 0, "slot size {s}: stride {st}");
+        }
+    }
 }
