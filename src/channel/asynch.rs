@@ -306,10 +306,17 @@ impl<F: Flavour> Producer<F> {
     }
 
     /// Waits until the Sink's pending item (if any) is in the ring.
+    #[inline(always)]
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.tx.pending.is_none() {
             return Poll::Ready(Ok(()));
         }
+        self.poll_pending_slow(cx)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poll_pending_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let mut started = self.sink_started.take();
         let tx = &mut self.tx;
         let r = poll_op(&mut self.core, cx, &mut started, |core| {

@@ -26,7 +26,7 @@ impl Core {
     /// Cheap check on an empty (full) ring: are peers of the other side gone? Uses the
     /// clean-close counter as a hint and the participant table as the truth; never reads
     /// `/proc`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn peers_closed(&self) -> bool {
         let (counter, flag) = self.side.other().counter_and_flag();
         // Acquire: pairs with the AcqRel updates in finish/drop; a peer's last publish happens
@@ -38,15 +38,25 @@ impl Core {
         if flags & flag == 0 {
             return false;
         }
+        // Acquire: as the flags'. A peer attached: the common case on every send, so it is
+        // answered here, inline; the rest is the cold path.
+        if self.ring.word32(counter).load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        self.peers_closed_slow(flags)
+    }
+
+    /// The rest of [`peers_closed`](Self::peers_closed), once the clean-close counter of the
+    /// other side reads 0.
+    #[cold]
+    #[inline(never)]
+    fn peers_closed_slow(&self, flags: u32) -> bool {
         // Lifetime::Creator: open while the creator's handle is attached (ours, or one whose
         // process the liveness checks still find alive).
         if flags & ring::FLAG_LIFETIME_CREATOR != 0
             && flags & ring::FLAG_CREATOR_LEFT == 0
             && (self.created || !self.creator_gone)
         {
-            return false;
-        }
-        if self.ring.word32(counter).load(Ordering::Acquire) != 0 {
             return false;
         }
         let range = self.records(self.side.other());
@@ -67,11 +77,18 @@ impl Core {
     }
 
     /// When every peer of the other side is gone: `PeerGone` if one died, else `Closed`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn closed_error(&self) -> Option<Error> {
         if !self.peers_closed() {
             return None;
         }
+        self.closed_error_slow()
+    }
+
+    /// [`closed_error`](Self::closed_error) once the peers are gone.
+    #[cold]
+    #[inline(never)]
+    fn closed_error_slow(&self) -> Option<Error> {
         // Relaxed: `peers_closed` just read the flags with Acquire.
         let by_close =
             self.ring.word32(ring::OFF_FLAGS).load(Ordering::Relaxed) & ring::FLAG_RECV_CLOSED != 0;
