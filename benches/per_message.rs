@@ -1,0 +1,198 @@
+//! What one message costs in software alone: one thread, no second core, no waiting. A tokio
+//! current_thread task sends a burst of 512 64-byte messages into a channel of 1024 and then
+//! receives them with `recv_many`, over and over; the same with tokio `mpsc` (`send().await`,
+//! `recv_many`) and with the bytes a buffered socket stream would copy (`BufWriter` into a
+//! `Vec`, `BufReader::read_exact` out of it, 4-byte length prefixes, no system call).
+//!
+//! This is the floor under the cross-process figures of the async benches: a stream between
+//! two processes runs no faster than its slower side's software cost, plus the cache lines
+//! that then move between the cores. Reported: nanoseconds per message on each side, and
+//! shmchan's over the alternative's (lower is cheaper), medians of alternating rounds.
+//!
+//! `cargo bench --bench per_message` (`BENCH_ROUNDS`, 5 by default; each round is the
+//! fastest of 3 passes of 1,000 bursts). Run it pinned (`taskset -c 0`) for steadier figures.
+
+use std::time::Instant;
+
+use futures::SinkExt;
+use shmchan::{Options, Segment, spsc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+
+#[path = "support/harness.rs"]
+mod harness;
+use harness::median;
+
+const BURST: usize = 512;
+const BURSTS: usize = 1_000;
+const MSG: usize = 64;
+const PASSES: usize = 3;
+
+/// Nanoseconds per message: (send side, receive side).
+#[derive(Clone, Copy)]
+struct Cost(f64, f64);
+
+impl Cost {
+    fn min(self, o: Cost) -> Cost {
+        Cost(self.0.min(o.0), self.1.min(o.1))
+    }
+}
+
+fn per_msg(seconds: f64) -> f64 {
+    seconds * 1e9 / (BURST * BURSTS) as f64
+}
+
+/// How shmchan's producer sends: `send().await` each, `feed` with a `flush` every 64 (as a
+/// `BufWriter`), or `try_send`.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Send,
+    Feed,
+    Try,
+}
+
+async fn shmchan(mode: Mode) -> Cost {
+    let name = format!("/shmchan-bench-per-message-{}", std::process::id());
+    let opts = Options::new().slot_size(MSG).capacity(2 * BURST);
+    let mut tx = spsc::Producer::create(&name, opts.clone()).unwrap();
+    let mut rx = spsc::Consumer::open(&name, opts).unwrap();
+    // Nothing else opens it: unlinked at once, so a failing run leaves nothing behind.
+    Segment::unlink(&name).unwrap();
+    let payload = [7u8; MSG];
+    let mut batch = Vec::with_capacity(BURST);
+    let mut best = Cost(f64::INFINITY, f64::INFINITY);
+    for _ in 0..PASSES {
+        let (mut ts, mut tr) = (0.0, 0.0);
+        for _ in 0..BURSTS {
+            let t = Instant::now();
+            for i in 0..BURST {
+                match mode {
+                    Mode::Send => tx.send(payload).await.unwrap(),
+                    Mode::Try => tx.try_send(payload).unwrap(),
+                    Mode::Feed => {
+                        tx.feed(payload).await.unwrap();
+                        if i % 64 == 63 {
+                            SinkExt::<[u8; MSG]>::flush(&mut tx).await.unwrap();
+                        }
+                    }
+                }
+            }
+            ts += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut got = 0;
+            while got < BURST {
+                batch.clear();
+                got += rx.recv_many(&mut batch, BURST).await.unwrap();
+            }
+            tr += t.elapsed().as_secs_f64();
+        }
+        best = best.min(Cost(per_msg(ts), per_msg(tr)));
+    }
+    best
+}
+
+async fn tokio_mpsc() -> Cost {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<[u8; MSG]>(2 * BURST);
+    let payload = [7u8; MSG];
+    let mut batch = Vec::with_capacity(BURST);
+    let mut best = Cost(f64::INFINITY, f64::INFINITY);
+    for _ in 0..PASSES {
+        let (mut ts, mut tr) = (0.0, 0.0);
+        for _ in 0..BURSTS {
+            let t = Instant::now();
+            for _ in 0..BURST {
+                tx.send(payload).await.unwrap();
+            }
+            ts += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut got = 0;
+            while got < BURST {
+                batch.clear();
+                got += rx.recv_many(&mut batch, BURST).await;
+            }
+            tr += t.elapsed().as_secs_f64();
+        }
+        best = best.min(Cost(per_msg(ts), per_msg(tr)));
+    }
+    best
+}
+
+/// A buffered byte stream's copies without its system calls: length-prefixed records through
+/// a `BufWriter` into memory, and out through a `BufReader`.
+async fn buffered_bytes() -> Cost {
+    let mut frame = [7u8; 4 + MSG];
+    frame[..4].copy_from_slice(&(MSG as u32).to_le_bytes());
+    let mut wire: Vec<u8> = Vec::with_capacity(BURST * frame.len());
+    let mut best = Cost(f64::INFINITY, f64::INFINITY);
+    for _ in 0..PASSES {
+        let (mut ts, mut tr) = (0.0, 0.0);
+        for _ in 0..BURSTS {
+            wire.clear();
+            let t = Instant::now();
+            let mut w = BufWriter::new(&mut wire);
+            for _ in 0..BURST {
+                w.write_all(&frame).await.unwrap();
+            }
+            w.flush().await.unwrap();
+            drop(w);
+            ts += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut r = BufReader::new(&wire[..]);
+            let mut got = [0u8; 4 + MSG];
+            for _ in 0..BURST {
+                r.read_exact(&mut got).await.unwrap();
+            }
+            tr += t.elapsed().as_secs_f64();
+            assert_eq!(got, frame);
+        }
+        best = best.min(Cost(per_msg(ts), per_msg(tr)));
+    }
+    best
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rounds = harness::rounds(5);
+    let rt = harness::rt();
+    println!(
+        "per-message software cost, one thread, bursts of {BURST} x {MSG} B, {rounds} alternating rounds, medians (ns per message, send side / receive side):"
+    );
+    let mut rows: Vec<(&str, Vec<Cost>)> = vec![
+        ("shmchan send().await", Vec::new()),
+        ("shmchan feed+flush/64", Vec::new()),
+        ("shmchan try_send", Vec::new()),
+        ("tokio mpsc send().await", Vec::new()),
+        ("buffered bytes (no syscall)", Vec::new()),
+    ];
+    for _ in 0..rounds {
+        rt.block_on(async {
+            rows[0].1.push(shmchan(Mode::Send).await);
+            rows[3].1.push(tokio_mpsc().await);
+            rows[1].1.push(shmchan(Mode::Feed).await);
+            rows[4].1.push(buffered_bytes().await);
+            rows[2].1.push(shmchan(Mode::Try).await);
+        });
+    }
+    let med = |v: &[Cost], f: fn(&Cost) -> f64| median(v.iter().map(f).collect());
+    let ratio = |a: &[Cost], b: &[Cost], f: fn(&Cost) -> f64| {
+        median(a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect())
+    };
+    for (n, v) in &rows {
+        println!(
+            "{n:<28} {:>7.1} / {:>6.1} ns",
+            med(v, |c| c.0),
+            med(v, |c| c.1)
+        );
+    }
+    let (mpsc, bytes) = (&rows[3].1, &rows[4].1);
+    for (n, v) in &rows[..3] {
+        println!(
+            "{n:<28} vs tokio mpsc {:.2}x / {:.2}x, vs buffered bytes {:.2}x / {:.2}x",
+            ratio(v, mpsc, |c| c.0),
+            ratio(v, mpsc, |c| c.1),
+            ratio(v, bytes, |c| c.0),
+            ratio(v, bytes, |c| c.1)
+        );
+    }
+}
