@@ -5,6 +5,7 @@
 //! May call `wait`, `ring`, `layout`, `segment` and `sys`.
 
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,16 @@ impl Side {
     }
 }
 
+/// A pointer to our participant record's intent word (see [`Core::intent`]).
+#[derive(Clone, Copy)]
+pub(super) struct IntentWord(NonNull<AtomicU64>);
+
+// SAFETY: the pointer is only turned into a shared `&AtomicU64` (`Core::intent`), which is
+// `Send + Sync`; the memory is the handle's own mapping, as for `Ring`.
+unsafe impl Send for IntentWord {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for IntentWord {}
+
 /// Everything a handle holds besides its algorithm state.
 pub(super) struct Core {
     /// Must outlive `ring` (which points into it): declared after it, dropped after it.
@@ -102,6 +113,9 @@ pub(super) struct Core {
     pub(super) keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
     /// The heap of large messages and the blocks sent still in flight (`large.rs`).
     pub(super) large: super::large::LargeState,
+    /// Our record's intent word, found once at registration: every claim and free passes it
+    /// to the ring's algorithm. `None` before registration and after `leave`.
+    pub(super) intent_word: Option<IntentWord>,
     /// Consumers: a message claimed by `recv_into` whose buffer was too small, kept claimed
     /// (position, length) so that the next receive of any kind returns it first.
     pub(super) held: Option<(u64, usize)>,
@@ -362,6 +376,7 @@ impl Core {
             creator_gone: false,
             keepalive: None,
             large: Default::default(),
+            intent_word: None,
             held: None,
             owner: None,
             dead_peer: None,
@@ -400,6 +415,9 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
+        core.intent_word = Some(IntentWord(NonNull::from(
+            core.layout.intent_word(reg.index())?,
+        )));
         core.reg = Some(reg);
         Ok(core)
     }
@@ -435,9 +453,12 @@ impl Core {
 
     #[inline]
     pub(super) fn intent(&self) -> &AtomicU64 {
-        self.layout
-            .intent_word(self.reg().index())
-            .expect("channels map read-write")
+        let w = self.intent_word.expect("registered while the handle lives");
+        // SAFETY: `w` was made from a reference to our record's intent word in the mapping
+        // `self.layout` holds (`Layout::intent_word`, bounds-checked then), which stays
+        // mapped at the same address while `self.layout` lives; the reference returned is
+        // bounded by `&self`. An `AtomicU64` may be shared and written by other processes.
+        unsafe { w.0.as_ref() }
     }
 
     /// The records of `side`.
@@ -536,6 +557,7 @@ impl Core {
         }
         self.sleepers(self.side).retract(self.parked_word());
         let reg = self.reg.take().expect("checked above");
+        self.intent_word = None;
         if std::mem::take(&mut self.counted) {
             self.uncount(self.side);
         }

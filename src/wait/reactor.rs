@@ -280,11 +280,12 @@ fn poll_wait<P: AsyncPark, R>(
     interest: Interest,
     mut attempt: impl FnMut(&mut P) -> Result<Option<R>>,
 ) -> Poll<Result<R>> {
-    let strategy = p.strategy();
     let mode = match interest {
         Interest::Work => PARK_DOORBELL,
         Interest::Events => PARK_DOORBELL_EVENT,
     };
+    // Copied once the first attempt found nothing: most calls are ready at once.
+    let mut strategy = None;
     loop {
         // A wake we were given is used by this attempt (an event waiter's never concerns
         // work, so it has none to pass on).
@@ -305,6 +306,7 @@ fn poll_wait<P: AsyncPark, R>(
                 return Poll::Ready(done.map(|r| r.expect("matched Some")));
             }
         }
+        let strategy = *strategy.get_or_insert_with(|| p.strategy());
         let t0 = match *started {
             Some(t) => t,
             None if interest == Interest::Events => *started.insert(Instant::now()),
