@@ -42,12 +42,14 @@ fn per_msg(seconds: f64) -> f64 {
 }
 
 /// How shmchan's producer sends: `send().await` each, `feed` with a `flush` every 64 (as a
-/// `BufWriter`), or `try_send`.
+/// `BufWriter`), `try_send`, or chunks of 64 slots (`reserve_many(64).await`, `write` each,
+/// one `commit`).
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Send,
     Feed,
     Try,
+    Chunk,
 }
 
 async fn shmchan(mode: Mode) -> Cost {
@@ -64,8 +66,18 @@ async fn shmchan(mode: Mode) -> Cost {
         let (mut ts, mut tr) = (0.0, 0.0);
         for _ in 0..BURSTS {
             let t = Instant::now();
+            if mode == Mode::Chunk {
+                for _ in 0..BURST / 64 {
+                    let mut c = tx.reserve_many(64).await.unwrap();
+                    for j in 0..64 {
+                        c.write(j, &payload).unwrap();
+                    }
+                    c.commit(64);
+                }
+            }
             for i in 0..BURST {
                 match mode {
+                    Mode::Chunk => break,
                     Mode::Send => tx.send(payload).await.unwrap(),
                     Mode::Try => tx.try_send(payload).unwrap(),
                     Mode::Feed => {
@@ -162,16 +174,20 @@ fn main() {
         ("shmchan send().await", Vec::new()),
         ("shmchan feed+flush/64", Vec::new()),
         ("shmchan try_send", Vec::new()),
+        ("shmchan reserve_many(64)", Vec::new()),
         ("tokio mpsc send().await", Vec::new()),
         ("buffered bytes (no syscall)", Vec::new()),
     ];
+    const MPSC: usize = 4;
+    const BYTES: usize = 5;
     for _ in 0..rounds {
         rt.block_on(async {
             rows[0].1.push(shmchan(Mode::Send).await);
-            rows[3].1.push(tokio_mpsc().await);
+            rows[MPSC].1.push(tokio_mpsc().await);
             rows[1].1.push(shmchan(Mode::Feed).await);
-            rows[4].1.push(buffered_bytes().await);
+            rows[BYTES].1.push(buffered_bytes().await);
             rows[2].1.push(shmchan(Mode::Try).await);
+            rows[3].1.push(shmchan(Mode::Chunk).await);
         });
     }
     let med = |v: &[Cost], f: fn(&Cost) -> f64| median(v.iter().map(f).collect());
@@ -185,8 +201,8 @@ fn main() {
             med(v, |c| c.1)
         );
     }
-    let (mpsc, bytes) = (&rows[3].1, &rows[4].1);
-    for (n, v) in &rows[..3] {
+    let (mpsc, bytes) = (&rows[MPSC].1, &rows[BYTES].1);
+    for (n, v) in &rows[..MPSC] {
         println!(
             "{n:<28} vs tokio mpsc {:.2}x / {:.2}x, vs buffered bytes {:.2}x / {:.2}x",
             ratio(v, mpsc, |c| c.0),
