@@ -111,13 +111,7 @@ async fn parent(shm_only: bool) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..STREAM {
         tx.send(payload).await?;
     }
-    let ack = rx.recv().await?;
-    let stream = t.elapsed();
-    assert_eq!(
-        &*ack,
-        STREAM.to_le_bytes(),
-        "the peer counted another number"
-    );
+    let stream = acked(&mut rx, t).await?;
     // The same records as a buffered stream: `feed` writes each into its slot without making
     // it visible; `flush` publishes the 64 with one store and at most one wake-up.
     let t = Instant::now();
@@ -128,13 +122,7 @@ async fn parent(shm_only: bool) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     tx.flush().await?;
-    let ack = rx.recv().await?;
-    let batched = t.elapsed();
-    assert_eq!(
-        &*ack,
-        STREAM.to_le_bytes(),
-        "the peer counted another number"
-    );
+    let batched = acked(&mut rx, t).await?;
     // In chunks: 64 slots reserved at once, each written in place, all 64 sent with one
     // store (and at most one wake-up).
     let t = Instant::now();
@@ -148,13 +136,7 @@ async fn parent(shm_only: bool) -> Result<(), Box<dyn std::error::Error>> {
         chunk.commit(k);
         sent += k as u64;
     }
-    let ack = rx.recv().await?;
-    let chunked = t.elapsed();
-    assert_eq!(
-        &*ack,
-        STREAM.to_le_bytes(),
-        "the peer counted another number"
-    );
+    let chunked = acked(&mut rx, t).await?;
     rtt.sort();
     let shm = Measured {
         rtt,
@@ -252,6 +234,30 @@ async fn parent(shm_only: bool) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Waits for the peer's count of a stream started at `t`: how long the stream took.
+async fn acked(rx: &mut spsc::Consumer, t: Instant) -> Result<Duration, shmchan::Error> {
+    let ack = rx.recv().await?;
+    let took = t.elapsed();
+    assert_eq!(
+        &*ack,
+        STREAM.to_le_bytes(),
+        "the peer counted another number"
+    );
+    Ok(took)
+}
+
+/// Receives a stream of `STREAM` messages in batches: how many.
+async fn drain(rx: &mut spsc::Consumer) -> Result<u64, shmchan::Error> {
+    let (mut n, mut batch) = (0u64, Vec::with_capacity(256));
+    while n < STREAM {
+        batch.clear();
+        rx.recv_many(&mut batch, 256).await?;
+        assert!(batch.iter().all(|m| m.len() == MSG));
+        n += batch.len() as u64;
+    }
+    Ok(n)
+}
+
 async fn child(ab: &str, ba: &str, sock: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut rx = spsc::Consumer::open(ab, opts())?;
     let mut tx = spsc::Producer::open(ba, opts())?;
@@ -268,23 +274,12 @@ async fn child(ab: &str, ba: &str, sock: &str) -> Result<(), Box<dyn std::error:
         n += 1;
     }
     tx.send(n.to_le_bytes()).await?;
-    // The buffered stream: take what is ready, freeing it with one store.
-    let (mut n, mut batch) = (0u64, Vec::with_capacity(256));
-    while n < STREAM {
-        batch.clear();
-        rx.recv_many(&mut batch, 256).await?;
-        assert!(batch.iter().all(|m| m.len() == MSG));
-        n += batch.len() as u64;
+    // The buffered stream, then the chunked one: take what is ready, freeing it with one
+    // store.
+    for _ in 0..2 {
+        let n = drain(&mut rx).await?;
+        tx.send(n.to_le_bytes()).await?;
     }
-    tx.send(n.to_le_bytes()).await?;
-    // The chunked stream: received the same way.
-    let mut n = 0u64;
-    while n < STREAM {
-        batch.clear();
-        rx.recv_many(&mut batch, 256).await?;
-        n += batch.len() as u64;
-    }
-    tx.send(n.to_le_bytes()).await?;
     if sock != "-" {
         let mut s = UnixStream::connect(sock).await?;
         let mut buf = [0u8; 12];
