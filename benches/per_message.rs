@@ -43,7 +43,8 @@ fn per_msg(seconds: f64) -> f64 {
 
 /// How shmchan's producer sends: `send().await` each, `feed` with a `flush` every 64 (as a
 /// `BufWriter`), `try_send`, or chunks of 64 slots (`reserve_many(64).await`, `write` each,
-/// one `commit`).
+/// one `commit`), received in chunks too (`recv_chunk`, a `read` each into a buffer); the
+/// others are received with `recv_many`.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Send,
@@ -109,9 +110,19 @@ async fn shmchan(mode: Mode) -> Cost {
             }
         }
     };
+    let mut buf = [0u8; MSG];
     let recv = async || {
         let mut got = 0;
         while got < BURST {
+            if mode == Mode::Chunk {
+                // The chunk's receiving half: each record copied into our buffer.
+                let chunk = rx.recv_chunk(BURST).await.unwrap();
+                for j in 0..chunk.len() {
+                    assert_eq!(chunk.read(j, &mut buf).unwrap(), MSG);
+                }
+                got += chunk.len();
+                continue;
+            }
             batch.clear();
             got += rx.recv_many(&mut batch, BURST).await.unwrap();
         }
@@ -181,7 +192,7 @@ fn main() {
         ("shmchan send().await", Vec::new()),
         ("shmchan feed+flush/64", Vec::new()),
         ("shmchan try_send", Vec::new()),
-        ("shmchan reserve_many(64)", Vec::new()),
+        ("shmchan chunks (64 / recv_chunk)", Vec::new()),
         ("tokio mpsc send().await", Vec::new()),
         ("buffered bytes (no syscall)", Vec::new()),
     ];

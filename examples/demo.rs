@@ -13,8 +13,9 @@
 //! when it returns), once as a buffered stream (`feed`, with a `flush` every 64 messages; the
 //! receiver takes what is ready with `recv_many`), as the `UnixStream` side is buffered
 //! (`BufWriter` / `BufReader`), and once in chunks (`reserve_many(64)`, a `write` per
-//! message, one `commit`: the batch API, which costs a message about what a `BufWriter`'s
-//! copy does; `cargo bench --bench per_message`).
+//! message, one `commit`; the receiver's `recv_chunk`, a `read` per message into its buffer:
+//! the batch API, which costs a message about what a `BufWriter`'s copy does; `cargo bench
+//! --bench per_message`).
 
 use std::time::{Duration, Instant};
 
@@ -214,7 +215,7 @@ async fn parent(shm_only: bool) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>14.0}",
-        "  .. reserve_many(64)",
+        "  .. chunks of 64",
         "",
         "",
         "",
@@ -274,12 +275,19 @@ async fn child(ab: &str, ba: &str, sock: &str) -> Result<(), Box<dyn std::error:
         n += 1;
     }
     tx.send(n.to_le_bytes()).await?;
-    // The buffered stream, then the chunked one: take what is ready, freeing it with one
-    // store.
-    for _ in 0..2 {
-        let n = drain(&mut rx).await?;
-        tx.send(n.to_le_bytes()).await?;
+    // The buffered stream: take what is ready, freeing it with one store.
+    let n = drain(&mut rx).await?;
+    tx.send(n.to_le_bytes()).await?;
+    // The chunked one: chunks of what is ready, each record copied into our buffer.
+    let (mut n, mut buf) = (0u64, [0u8; MSG]);
+    while n < STREAM {
+        let chunk = rx.recv_chunk(256).await?;
+        for i in 0..chunk.len() {
+            assert_eq!(chunk.read(i, &mut buf)?, MSG);
+        }
+        n += chunk.len() as u64;
     }
+    tx.send(n.to_le_bytes()).await?;
     if sock != "-" {
         let mut s = UnixStream::connect(sock).await?;
         let mut buf = [0u8; 12];

@@ -302,6 +302,29 @@ impl<'a> ReadChunk<'a> {
         ring.read_payload(ring.index(self.pos.wrapping_add(i as u64)), 0, &mut v);
         v
     }
+    /// Copies message `i` into the start of `buf`, without allocating: its length.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `i` is out of the chunk or the message longer than
+    /// `buf` (a buffer of the channel's slot size always fits).
+    pub fn read(&self, i: usize, buf: &mut [u8]) -> Result<usize> {
+        let Some(&len) = self.lens.get(i) else {
+            return Err(Error::InvalidArgument(format!(
+                "message {i} of a chunk of {}",
+                self.lens.len()
+            )));
+        };
+        let Some(dst) = buf.get_mut(..len) else {
+            return Err(Error::InvalidArgument(format!(
+                "message {i} of the chunk is {len} bytes, the buffer {}",
+                buf.len()
+            )));
+        };
+        let ring = &self.consumer.core.ring;
+        ring.read_payload(ring.index(self.pos.wrapping_add(i as u64)), 0, dst);
+        Ok(len)
+    }
 }
 
 impl Drop for ReadChunk<'_> {
