@@ -466,15 +466,14 @@ impl Core {
         records(self.kind, self.layout.participant_capacity(), side)
     }
 
-    /// The futex word and parked count of `side`.
+    /// The parked count of `side`.
     #[inline]
     pub(super) fn sleepers(&self, side: Side) -> Sleepers<'_> {
-        let (f, c) = match side {
-            Side::Consumer => (ring::OFF_CONS_FUTEX, ring::OFF_CONS_SLEEPERS),
-            Side::Producer => (ring::OFF_PROD_FUTEX, ring::OFF_PROD_SLEEPERS),
+        let c = match side {
+            Side::Consumer => ring::OFF_CONS_SLEEPERS,
+            Side::Producer => ring::OFF_PROD_SLEEPERS,
         };
         Sleepers {
-            futex: self.ring.word32(f),
             count: self.ring.word32(c),
         }
     }

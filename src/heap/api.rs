@@ -359,11 +359,11 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// The heap's waiting side as the park/wake protocol sees it: the futex word bumped on
-    /// wakes and the count of waiters (blocking ones count themselves, async ones announce).
+    /// The heap's waiting side as the park/wake protocol sees it: the count of waiters
+    /// (blocking ones count themselves, async ones announce; blocking ones sleep on the
+    /// `OFF_FREE_SEQ` futex word, which `notify_freed` bumps).
     pub(super) fn sleepers(&self) -> Sleepers<'_> {
         Sleepers {
-            futex: self.futex_word(OFF_FREE_SEQ),
             count: self.futex_word(OFF_WAITERS),
         }
     }

@@ -7,8 +7,8 @@
 //! offset  word(s)                                   written by
 //!      0  tail: u64, next position to publish        producers
 //!    128  head: u64, next position to consume        consumers
-//!    256  cons_futex: u32, cons_sleepers: u32         parked consumers / producers waking them
-//!    384  prod_futex: u32, prod_sleepers: u32         parked producers / consumers waking them
+//!    256  unused: u32, cons_sleepers: u32             parked consumers / producers waking them
+//!    384  unused: u32, prod_sleepers: u32             parked producers / consumers waking them
 //!    512  flags: u32 (bit 0: a producer attached once, bit 1: a consumer attached once,
 //!         bit 2: lifetime = creator, bit 3: the creator left, bit 4: closed by a consumer),
 //!         producers: u32, consumers: u32  (clean-close counters, hints only)
@@ -45,11 +45,10 @@ use crate::loom::{AtomicU32, AtomicU64};
 pub(crate) const OFF_TAIL: usize = 0;
 /// Offset of the head word.
 pub(crate) const OFF_HEAD: usize = 128;
-/// Futex word and sleeper count of parked consumers.
-pub(crate) const OFF_CONS_FUTEX: usize = 256;
+/// Sleeper count of parked consumers (the word before it, a shared futex word in layout 1, is
+/// unused: a thread sleeps on its own record's word).
 pub(crate) const OFF_CONS_SLEEPERS: usize = 260;
-/// Futex word and sleeper count of parked producers.
-pub(crate) const OFF_PROD_FUTEX: usize = 384;
+/// Sleeper count of parked producers (after an unused word, as for consumers).
 pub(crate) const OFF_PROD_SLEEPERS: usize = 388;
 /// Attach flags and clean-close counters.
 pub(crate) const OFF_FLAGS: usize = 512;

@@ -27,7 +27,6 @@ const CHILD_TOKEN: usize = 8;
 const PUBLISHED: usize = 16;
 const STOP: usize = 24;
 const PARKED: usize = 32;
-const FUTEX: usize = 40;
 const COUNT: usize = 44;
 
 /// A segment name unlinked on drop.
@@ -189,7 +188,6 @@ fn child_entry() {
             let total = await_nonzero(stop);
             let parked = seg.atomic_u64(PARKED).unwrap();
             let sl = Sleepers {
-                futex: seg.atomic_u32(FUTEX).unwrap(),
                 count: seg.atomic_u32(COUNT).unwrap(),
             };
             let (mut seen, mut parks, mut rung) = (0u64, 0u64, 0u64);
@@ -367,7 +365,6 @@ fn stress_bursts_and_idle_gaps_lose_no_wakeup() {
     let (_, child_token, published, stop) = words(&seg.0);
     let parked = seg.u64(PARKED);
     let sl = Sleepers {
-        futex: seg.0.atomic_u32(FUTEX).unwrap(),
         count: seg.0.atomic_u32(COUNT).unwrap(),
     };
     let ringer = Ringer::new().unwrap();

@@ -11,25 +11,18 @@ use loom::sync::Arc;
 #[test]
 fn loom_park_wake_no_lost_wakeup() {
     loom::model(|| {
-        let futex = Arc::new(AtomicU32::new(0));
         let count = Arc::new(AtomicU32::new(0));
         let parked = Arc::new(AtomicU64::new(0));
         let data = Arc::new(AtomicU64::new(0));
 
-        let (f2, c2, p2, d2) = (futex.clone(), count.clone(), parked.clone(), data.clone());
+        let (c2, p2, d2) = (count.clone(), parked.clone(), data.clone());
         let waker = thread::spawn(move || {
             d2.store(1, Ordering::Release); // publish
-            let s = Sleepers {
-                futex: &f2,
-                count: &c2,
-            };
+            let s = Sleepers { count: &c2 };
             s.anyone() && s.take(&p2).is_some()
         });
 
-        let s = Sleepers {
-            futex: &futex,
-            count: &count,
-        };
+        let s = Sleepers { count: &count };
         s.announce(&parked, PARK_DOORBELL);
         let ready = data.load(Ordering::Acquire) == 1;
         let rung = waker.join().unwrap();
@@ -58,24 +51,14 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
     use loom::sync::{Condvar, Mutex};
     const PUBLISHES: u64 = 2;
     loom::model(|| {
-        let futex = Arc::new(AtomicU32::new(0));
         let count = Arc::new(AtomicU32::new(0));
         let parked = Arc::new(AtomicU64::new(0));
         let data = Arc::new(AtomicU64::new(0));
         let bell = Arc::new((Mutex::new(0u32), Condvar::new()));
 
-        let (f2, c2, p2, d2, b2) = (
-            futex.clone(),
-            count.clone(),
-            parked.clone(),
-            data.clone(),
-            bell.clone(),
-        );
+        let (c2, p2, d2, b2) = (count.clone(), parked.clone(), data.clone(), bell.clone());
         let waker = thread::spawn(move || {
-            let s = Sleepers {
-                futex: &f2,
-                count: &c2,
-            };
+            let s = Sleepers { count: &c2 };
             let mut rings = 0;
             for _ in 0..PUBLISHES {
                 // Release: pairs with the waiter's Acquire loads.
@@ -89,10 +72,7 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
             rings
         });
 
-        let s = Sleepers {
-            futex: &futex,
-            count: &count,
-        };
+        let s = Sleepers { count: &count };
         let (mut seen, mut taken) = (0, 0);
         while seen < PUBLISHES {
             let now = data.load(Ordering::Acquire);
@@ -127,32 +107,20 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
 #[test]
 fn loom_close_never_loses_a_doorbell_waiter() {
     loom::model(|| {
-        let futex = Arc::new(AtomicU32::new(0));
         let count = Arc::new(AtomicU32::new(0));
         let parked = Arc::new(AtomicU64::new(0));
         let producers = Arc::new(AtomicU32::new(1));
 
-        let (f2, c2, p2, n2) = (
-            futex.clone(),
-            count.clone(),
-            parked.clone(),
-            producers.clone(),
-        );
+        let (c2, p2, n2) = (count.clone(), parked.clone(), producers.clone());
         let closer = thread::spawn(move || {
             // AcqRel, as `uncount`.
             n2.fetch_sub(1, Ordering::AcqRel);
-            let s = Sleepers {
-                futex: &f2,
-                count: &c2,
-            };
+            let s = Sleepers { count: &c2 };
             s.waker_fence();
             s.take(&p2).is_some()
         });
 
-        let s = Sleepers {
-            futex: &futex,
-            count: &count,
-        };
+        let s = Sleepers { count: &count };
         s.announce(&parked, PARK_DOORBELL);
         // Acquire, as `peers_closed`.
         let closed = producers.load(Ordering::Acquire) == 0;
@@ -203,15 +171,13 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
         }
     }
     loom::model(|| {
-        let futex = Arc::new(AtomicU32::new(0));
         let count = Arc::new(AtomicU32::new(0));
         let (pa, pb) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (ba, bb): (Bell, Bell) = (Arc::default(), Arc::default());
         let items = Arc::new(AtomicU64::new(0));
 
         let waker = {
-            let (f, c, pa, pb, ba, bb, items) = (
-                futex.clone(),
+            let (c, pa, pb, ba, bb, items) = (
                 count.clone(),
                 pa.clone(),
                 pb.clone(),
@@ -221,26 +187,14 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
             );
             thread::spawn(move || {
                 items.fetch_add(1, Ordering::Release); // publish one item
-                let s = Sleepers {
-                    futex: &f,
-                    count: &c,
-                };
+                let s = Sleepers { count: &c };
                 wake_one(&s, &[(&pa, &ba), (&pb, &bb)]);
             })
         };
         let canceller = {
-            let (f, c, pa, pb, bb) = (
-                futex.clone(),
-                count.clone(),
-                pa.clone(),
-                pb.clone(),
-                bb.clone(),
-            );
+            let (c, pa, pb, bb) = (count.clone(), pa.clone(), pb.clone(), bb.clone());
             thread::spawn(move || {
-                let s = Sleepers {
-                    futex: &f,
-                    count: &c,
-                };
+                let s = Sleepers { count: &c };
                 s.announce(&pa, PARK_DOORBELL);
                 // Dropped while parked: `reactor::retract`.
                 if s.retract(&pa) {
@@ -249,10 +203,7 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
             })
         };
 
-        let s = Sleepers {
-            futex: &futex,
-            count: &count,
-        };
+        let s = Sleepers { count: &count };
         loop {
             // Take the item if there is one (a consumer's claim).
             if items
@@ -283,26 +234,19 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
 #[test]
 fn loom_a_joiner_is_seen_or_rings_the_parked_task() {
     loom::model(|| {
-        let futex = Arc::new(AtomicU32::new(0));
         let count = Arc::new(AtomicU32::new(0));
         let parked = Arc::new(AtomicU64::new(0));
         let record = Arc::new(AtomicU64::new(0));
 
-        let (f2, c2, p2, r2) = (futex.clone(), count.clone(), parked.clone(), record.clone());
+        let (c2, p2, r2) = (count.clone(), parked.clone(), record.clone());
         let joiner = thread::spawn(move || {
             // The record claim (a SeqCst CAS of the owner word in the layout).
             r2.store(7, Ordering::SeqCst);
-            let s = Sleepers {
-                futex: &f2,
-                count: &c2,
-            };
+            let s = Sleepers { count: &c2 };
             s.anyone() && s.take(&p2).is_some()
         });
 
-        let s = Sleepers {
-            futex: &futex,
-            count: &count,
-        };
+        let s = Sleepers { count: &count };
         s.announce(&parked, PARK_DOORBELL);
         // The table read of `joined_unseen` (Relaxed, as the participant loads are).
         let seen = record.load(Ordering::Relaxed) == 7;

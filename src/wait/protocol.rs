@@ -62,7 +62,8 @@ pub(crate) fn futex_of(word: &AtomicU64) -> &AtomicU32 {
     unsafe { AtomicU32::from_ptr(word.as_ptr().cast::<u32>()) }
 }
 
-/// `parked` value: wake by bumping the side's futex word and `futex_wake`.
+/// `parked` value: wake by bumping the waiter's own futex word ([`futex_of`] its
+/// [`AUX_FUTEX`]) and `futex_wake`.
 pub(crate) const PARK_FUTEX: u64 = 1;
 /// `parked` value: wake by ringing the doorbell whose token is in the record.
 pub(crate) const PARK_DOORBELL: u64 = 2;
@@ -71,15 +72,14 @@ pub(crate) const PARK_DOORBELL: u64 = 2;
 /// it. (A work wake taken by such a waiter would be lost to the one waiting for the work.)
 pub(crate) const PARK_DOORBELL_EVENT: u64 = 3;
 
-/// The futex word and parked count of one waiting side (two words of the ring's control
-/// block).
+/// The parked count of one waiting side (a word of the ring's control block, or of the
+/// heap's).
 ///
 /// Invariants: `count` is the number of non-zero parked words among the side's records (each
 /// announcement adds one before its word is set, and exactly one of the waker's `take` and the
-/// waiter's `retract` subtracts it); `futex` only grows (wrapping), bumped on every futex wake.
+/// waiter's `retract` subtracts it).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sleepers<'a> {
-    pub(crate) futex: &'a AtomicU32,
     pub(crate) count: &'a AtomicU32,
 }
 
@@ -132,16 +132,6 @@ impl Sleepers<'_> {
             self.count.fetch_sub(1, Ordering::AcqRel);
         }
         taken
-    }
-
-    /// Bumps and wakes the side's shared futex word. Nobody sleeps on it since layout version 2
-    /// (threads sleep on their own record's word); `wake_everyone` still bumps it, a rare
-    /// system call left until the loom models stop building `Sleepers` with it.
-    pub(crate) fn wake_futex(&self) {
-        // Release: a waiter that sees the new value sees what we published before.
-        self.futex.fetch_add(1, Ordering::Release);
-        #[cfg(not(shmchan_loom))]
-        crate::sys::futex::wake(self.futex, u32::MAX);
     }
 
     /// Waiter, step 2: announces in `parked` how to be woken (a futex waiter has read its own
@@ -304,10 +294,10 @@ impl WaitSet<'_> {
     }
 
     /// Wakes everybody parked in the set, whatever they wait for (close, repair, death): the
-    /// waker's fence, every announcement taken and rung, and the futex bumped regardless.
+    /// waker's fence, and every announcement taken and rung (a thread on its own record's
+    /// futex word, a task on its doorbell).
     pub(crate) fn wake_everyone(&self, bells: &Bells) {
         self.sleepers.waker_fence();
         self.ring_parked(bells, usize::MAX);
-        self.sleepers.wake_futex();
     }
 }

@@ -341,7 +341,6 @@ pub fn opts(
     }
 }
 
-/// `ms` milliseconds, for the liveness interval of [`opts`].
 /// Options whose waits always park (`WaitStrategy::park_only`), with the liveness check a
 /// minute away: a lost wake-up shows as a stall of a minute, not of the default 100 ms.
 pub fn parked_opts(slot_size: usize, capacity: usize) -> shmchan::Options {
@@ -353,6 +352,7 @@ pub fn parked_opts(slot_size: usize, capacity: usize) -> shmchan::Options {
     .wait_strategy(shmchan::WaitStrategy::park_only())
 }
 
+/// `ms` milliseconds, for the liveness interval of [`opts`].
 pub fn ms(ms: u64) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(ms))
 }
