@@ -1,7 +1,8 @@
 //! What one message costs in software alone: one thread, no second core, no waiting. A tokio
 //! current_thread task sends a burst of 512 64-byte messages into a channel of 1024 and then
 //! receives them with `recv_many`, over and over; the same with tokio `mpsc` (`send().await`,
-//! `recv_many`) and with the bytes a buffered socket stream would copy (`BufWriter` into a
+//! `recv_many`); both once more receiving with `recv().await` per message (as a `while let`
+//! loop, or a `Stream`, does); and with the bytes a buffered socket stream would copy (`BufWriter` into a
 //! `Vec`, `BufReader::read_exact` out of it, 4-byte length prefixes, no system call).
 //!
 //! This is the floor under the cross-process figures of the async benches: a stream between
@@ -44,13 +45,15 @@ fn per_msg(seconds: f64) -> f64 {
 /// How shmchan's producer sends: `send().await` each, `feed` with a `flush` every 64 (as a
 /// `BufWriter`), `try_send`, or chunks of 64 slots (`reserve_many(64).await`, `write` each,
 /// one `commit`), received in chunks too (`recv_chunk`, a `read` each into a buffer); the
-/// others are received with `recv_many`.
+/// others are received with `recv_many` (but `Each`).
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Send,
     Feed,
     Try,
     Chunk,
+    /// `send().await` each, received with `recv().await` each (what a `while let` loop does).
+    Each,
 }
 
 /// Times `PASSES` passes of `BURSTS` bursts, each a `send` of `BURST` messages then a
@@ -91,7 +94,7 @@ async fn shmchan(mode: Mode) -> Cost {
                 c.commit(64);
             }
         }
-        Mode::Send => {
+        Mode::Send | Mode::Each => {
             for _ in 0..BURST {
                 tx.send(payload).await.unwrap();
             }
@@ -123,6 +126,11 @@ async fn shmchan(mode: Mode) -> Cost {
                 got += chunk.len();
                 continue;
             }
+            if mode == Mode::Each {
+                std::hint::black_box(rx.recv().await.unwrap());
+                got += 1;
+                continue;
+            }
             batch.clear();
             got += rx.recv_many(&mut batch, BURST).await.unwrap();
         }
@@ -130,7 +138,7 @@ async fn shmchan(mode: Mode) -> Cost {
     passes(send, recv).await
 }
 
-async fn tokio_mpsc() -> Cost {
+async fn tokio_mpsc(each: bool) -> Cost {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<[u8; MSG]>(2 * BURST);
     let payload = [7u8; MSG];
     let mut batch = Vec::with_capacity(BURST);
@@ -142,6 +150,11 @@ async fn tokio_mpsc() -> Cost {
     let recv = async || {
         let mut got = 0;
         while got < BURST {
+            if each {
+                std::hint::black_box(rx.recv().await.unwrap());
+                got += 1;
+                continue;
+            }
             batch.clear();
             got += rx.recv_many(&mut batch, BURST).await;
         }
@@ -193,19 +206,24 @@ fn main() {
         ("shmchan feed+flush/64", Vec::new()),
         ("shmchan try_send", Vec::new()),
         ("shmchan chunks (64 / recv_chunk)", Vec::new()),
+        ("shmchan send / recv() each", Vec::new()),
         ("tokio mpsc send().await", Vec::new()),
         ("buffered bytes (no syscall)", Vec::new()),
+        ("tokio mpsc send / recv() each", Vec::new()),
     ];
-    const MPSC: usize = 4;
-    const BYTES: usize = 5;
+    const MPSC: usize = 5;
+    const BYTES: usize = 6;
+    const MPSC_EACH: usize = 7;
     for _ in 0..rounds {
         rt.block_on(async {
             rows[0].1.push(shmchan(Mode::Send).await);
-            rows[MPSC].1.push(tokio_mpsc().await);
+            rows[MPSC].1.push(tokio_mpsc(false).await);
             rows[1].1.push(shmchan(Mode::Feed).await);
             rows[BYTES].1.push(buffered_bytes().await);
             rows[2].1.push(shmchan(Mode::Try).await);
             rows[3].1.push(shmchan(Mode::Chunk).await);
+            rows[MPSC_EACH].1.push(tokio_mpsc(true).await);
+            rows[4].1.push(shmchan(Mode::Each).await);
         });
     }
     let med = |v: &[Cost], f: fn(&Cost) -> f64| median(v.iter().map(f).collect());
@@ -220,7 +238,9 @@ fn main() {
         );
     }
     let (mpsc, bytes) = (&rows[MPSC].1, &rows[BYTES].1);
-    for (n, v) in &rows[..MPSC] {
+    for (i, (n, v)) in rows[..MPSC].iter().enumerate() {
+        // The receive-each row against tokio received the same way.
+        let mpsc = if i == 4 { &rows[MPSC_EACH].1 } else { mpsc };
         println!(
             "{n:<28} vs tokio mpsc {:.2}x / {:.2}x, vs buffered bytes {:.2}x / {:.2}x",
             ratio(v, mpsc, |c| c.0),
