@@ -253,7 +253,8 @@ impl<F: Flavour> Consumer<F> {
     fn copy_message(&mut self, pos: u64, len: usize) -> Message {
         // `len <= slot_size` (checked_len in `take`); the slot is ours until it is released.
         let idx = self.core.ring.index(pos);
-        if len <= INLINE_MESSAGE && self.core.ring.slot_size >= INLINE_MESSAGE {
+        let slot = self.core.ring.slot_size;
+        if len <= INLINE_MESSAGE && slot >= INLINE_MESSAGE {
             // One fixed-size copy of the slot's first 64 bytes (inlined: no `memcpy` call, no
             // zeroing first): the bytes past `len` are the slot's own, never shown.
             let src = self.core.ring.payload(idx).cast::<[u8; INLINE_MESSAGE]>();
@@ -262,6 +263,13 @@ impl<F: Flavour> Consumer<F> {
             // alignment 1 (read_unaligned).
             let bytes = unsafe { std::ptr::read_unaligned(src) };
             Message::inline(bytes, len)
+        } else if len <= 16 && slot >= 16 {
+            // Small slots (a job queue's 8- and 16-byte records): one fixed 16-byte copy
+            // instead of zeroing 64 bytes and calling `memcpy` (callgrind, `worker_pool`
+            // bench: 66 -> 49 instructions per message, most of the rest building the `Message`).
+            Message::inline(self.read_fixed::<16>(idx), len)
+        } else if len <= 32 && slot >= 32 {
+            Message::inline(self.read_fixed::<32>(idx), len)
         } else if len <= INLINE_MESSAGE {
             let mut msg = Message::with_len(len);
             self.core.ring.read_payload(idx, 0, msg.bytes_mut());
@@ -278,6 +286,21 @@ impl<F: Flavour> Consumer<F> {
             }
             Message::from_vec(bytes)
         }
+    }
+
+    /// The first `N` bytes of slot `idx`'s payload (`N <= slot_size`, checked by the
+    /// caller), zero-extended to an inline message's buffer.
+    #[inline(always)]
+    fn read_fixed<const N: usize>(&self, idx: u64) -> [u8; INLINE_MESSAGE] {
+        debug_assert!(N <= self.core.ring.slot_size && N <= INLINE_MESSAGE);
+        let src = self.core.ring.payload(idx).cast::<[u8; N]>();
+        // SAFETY: the caller checked `slot_size >= N`, so the payload holds `N` bytes; the
+        // slot is ours until released (as in `read_payload`: a hostile writer can only change
+        // plain bytes); `[u8; N]` has no invalid values and alignment 1 (read_unaligned).
+        let head = unsafe { std::ptr::read_unaligned(src) };
+        let mut bytes = [0u8; INLINE_MESSAGE];
+        bytes[..N].copy_from_slice(&head);
+        bytes
     }
 
     /// Takes a message if one is queued now.

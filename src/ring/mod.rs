@@ -311,7 +311,12 @@ mod shm_ring {
             assert!(at + data.len() <= self.slot_size);
             // SAFETY: in bounds (asserted); the producer holds the slot by the ring protocol.
             unsafe {
-                std::ptr::copy_nonoverlapping(data.as_ptr(), self.payload(idx).add(at), data.len())
+                let dst = self.payload(idx).add(at);
+                if data.len() <= 16 {
+                    copy_short(data, dst);
+                } else {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len())
+                }
             }
         }
 
@@ -340,6 +345,44 @@ mod shm_ring {
                     buf.as_mut_ptr(),
                     buf.len(),
                 )
+            }
+        }
+    }
+
+    /// Copies `data` (at most 16 bytes) to `dst` with two overlapping word copies, inline:
+    /// for the small records of a job queue or a metrics stream, a `memcpy` call with its
+    /// size dispatch cost 17 of the slot write's 78 instructions (callgrind, `worker_pool`
+    /// bench, per message).
+    ///
+    /// # Safety
+    ///
+    /// `dst .. dst + data.len()` is writable and does not overlap `data`.
+    #[inline(always)]
+    unsafe fn copy_short(data: &[u8], dst: *mut u8) {
+        let (n, src) = (data.len(), data.as_ptr());
+        debug_assert!(n <= 16);
+        // SAFETY: (every arm) each read lies in `data` and each write in `dst .. dst + n`
+        // (for `n >= w` both `0 .. w` and `n - w .. n` are inside `0 .. n`), which the caller
+        // guarantees writable and disjoint from `data`; unaligned accesses of plain integers.
+        unsafe {
+            if n >= 8 {
+                let (a, b) = (
+                    src.cast::<u64>().read_unaligned(),
+                    src.add(n - 8).cast::<u64>().read_unaligned(),
+                );
+                dst.cast::<u64>().write_unaligned(a);
+                dst.add(n - 8).cast::<u64>().write_unaligned(b);
+            } else if n >= 4 {
+                let (a, b) = (
+                    src.cast::<u32>().read_unaligned(),
+                    src.add(n - 4).cast::<u32>().read_unaligned(),
+                );
+                dst.cast::<u32>().write_unaligned(a);
+                dst.add(n - 4).cast::<u32>().write_unaligned(b);
+            } else {
+                for i in 0..n {
+                    *dst.add(i) = *src.add(i);
+                }
             }
         }
     }
