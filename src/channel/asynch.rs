@@ -197,7 +197,13 @@ impl<F: Flavour> Producer<F> {
             return Poll::Ready(Err(e));
         }
         let tx = &mut self.tx;
-        match poll_op(&mut self.core, cx, started, |core| claim_with(core, tx)) {
+        match poll_op(
+            &mut self.core,
+            cx,
+            started,
+            #[inline(always)]
+            |core| claim_with(core, tx),
+        ) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(pos)) => {
@@ -368,14 +374,22 @@ impl<F: Flavour, M: AsRef<[u8]>> Sink<M> for Producer<F> {
         }
         let mut started = this.sink_started.take();
         let tx = &mut this.tx;
-        let r = poll_op(&mut this.core, cx, &mut started, |core| {
-            let r = claim_with(core, tx)?;
-            if r.is_none() {
-                // Full: what is staged must be visible before we wait for the consumer.
-                flush_staged(core, &mut tx.algo);
-            }
-            Ok(r)
-        });
+        // Inlined into the wait loop: out of line, the attempt's call and its result passed
+        // through memory cost 48 of a `feed`'s 417 instructions (SPSC, 64 B, callgrind).
+        let r = poll_op(
+            &mut this.core,
+            cx,
+            &mut started,
+            #[inline(always)]
+            |core| {
+                let r = claim_with(core, tx)?;
+                if r.is_none() {
+                    // Full: what is staged must be visible before we wait for the consumer.
+                    flush_staged(core, &mut tx.algo);
+                }
+                Ok(r)
+            },
+        );
         this.sink_started = started;
         match r {
             Poll::Ready(Ok(pos)) => {
@@ -515,9 +529,13 @@ impl<F: Flavour> Consumer<F> {
         started: &mut Option<Instant>,
     ) -> Poll<Result<Message>> {
         let rx = &mut self.rx;
-        match poll_op(&mut self.core, cx, started, |core| {
-            Consumer::<F>::take(core, rx)
-        }) {
+        match poll_op(
+            &mut self.core,
+            cx,
+            started,
+            #[inline(always)]
+            |core| Consumer::<F>::take(core, rx),
+        ) {
             Poll::Ready(Ok((pos, len))) => Poll::Ready(Ok(self.read_message(pos, len))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,

@@ -133,7 +133,7 @@ impl<F: Flavour> Consumer<F> {
 
     /// Tries to take one message: `Ok(Some((pos, len)))` for a readable slot held by us (to be
     /// released after reading), `Ok(None)` when nothing is ready, errors for closed / gone.
-    #[inline]
+    #[inline(always)]
     pub(super) fn take(core: &mut Core, rx: &mut RxOf<F>) -> Result<Option<(u64, usize)>> {
         if let Some(held) = core.held.take() {
             return Ok(Some(held)); // a message `recv_into` could not take: still ours, first
@@ -210,6 +210,7 @@ impl<F: Flavour> Consumer<F> {
         let _ = rx.flush(&core.ring);
     }
 
+    #[inline]
     pub(super) fn read_message(&mut self, pos: u64, len: usize) -> Message {
         let msg = self.copy_message(pos, len);
         Self::release_pos(&mut self.core, &mut self.rx, pos);
@@ -250,6 +251,7 @@ impl<F: Flavour> Consumer<F> {
     }
 
     /// Copies the message at the claimed `pos` out of its slot (not yet freed).
+    #[inline]
     fn copy_message(&mut self, pos: u64, len: usize) -> Message {
         // `len <= slot_size` (checked_len in `take`); the slot is ours until it is released.
         let idx = self.core.ring.index(pos);
