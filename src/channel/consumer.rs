@@ -286,9 +286,7 @@ impl<F: Flavour> Consumer<F> {
     /// and 16-byte records; callgrind, `worker_pool` bench: 66 -> 49 instructions a message,
     /// most of the rest building the `Message`), else zeroed and copied.
     ///
-    /// Out of line: inside `copy_message` these branches made a 64-byte receive 60% slower
-    /// (12.4 -> 20 ns a message in `taskset -c 0 cargo bench --bench per_message`, the same
-    /// instructions on its path: the caller's code around it changed).
+    /// Out of line, so that the 64-byte path of `copy_message` stays a few instructions.
     #[inline(never)]
     fn copy_from_small_slot(&self, idx: u64, len: usize) -> Message {
         let slot = self.core.ring.slot_size;
