@@ -42,6 +42,10 @@ pub(crate) trait Park {
     fn pass_on_wake(&self);
     /// Whether work of our side may remain after an attempt of ours succeeded.
     fn work_remains(&self) -> bool;
+    /// A waker took our announcement and we run again, before the attempt that uses the
+    /// wake: count it as used (`protocol::note_woken`), for a waker deciding whether to ring
+    /// another waiter of our side.
+    fn used_wake(&self) {}
 }
 
 /// Tries `attempt` until it gives a value, waiting per the handle's strategy and what its
@@ -142,7 +146,11 @@ pub(crate) fn block<P: Park, R>(
             // A waker that took this announcement rang us for an item we may not have taken:
             // pass it on. A wake of before, used now: if work remains, ring the next waiter
             // (the chain; a batch flushed to MPMC consumers rings one).
-            if sl.retract(parked) || (rung && matches!(r, Ok(Some(_))) && p.work_remains()) {
+            let taken = sl.retract(parked);
+            if taken {
+                p.used_wake();
+            }
+            if taken || (rung && matches!(r, Ok(Some(_))) && p.work_remains()) {
                 p.pass_on_wake();
             }
             return r;
@@ -152,6 +160,9 @@ pub(crate) fn block<P: Park, R>(
             let (sl, parked) = p.parking();
             sl.retract(parked)
         };
+        if rung {
+            p.used_wake();
+        }
         p.moved(this_cpu());
         if let Err(e) = p.after_park() {
             if rung {

@@ -258,3 +258,28 @@ fn loom_a_joiner_is_seen_or_rings_the_parked_task() {
         s.retract(&parked);
     });
 }
+
+/// An MPMC producer that rings no second worker because the one it rang has not used that
+/// wake yet (`Core::ring_peers`) never strands its work: either it sees the wake used (and
+/// rings another), or the rung worker's attempt after using the wake sees the work. Without
+/// the two fences both loads could miss (store buffering).
+#[test]
+fn loom_a_skipped_ring_is_never_lost() {
+    loom::model(|| {
+        let woken = Arc::new(AtomicU64::new(0));
+        let data = Arc::new(AtomicU64::new(0));
+        let (w2, d2) = (woken.clone(), data.clone());
+        let producer = thread::spawn(move || {
+            d2.store(1, Ordering::Release); // publish
+            woken_since(&w2, 0) // it rang this worker when its count was 0
+        });
+        // The rung worker runs again: counts the wake, then attempts.
+        note_woken(&woken);
+        let saw = data.load(Ordering::Acquire) == 1;
+        let rings_another = producer.join().unwrap();
+        assert!(
+            saw || rings_another,
+            "the producer skipped its ring and the worker's attempt missed the work"
+        );
+    });
+}

@@ -52,6 +52,43 @@ pub(crate) const AUX_TOKEN: usize = 1;
 /// anyone can see the record.
 pub(crate) const AUX_FUTEX: usize = 3;
 
+/// Record aux word counting the wakes its waiter has *used*: bumped when the waiter, running
+/// again, finds that a waker took its announcement ([`note_woken`]). An MPMC producer that
+/// rang a worker reads it to tell whether that worker has run since ([`woken_since`]): while
+/// it has not, the worker will still see everything published before, so another ring is a
+/// wake-up that finds nothing (on one CPU, 8 workers rung by every flush cost 7 futile
+/// wake-ups per batch).
+pub(crate) const AUX_WOKEN: usize = 4;
+
+/// Waiter: a waker took our announcement and we run again: count the wake as used, before
+/// the attempt that uses it.
+///
+/// SeqCst bump, then a SeqCst fence: pairs with the fence in [`woken_since`] (store
+/// buffering: a producer that reads the count from before the bump published its work before
+/// its fence, so the attempt after ours sees it; loom: `loom_a_skipped_ring_is_never_lost`).
+#[inline]
+pub(crate) fn note_woken(woken: &AtomicU64) {
+    woken.fetch_add(1, Ordering::SeqCst);
+    fence_seq_cst();
+}
+
+/// Waker, after the store that made work visible: whether the waiter whose wake count read
+/// `at_ring` (just before we took its announcement) has used that wake since. While it has
+/// not, its next attempt sees our work (the fences of [`note_woken`] and this one), so ringing
+/// another waiter for that work is not needed for it to be taken.
+#[inline]
+pub(crate) fn woken_since(woken: &AtomicU64, at_ring: u64) -> bool {
+    fence_seq_cst();
+    woken.load(Ordering::Relaxed) != at_ring
+}
+
+/// A full fence in the Rust model (the asymmetric membarrier scheme of [`Sleepers`] covers
+/// only the announce / wake pair).
+#[inline(always)]
+fn fence_seq_cst() {
+    crate::loom::fence(Ordering::SeqCst);
+}
+
 /// The futex word of a record: the first four bytes of its [`AUX_FUTEX`] word.
 #[cfg(not(shmchan_loom))]
 pub(crate) fn futex_of(word: &AtomicU64) -> &AtomicU32 {
@@ -228,17 +265,28 @@ impl WaitSet<'_> {
 
     /// Waker, step 2: takes announcements in the set and rings them: work doorbells one by
     /// one, at most `limit` of them ([`usize::MAX`]: every one, event waiters included), and
-    /// futex sleepers the same way, each on its own record's word.
-    pub(crate) fn ring_parked(&self, bells: &Bells, mut limit: usize) {
+    /// futex sleepers the same way, each on its own record's word. Returns the last record
+    /// rung and its [`AUX_WOKEN`] count as read before its announcement was taken (for
+    /// [`woken_since`]).
+    pub(crate) fn ring_parked(&self, bells: &Bells, mut limit: usize) -> Option<(u32, u64)> {
         let everyone = limit == usize::MAX;
+        let mut last = None;
         for i in self.records.clone() {
             let Ok(word) = self.layout.aux_word(i, AUX_PARKED) else {
-                return;
+                return last;
             };
-            let mode = word.load(Ordering::Relaxed);
+            // Acquire: pairs with the waiter's SeqCst store in `announce`, so the wake count
+            // read next includes every wake it used before announcing (a count read after our
+            // take could already include the use of *our* wake).
+            let mode = word.load(Ordering::Acquire);
             if mode == 0 {
                 continue;
             }
+            let woken = self
+                .layout
+                .aux_word(i, AUX_WOKEN)
+                .map(|w| w.load(Ordering::Relaxed))
+                .unwrap_or(0);
             if let Some(role) = self.only_role {
                 if !self.layout.participant(i).is_some_and(|p| p.role == role) {
                     continue;
@@ -257,6 +305,7 @@ impl WaitSet<'_> {
                 };
                 if self.sleepers.take_mode(word, mode) {
                     limit -= 1;
+                    last = Some((i, woken));
                     // Relaxed: a process-local statistic.
                     bells.rung.fetch_add(1, Ordering::Relaxed);
                     // Acquire: pairs with the Release store of the token in the waiter's
@@ -276,6 +325,7 @@ impl WaitSet<'_> {
                     if !everyone {
                         limit -= 1;
                     }
+                    last = Some((i, woken));
                     // The thread whose announcement we took, and no other: its own futex word.
                     if let Ok(w) = self.layout.aux_word(i, AUX_FUTEX) {
                         let f = futex_of(w);
@@ -291,6 +341,7 @@ impl WaitSet<'_> {
                 self.sleepers.take_mode(word, mode);
             }
         }
+        last
     }
 
     /// Wakes everybody parked in the set, whatever they wait for (close, repair, death): the

@@ -114,7 +114,11 @@ fn retract_quiet<P: AsyncPark>(p: &mut P) -> bool {
         // Polled again after parking: we may run on another CPU than the one published.
         p.moved(super::this_cpu());
         let (sl, parked) = p.parking();
-        sl.retract(parked)
+        let rung = sl.retract(parked);
+        if rung {
+            p.used_wake();
+        }
+        rung
     } else {
         false
     }
