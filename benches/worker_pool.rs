@@ -21,14 +21,14 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use shmchan::{Error, Options, Segment, mpmc, mpsc};
+use shmchan::{Error, Options, mpmc, mpsc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 #[path = "support/harness.rs"]
 mod harness;
 #[path = "support/placement.rs"]
 mod placement;
-use harness::median;
+use harness::{UnlinkOnDrop, median};
 use placement::Placement;
 
 const JOBS: u64 = 200_000;
@@ -114,7 +114,9 @@ async fn shm_pool(pl: Placement, workers: u64) -> (f64, f64) {
         format!("/shmchan-bench-pool-{pid}-results"),
     );
     let mut jobs = mpmc::Producer::create(&jn, opts()).unwrap();
+    let _unlink = UnlinkOnDrop(vec![jn.clone()]);
     let mut results = mpsc::Consumer::create(&rn, opts()).unwrap();
+    let _unlink_results = UnlinkOnDrop(vec![rn.clone()]);
     let both = format!("{jn}|{rn}");
     let children: Vec<_> = (0..workers)
         .map(|w| spawn(pl, "shm", &[&both, &w.to_string()]))
@@ -168,8 +170,6 @@ async fn shm_pool(pl: Placement, workers: u64) -> (f64, f64) {
         c.wait().unwrap();
     }
     drop(results);
-    let _ = Segment::unlink(&jn);
-    let _ = Segment::unlink(&rn);
     check(sum);
     (JOBS as f64 / took.as_secs_f64(), rings)
 }

@@ -153,3 +153,15 @@ pub fn server_addr(tag: &str, transport: &str) -> String {
         uds_path(tag).display().to_string()
     }
 }
+
+/// Unlinks the named segments when dropped, also while a panic unwinds (a worker that never
+/// said hello, a timeout): a failing bench leaves nothing in /dev/shm.
+pub struct UnlinkOnDrop(pub Vec<String>);
+
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = shmchan::Segment::unlink(n);
+        }
+    }
+}
