@@ -215,6 +215,11 @@ pub struct RingInfo {
     pub consumer_sleepers: u32,
     /// Producers announced as sleeping.
     pub producer_sleepers: u32,
+    /// Consumers in *fenced mode* (they park often, so the producers fence every publish
+    /// instead of the consumers paying a system-wide barrier per park).
+    pub consumer_fenced: u32,
+    /// Producers in fenced mode (the consumers fence every free).
+    pub producer_fenced: u32,
     /// The first slots from `head` (Vyukov rings only; empty for SPSC).
     pub head_slots: Vec<SlotInfo>,
 }
@@ -520,6 +525,8 @@ fn ring_info(layout: &Layout, name: &str) -> Result<RingInfo> {
         consumers: w32(ring::OFF_CONSUMERS),
         consumer_sleepers: w32(ring::OFF_CONS_SLEEPERS),
         producer_sleepers: w32(ring::OFF_PROD_SLEEPERS),
+        consumer_fenced: w32(ring::OFF_CONS_FENCED),
+        producer_fenced: w32(ring::OFF_PROD_FENCED),
         head_slots,
     })
 }

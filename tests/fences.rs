@@ -6,6 +6,12 @@
 //! sides, in each mix of modes: both registered, and one of them with membarrier turned off
 //! (`SHMCHAN_MEMBARRIER=0`: full fences as a waker; as a waiter it cannot know whether its
 //! wakers fence, so its parks are bounded by 1 ms instead).
+//!
+//! Parking for every message puts a registered side in *fenced mode* (`wait/protocol.rs`):
+//! after its first parks it parks with a plain fence and its wakers fence fully, so these
+//! ping-pongs test that mode's wake-ups too, and check that it is used (few barriers); the
+//! last tests check that a waiter in the mode takes its unit of the fenced count off when it
+//! leaves, and that a dead one's is taken off when its record is released.
 
 #![cfg(feature = "tokio")]
 
@@ -39,7 +45,7 @@ fn child_entry() {
                     assert_eq!(m[..], i.to_le_bytes());
                     tx.send_blocking(m).unwrap();
                 }
-                report(format!("parks {}", rx.wait_stats().parks));
+                report_stats(&rx.wait_stats());
             }
             "echo-async" => rt().block_on(async {
                 let (ab, ba) = names();
@@ -50,8 +56,20 @@ fn child_entry() {
                     assert_eq!(m[..], i.to_le_bytes());
                     tx.send(m).await.unwrap();
                 }
-                report(format!("parks {}", rx.wait_stats().parks));
+                report_stats(&rx.wait_stats());
             }),
+            // Receives from a parent that sends only once we parked, then waits parked for a
+            // last message: a stop (leave cleanly), or SIGKILL.
+            "fenced-consumer" => {
+                let mut rx = spsc::Consumer::open(names().0, opts()).unwrap();
+                loop {
+                    let m = rx.recv_blocking().unwrap();
+                    if m[..] == u64::MAX.to_le_bytes() {
+                        break;
+                    }
+                }
+                report_stats(&rx.wait_stats());
+            }
             // Started with membarrier turned off: drives a registered echo.
             "drive" => {
                 ping_pong("echo-blocking", None, false);
@@ -99,19 +117,126 @@ fn ping_pong(role: &str, child_env: Option<&str>, parent_async: bool) {
         );
     }
     let out = child.wait_ok();
-    let parks: u64 = reports(&out)
-        .iter()
-        .find_map(|l| l.strip_prefix("parks ").map(|n| n.parse().unwrap()))
-        .expect("the child's report");
+    let (parks, barriers) = child_stats(&out);
     assert!(
         parks > TRIPS / 10,
         "the child parked for {parks} of {TRIPS} messages"
     );
-    assert!(
-        rx.wait_stats().parks > TRIPS / 10,
-        "we parked for {:?}",
-        rx.wait_stats()
+    let ours = rx.wait_stats();
+    assert!(ours.parks > TRIPS / 10, "we parked for {ours:?}");
+    // A registered side that parks for nearly every message is in fenced mode after its
+    // first parks: a barrier for few of them. A side without membarrier never uses the mode.
+    if child_env.is_none() {
+        assert!(
+            barriers * 4 < parks,
+            "the child paid {barriers} barriers for {parks} parks"
+        );
+    }
+    if std::env::var_os("SHMCHAN_MEMBARRIER").is_none_or(|v| v != "0") {
+        assert!(ours.barriers * 4 < ours.parks, "we: {ours:?}");
+    }
+}
+
+fn report_stats(s: &shmchan::WaitStats) {
+    report(format!("parks {} barriers {}", s.parks, s.barriers));
+}
+
+/// The child's parks and barriers, from its report.
+fn child_stats(out: &std::process::Output) -> (u64, u64) {
+    let line = reports(out)
+        .into_iter()
+        .find(|l| l.starts_with("parks "))
+        .expect("the child's report");
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1])
+}
+
+/// The consumers in fenced mode on `name`, as `inspect` reads the ring.
+fn consumers_fenced(name: &str) -> u32 {
+    shmchan::inspect::inspect(name)
+        .unwrap()
+        .ring
+        .unwrap()
+        .consumer_fenced
+}
+
+/// Waits (with a bound: a wake-up lost by the mode would show here) until the consumer of
+/// `name` has announced that it sleeps.
+fn until_consumer_parked(name: &str) {
+    let t = Instant::now();
+    while shmchan::inspect::inspect(name)
+        .unwrap()
+        .ring
+        .unwrap()
+        .consumer_sleepers
+        == 0
+    {
+        assert!(t.elapsed() < HOP_BOUND, "the consumer never parked");
+        std::thread::yield_now();
+    }
+}
+
+/// Feeds a `fenced-consumer` child one message per park until it is in fenced mode, and
+/// leaves it parked for the next.
+fn fenced_consumer(name: &ShmName, tx: &mut spsc::Producer) -> ChildGuard {
+    let child = common::spawn_holding("fenced-consumer", &[name.as_str(), ""]);
+    for i in 0..8u64 {
+        until_consumer_parked(name.as_str());
+        tx.send_blocking(i.to_le_bytes()).unwrap();
+    }
+    until_consumer_parked(name.as_str());
+    assert_eq!(
+        consumers_fenced(name.as_str()),
+        1,
+        "a consumer that parked for each of 8 messages is in fenced mode"
     );
+    child
+}
+
+#[test]
+fn a_waiter_in_fenced_mode_takes_its_unit_off_when_it_leaves() {
+    if std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0") {
+        return; // the mode needs this process's barriers
+    }
+    let name = ShmName::new("fence-leave");
+    let mut tx = spsc::Producer::create(name.as_str(), opts()).unwrap();
+    let child = fenced_consumer(&name, &mut tx);
+    tx.send_blocking(u64::MAX.to_le_bytes()).unwrap();
+    let (parks, barriers) = child_stats(&child.wait_ok());
+    assert!(
+        parks >= 9 && barriers < parks,
+        "{parks} parks, {barriers} barriers"
+    );
+    assert_eq!(
+        consumers_fenced(name.as_str()),
+        0,
+        "left cleanly, still counted"
+    );
+}
+
+#[test]
+fn a_dead_waiters_unit_of_the_fenced_count_is_taken_off_with_its_record() {
+    if std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0") {
+        return;
+    }
+    let name = ShmName::new("fence-dead");
+    let mut tx = spsc::Producer::create(name.as_str(), opts()).unwrap();
+    let child = fenced_consumer(&name, &mut tx);
+    common::kill9(child.id());
+    let _ = child.wait();
+    // Its record still holds the unit: the producer keeps fencing until it is released.
+    assert_eq!(consumers_fenced(name.as_str()), 1);
+    // A replacement consumer releases the dead one's record first.
+    let rx = spsc::Consumer::open(name.as_str(), opts()).unwrap();
+    assert_eq!(
+        consumers_fenced(name.as_str()),
+        0,
+        "the dead consumer's unit outlived its record"
+    );
+    drop(rx);
 }
 
 #[test]

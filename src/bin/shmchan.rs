@@ -356,8 +356,8 @@ fn inspect_one(name: &str, json: bool) -> Result<(), Failure> {
             flags_text(r.flags)
         );
         println!(
-            "sleepers     consumers {}, producers {}",
-            r.consumer_sleepers, r.producer_sleepers
+            "sleepers     consumers {}, producers {} (fenced mode: {}, {})",
+            r.consumer_sleepers, r.producer_sleepers, r.consumer_fenced, r.producer_fenced
         );
         if !r.head_slots.is_empty() {
             let skipped = r
@@ -476,6 +476,8 @@ fn inspect_json(s: &SegmentInfo) -> Value {
             "consumers": r.consumers,
             "consumer_sleepers": r.consumer_sleepers,
             "producer_sleepers": r.producer_sleepers,
+            "consumer_fenced": r.consumer_fenced,
+            "producer_fenced": r.producer_fenced,
             "head_slots": r.head_slots.iter().map(|x| {
                 let mut v = slot_json(x.state);
                 v["position"] = json!(x.position);

@@ -18,8 +18,8 @@ use crate::segment::{Mode, Segment, SegmentOptions};
 use crate::sys::process::ProcessId;
 use crate::wait::blocking::Park;
 use crate::wait::protocol::{
-    AUX_FUTEX, AUX_PARKED, AUX_TOKEN, AUX_WOKEN, Bells, Sleepers, WaitSet, futex_of, note_woken,
-    woken_since,
+    AUX_FENCED, AUX_FUTEX, AUX_PARKED, AUX_TOKEN, AUX_WOKEN, Bells, Sleepers, WaitSet, futex_of,
+    note_woken, woken_since,
 };
 use crate::wait::reactor::{AsyncPark, AsyncState};
 use crate::wait::{AUX_CPU, Learned, PeerCpu, WaitStrategy};
@@ -481,12 +481,13 @@ impl Core {
     /// The parked count of `side`.
     #[inline]
     pub(super) fn sleepers(&self, side: Side) -> Sleepers<'_> {
-        let c = match side {
-            Side::Consumer => ring::OFF_CONS_SLEEPERS,
-            Side::Producer => ring::OFF_PROD_SLEEPERS,
+        let (c, f) = match side {
+            Side::Consumer => (ring::OFF_CONS_SLEEPERS, ring::OFF_CONS_FENCED),
+            Side::Producer => (ring::OFF_PROD_SLEEPERS, ring::OFF_PROD_FENCED),
         };
         Sleepers {
             count: self.ring.word32(c),
+            fenced: Some(self.ring.word32(f)),
         }
     }
 
@@ -611,6 +612,10 @@ impl Core {
             return;
         }
         self.sleepers(self.side).retract(self.parked_word());
+        // Out of fenced mode: the wakers of our side need not fence for us any more.
+        if let Ok(w) = self.layout.aux_word(self.reg().index(), AUX_FENCED) {
+            self.sleepers(self.side).drop_fenced(w);
+        }
         let reg = self.reg.take().expect("checked above");
         self.intent_word = None;
         if std::mem::take(&mut self.counted) {
@@ -744,6 +749,18 @@ impl Park for Core {
     }
     fn work_remains(&self) -> bool {
         AsyncPark::more_work(self)
+    }
+    fn fenced_mode(&self) -> Option<(u64, &AtomicU64)> {
+        // Relaxed: only a distance between two parks is taken from it (any value is safe).
+        let at = match self.side {
+            Side::Consumer => self.ring.tail().load(Ordering::Relaxed),
+            Side::Producer => self.ring.head().load(Ordering::Relaxed),
+        };
+        let w = self
+            .layout
+            .aux_word(self.reg.as_ref()?.index(), AUX_FENCED)
+            .ok()?;
+        Some((at, w))
     }
     fn used_wake(&self) {
         // Only MPMC producers look (`ring_peers`), at their consumers' records.

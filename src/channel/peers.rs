@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::layout::{Kind, Role};
 use crate::loom::Ordering;
 use crate::ring::{self, Content, repair};
-use crate::wait::protocol::AUX_PARKED;
+use crate::wait::protocol::{AUX_FENCED, AUX_PARKED};
 
 impl Core {
     /// Cheap check on an empty (full) ring: are peers of the other side gone? Uses the
@@ -200,6 +200,10 @@ impl Core {
         // below zeroes the record's aux words).
         self.sleepers(side)
             .take(self.layout.aux_word(index, AUX_PARKED)?);
+        // And the unit of the fenced count it held, if it was in fenced mode (else the wakers
+        // of its side would fence for it forever).
+        self.sleepers(side)
+            .drop_fenced(self.layout.aux_word(index, AUX_FENCED)?);
         // Take the record over briefly through a claim (which checks death and clear intent
         // again, race-free through the owner CAS), then release it.
         let reg = match self.layout.claim(index, side.role()) {

@@ -175,6 +175,7 @@ impl Endpoint {
             waits: a.waits + b.waits,
             os_yields: a.os_yields + b.os_yields,
             parks: a.parks + b.parks,
+            barriers: a.barriers + b.barriers,
         }
     }
 

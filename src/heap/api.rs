@@ -365,6 +365,8 @@ impl Inner {
     pub(super) fn sleepers(&self) -> Sleepers<'_> {
         Sleepers {
             count: self.futex_word(OFF_WAITERS),
+            // The heap's waiters always pay the barrier when they park.
+            fenced: None,
         }
     }
 

@@ -86,8 +86,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCHAN\x01");
 /// sleeps on a futex word in its own participant record (`wait::protocol::AUX_FUTEX`), not on
 /// its ring side's shared word, so a build of version 1 would never wake it (nor it one of
 /// version 1): the two refuse each other's segments. Version 2 also packs slots of at most 16
-/// bytes at a 32-byte stride (`ring::Geometry::stride`).
-pub const LAYOUT_VERSION: u32 = 2;
+/// bytes at a 32-byte stride (`ring::Geometry::stride`). 3 (2026-12-03): a waiter that parks
+/// often parks with a plain fence once every waker of its side fences fully, as a count in the
+/// ring's control block tells them (`wait/protocol.rs`, fenced mode); a waker of version 2
+/// would not read that count, skip its fence and miss such a waiter.
+pub const LAYOUT_VERSION: u32 = 3;
 /// Size of the header before the participant table.
 pub const HEADER_LEN: usize = 256;
 /// Size of one participant record.

@@ -45,10 +45,14 @@ use crate::loom::{AtomicU32, AtomicU64};
 pub(crate) const OFF_TAIL: usize = 0;
 /// Offset of the head word.
 pub(crate) const OFF_HEAD: usize = 128;
-/// Sleeper count of parked consumers (the word before it, a shared futex word in layout 1, is
-/// unused: a thread sleeps on its own record's word).
+/// Count of consumers in *fenced mode* (`wait/protocol.rs`): while non-zero, every waker of
+/// the consumer side makes a full fence. (A shared futex word in layout 1, unused in layout 2.)
+pub(crate) const OFF_CONS_FENCED: usize = 256;
+/// Sleeper count of parked consumers.
 pub(crate) const OFF_CONS_SLEEPERS: usize = 260;
-/// Sleeper count of parked producers (after an unused word, as for consumers).
+/// Count of producers in fenced mode, as [`OFF_CONS_FENCED`].
+pub(crate) const OFF_PROD_FENCED: usize = 384;
+/// Sleeper count of parked producers.
 pub(crate) const OFF_PROD_SLEEPERS: usize = 388;
 /// Attach flags and clean-close counters.
 pub(crate) const OFF_FLAGS: usize = 512;

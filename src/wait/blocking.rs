@@ -46,6 +46,27 @@ pub(crate) trait Park {
     /// wake: count it as used (`protocol::note_woken`), for a waker deciding whether to ring
     /// another waiter of our side.
     fn used_wake(&self) {}
+    /// For fenced mode (`protocol.rs`): the ring position the wakers of our side advance (the
+    /// tail, for a consumer; the head, for a producer) and our record's `AUX_FENCED` word.
+    /// `None`: this handle always pays the barrier when it parks.
+    fn fenced_mode(&self) -> Option<(u64, &AtomicU64)> {
+        None
+    }
+}
+
+/// Protocol step 2 for the handle `p`: announces `mode` in its parked word, in fenced mode if
+/// its parks come often (`Learned::fenced_park`), and counts the barrier if it paid one.
+pub(crate) fn announce<P: Park + ?Sized>(p: &mut P, mode: u64) {
+    let want = match p.fenced_mode() {
+        Some((at, _)) => p.learned().fenced_park(at),
+        None => false,
+    };
+    let heavy = {
+        let (sl, parked) = p.parking();
+        let mine = p.fenced_mode().map(|(_, w)| (w, want));
+        sl.announce_as(parked, mode, mine)
+    };
+    p.learned().announced(heavy);
 }
 
 /// Tries `attempt` until it gives a value, waiting per the handle's strategy and what its
@@ -135,10 +156,7 @@ pub(crate) fn block<P: Park, R>(
         // Acquire: pairs with the waker's Release bump in `WaitSet::ring_parked`. Read before
         // announcing, so that a bump after the announcement makes the sleep return at once.
         let seq = p.futex_word().load(Ordering::Acquire);
-        {
-            let (sl, parked) = p.parking();
-            sl.announce(parked, PARK_FUTEX);
-        }
+        announce(p, PARK_FUTEX);
         // Re-check after announcing (protocol step 3).
         let r = attempt(p);
         if !matches!(r, Ok(None)) {

@@ -189,6 +189,7 @@ fn child_entry() {
             let parked = seg.atomic_u64(PARKED).unwrap();
             let sl = Sleepers {
                 count: seg.atomic_u32(COUNT).unwrap(),
+                fenced: None,
             };
             let (mut seen, mut parks, mut rung) = (0u64, 0u64, 0u64);
             while seen < total {
@@ -366,6 +367,7 @@ fn stress_bursts_and_idle_gaps_lose_no_wakeup() {
     let parked = seg.u64(PARKED);
     let sl = Sleepers {
         count: seg.0.atomic_u32(COUNT).unwrap(),
+        fenced: None,
     };
     let ringer = Ringer::new().unwrap();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;

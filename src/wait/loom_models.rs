@@ -18,11 +18,17 @@ fn loom_park_wake_no_lost_wakeup() {
         let (c2, p2, d2) = (count.clone(), parked.clone(), data.clone());
         let waker = thread::spawn(move || {
             d2.store(1, Ordering::Release); // publish
-            let s = Sleepers { count: &c2 };
+            let s = Sleepers {
+                count: &c2,
+                fenced: None,
+            };
             s.anyone() && s.take(&p2).is_some()
         });
 
-        let s = Sleepers { count: &count };
+        let s = Sleepers {
+            count: &count,
+            fenced: None,
+        };
         s.announce(&parked, PARK_DOORBELL);
         let ready = data.load(Ordering::Acquire) == 1;
         let rung = waker.join().unwrap();
@@ -58,7 +64,10 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
 
         let (c2, p2, d2, b2) = (count.clone(), parked.clone(), data.clone(), bell.clone());
         let waker = thread::spawn(move || {
-            let s = Sleepers { count: &c2 };
+            let s = Sleepers {
+                count: &c2,
+                fenced: None,
+            };
             let mut rings = 0;
             for _ in 0..PUBLISHES {
                 // Release: pairs with the waiter's Acquire loads.
@@ -72,7 +81,10 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
             rings
         });
 
-        let s = Sleepers { count: &count };
+        let s = Sleepers {
+            count: &count,
+            fenced: None,
+        };
         let (mut seen, mut taken) = (0, 0);
         while seen < PUBLISHES {
             let now = data.load(Ordering::Acquire);
@@ -115,12 +127,18 @@ fn loom_close_never_loses_a_doorbell_waiter() {
         let closer = thread::spawn(move || {
             // AcqRel, as `uncount`.
             n2.fetch_sub(1, Ordering::AcqRel);
-            let s = Sleepers { count: &c2 };
+            let s = Sleepers {
+                count: &c2,
+                fenced: None,
+            };
             s.waker_fence();
             s.take(&p2).is_some()
         });
 
-        let s = Sleepers { count: &count };
+        let s = Sleepers {
+            count: &count,
+            fenced: None,
+        };
         s.announce(&parked, PARK_DOORBELL);
         // Acquire, as `peers_closed`.
         let closed = producers.load(Ordering::Acquire) == 0;
@@ -187,14 +205,20 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
             );
             thread::spawn(move || {
                 items.fetch_add(1, Ordering::Release); // publish one item
-                let s = Sleepers { count: &c };
+                let s = Sleepers {
+                    count: &c,
+                    fenced: None,
+                };
                 wake_one(&s, &[(&pa, &ba), (&pb, &bb)]);
             })
         };
         let canceller = {
             let (c, pa, pb, bb) = (count.clone(), pa.clone(), pb.clone(), bb.clone());
             thread::spawn(move || {
-                let s = Sleepers { count: &c };
+                let s = Sleepers {
+                    count: &c,
+                    fenced: None,
+                };
                 s.announce(&pa, PARK_DOORBELL);
                 // Dropped while parked: `reactor::retract`.
                 if s.retract(&pa) {
@@ -203,7 +227,10 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
             })
         };
 
-        let s = Sleepers { count: &count };
+        let s = Sleepers {
+            count: &count,
+            fenced: None,
+        };
         loop {
             // Take the item if there is one (a consumer's claim).
             if items
@@ -242,11 +269,17 @@ fn loom_a_joiner_is_seen_or_rings_the_parked_task() {
         let joiner = thread::spawn(move || {
             // The record claim (a SeqCst CAS of the owner word in the layout).
             r2.store(7, Ordering::SeqCst);
-            let s = Sleepers { count: &c2 };
+            let s = Sleepers {
+                count: &c2,
+                fenced: None,
+            };
             s.anyone() && s.take(&p2).is_some()
         });
 
-        let s = Sleepers { count: &count };
+        let s = Sleepers {
+            count: &count,
+            fenced: None,
+        };
         s.announce(&parked, PARK_DOORBELL);
         // The table read of `joined_unseen` (Relaxed, as the participant loads are).
         let seen = record.load(Ordering::Relaxed) == 7;
@@ -280,6 +313,67 @@ fn loom_a_skipped_ring_is_never_lost() {
         assert!(
             saw || rings_another,
             "the producer skipped its ring and the worker's attempt missed the work"
+        );
+    });
+}
+
+/// One waiter in fenced mode and a light waker, as in `loom_park_wake_no_lost_wakeup`: the
+/// waiter parks with a plain fence (it holds a unit of the side's fenced count, added by an
+/// earlier park whose barrier made it visible: here, before the waker thread starts), and the
+/// waker fences only because it reads that count. No wake-up is lost, and the count of
+/// sleepers returns to 0 while the fenced count stays (the waiter is still in the mode).
+#[test]
+fn loom_fenced_mode_no_lost_wakeup() {
+    fenced_mode_model(1);
+}
+
+/// The negative twin: the same plain-fence park with the fenced count at 0 (as if the waiter
+/// had not added itself, or the count were lost), so the waker makes no fence. Loom must find
+/// the lost wake-up (the store-buffering outcome), which shows the model can see one.
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn loom_fenced_mode_without_the_count_loses_a_wakeup() {
+    fenced_mode_model(0);
+}
+
+fn fenced_mode_model(fenced_count: u32) {
+    loom::model(move || {
+        let count = Arc::new(AtomicU32::new(0));
+        let fenced = Arc::new(AtomicU32::new(fenced_count));
+        let parked = Arc::new(AtomicU64::new(0));
+        let mine = AtomicU64::new(1); // our record's AUX_FENCED: we hold a unit
+        let data = Arc::new(AtomicU64::new(0));
+
+        let (c2, f2, p2, d2) = (count.clone(), fenced.clone(), parked.clone(), data.clone());
+        let waker = thread::spawn(move || {
+            d2.store(1, Ordering::Release); // publish
+            let s = Sleepers {
+                count: &c2,
+                fenced: Some(&f2),
+            };
+            s.anyone() && s.take(&p2).is_some()
+        });
+
+        let s = Sleepers {
+            count: &count,
+            fenced: Some(&fenced),
+        };
+        s.announce_as(&parked, PARK_DOORBELL, Some((&mine, true)));
+        let ready = data.load(Ordering::Acquire) == 1;
+        let rung = waker.join().unwrap();
+        if !ready {
+            assert!(rung, "lost wake-up: the waiter sleeps and nobody rang it");
+        }
+        let taken_by_waker = s.retract(&parked);
+        assert_eq!(taken_by_waker, rung);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        assert_eq!(fenced.load(Ordering::Relaxed), fenced_count);
+        // Leaving the mode takes our unit off, once.
+        s.drop_fenced(&mine);
+        s.drop_fenced(&mine);
+        assert_eq!(
+            fenced.load(Ordering::Relaxed),
+            fenced_count.saturating_sub(1)
         );
     });
 }

@@ -91,6 +91,24 @@
 //! slower than 1 on one CPU (each wake-up of a parked worker costs its process a switch
 //! in and its caches; `cargo bench --bench worker_pool`).
 //!
+//! **Fenced mode** (`protocol.rs`): a handle whose park comes within `protocol::FENCED_ITEMS`
+//! (8) ring positions of its previous one pays the park's `membarrier` once more and then
+//! parks with a plain fence, while the wakers of its side fence fully (`Learned::fenced_park`;
+//! `WaitStats::barriers` counts the barriers paid). Measured 2026-12-03 afternoon, alternating
+//! the build before (A) with this one (C), 2-3 pairs of 3 rounds: a timer task's gap beside a
+//! parked receiver, p99 6.5 -> 2.2-2.4 µs unpinned, 4.3-5.3 -> 2.1-2.2 µs on one CPU, 5.0-5.4
+//! -> 2.1 µs beside a burner (`BENCH_ONLY=neighbour cargo bench --bench async`: the barrier's
+//! IPI interrupted the CPU the timer task ran on); a multi_thread endpoint server with 16
+//! clients 118-135 k -> 149-172 k requests/s unpinned, 82-87 k -> 98-133 k on one CPU. What it
+//! costs: a round trip where both sides always park (`WaitStrategy::park_only`) across two
+//! CPUs, 24-29 -> 65-80 µs p50 on this VM that afternoon (its cold floor, an eventfd ping-pong,
+//! 60-65 µs): the barrier kept the parking process on its CPU, spinning in the kernel until
+//! the other vCPU took the IPI, long enough for the answer to arrive before it slept; and a
+//! current_thread server with 16 clients unpinned, 385-495 k -> 300-390 k requests/s, where
+//! the clients' barriers had worked as extra spinning too and the server now rings more
+//! doorbells. Both are spins a wait can choose (its `WaitStrategy`) rather than pay as a
+//! side effect of every park.
+//!
 //! Everything a waiting handle does lives in this module, below the channel types:
 //!
 //! - `protocol.rs`: the park/wake protocol over an explicit set of participant records, the
@@ -192,6 +210,9 @@ pub(crate) struct Learned {
     switched: bool,
     /// Whether the current wait has parked (the budget is halved once per wait).
     has_parked: bool,
+    /// Where the wakers of our side had got to (a ring position) at our last announcement:
+    /// a park within `protocol::FENCED_ITEMS` of it is made in fenced mode.
+    last_park_at: Option<u64>,
     /// What the waits did so far.
     stats: WaitStats,
 }
@@ -223,6 +244,10 @@ pub struct WaitStats {
     pub os_yields: u64,
     /// Waits that parked (announced themselves and slept until woken).
     pub parks: u64,
+    /// Announcements (a park may announce more than once) that paid a system-wide memory
+    /// barrier (`membarrier`): the first of a run of frequent parks, and parks that come
+    /// rarely. The others, in *fenced mode*, paid a plain fence (see the crate's Guarantees).
+    pub barriers: u64,
 }
 
 impl Default for Learned {
@@ -231,6 +256,7 @@ impl Default for Learned {
             spin_ns: u32::MAX,
             switched: false,
             has_parked: false,
+            last_park_at: None,
             stats: WaitStats::default(),
         }
     }
@@ -308,6 +334,27 @@ impl Learned {
     /// Whether the current wait parked already (it yields no more).
     pub(crate) fn gave_up_yielding(&self) -> bool {
         self.has_parked
+    }
+
+    /// An announcement is about to be made with the wakers of our side at ring position
+    /// `at`: whether it may be made in fenced mode (the previous one was at most
+    /// `protocol::FENCED_ITEMS` positions before; never where this process's barriers fail,
+    /// since the barrier of the park that enters the mode is what makes it safe).
+    pub(crate) fn fenced_park(&mut self, at: u64) -> bool {
+        let near = self
+            .last_park_at
+            .replace(at)
+            .is_some_and(|before| at.wrapping_sub(before) <= protocol::FENCED_ITEMS);
+        #[cfg(not(shmchan_loom))]
+        let near = near && !crate::sys::membarrier::parks_are_bounded();
+        near
+    }
+
+    /// An announcement paid the barrier (`heavy`) or a plain fence.
+    pub(crate) fn announced(&mut self, heavy: bool) {
+        if heavy {
+            self.stats.barriers += 1;
+        }
     }
 
     /// A wait is about to park (counted once per wait).

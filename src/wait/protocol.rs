@@ -19,7 +19,7 @@
 //!
 //! (Outside loom models the waker's fence is a compiler fence and the waiter's a
 //! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which makes it a full fence on the waker's
-//! CPU: `sys/membarrier.rs`.) The two fences forbid the store-buffering outcome in which the waiter's re-check misses the
+//! CPU: `sys/membarrier.rs`; or, in *fenced mode* below, both are full fences.) The two fences forbid the store-buffering outcome in which the waiter's re-check misses the
 //! work *and* the waker's load misses the parked word; so either the waiter sees the work or
 //! the waker rings it (`loom_models::loom_park_wake_no_lost_wakeup`). Each announcement is
 //! taken exactly once, by the waker (who rings) or by the waiter (who retracts), so the count
@@ -27,8 +27,29 @@
 //! The count goes up before the parked word is set, so a waker never takes an announcement
 //! whose count was not yet added.
 //!
-//! A busy stream therefore makes no syscall: one compiler fence and one load of a rarely
-//! written word per publish; a waiter pays one `membarrier` call per park.
+//! A busy stream therefore makes no syscall: one compiler fence and loads of two rarely
+//! written words per publish; a waiter pays one `membarrier` call per park.
+//!
+//! **Fenced mode.** A waiter that parks often (request / response: a park per message) would
+//! pay a `membarrier` per message, 7.6-13 µs on the team's VM when a registered process runs
+//! on the other vCPU (an IPI, which also interrupts that process), where a full fence on each
+//! side costs tens of nanoseconds. So each waiting side also has a *fenced* count in the
+//! control block: a waiter whose park comes within [`FENCED_ITEMS`] ring positions of its
+//! previous one adds itself to it (once, marking its record's [`AUX_FENCED`]), and every waker
+//! of the side makes a full fence while the count is non-zero (it reads the count after its
+//! compiler fence, from the cache line of the sleeper count it reads anyway). The park that
+//! adds it still pays the `membarrier`; the parks after it make a plain SeqCst fence. Why that
+//! is enough: a waker whose load of the fenced count comes after the barrier that park forced
+//! on its CPU sees the count (it was added before the barrier) and fences, so the two-fence
+//! argument holds; a waker that loaded it before that barrier made its publish before it too,
+//! and every later park of ours re-checks after the barrier, so it sees that publish. The
+//! count stays up while we are in the mode (only we, or whoever releases our record after our
+//! death, take our unit off). A park more than `FENCED_ITEMS` positions after the previous
+//! one takes the unit off and pays the `membarrier` again, so a busy stream's wakers stop
+//! fencing. At most `FENCED_ITEMS` fences by the wakers per park: about 64 x 7-11 ns, against
+//! a barrier of 0.4 µs (nothing registered on the other CPUs) to 13 µs. Loom:
+//! `loom_fenced_mode_no_lost_wakeup` (and its negative twin, a plain-fence park without the
+//! count, which loom must catch).
 
 use std::ops::Range;
 
@@ -60,6 +81,16 @@ pub(crate) const AUX_FUTEX: usize = 3;
 /// wake-ups per batch).
 pub(crate) const AUX_WOKEN: usize = 4;
 
+/// Record aux word: non-zero while the record's owner holds one unit of its side's fenced
+/// count (fenced mode, above). Cleared, and the unit taken off, by the owner when it leaves
+/// the mode or the channel, or by whoever releases the record after the owner's death.
+pub(crate) const AUX_FENCED: usize = 5;
+
+/// A park within this many ring positions (items published or freed by the wakers) of the
+/// waiter's previous park is made in fenced mode: the wakers' full fences over that stretch
+/// cost less than one `membarrier`.
+pub(crate) const FENCED_ITEMS: u64 = 8;
+
 /// Waiter: a waker took our announcement and we run again: count the wake as used, before
 /// the attempt that uses it.
 ///
@@ -87,6 +118,13 @@ pub(crate) fn woken_since(woken: &AtomicU64, at_ring: u64) -> bool {
 #[inline(always)]
 fn fence_seq_cst() {
     crate::loom::fence(Ordering::SeqCst);
+}
+
+/// Takes one unit off a fenced count, never below zero (a count another process corrupted
+/// costs wakers fences, nothing else).
+fn release_fenced_unit(f: &AtomicU32) {
+    // SeqCst: after it, wakers may stop fencing; the park that follows pays the barrier.
+    let _ = f.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |v| v.checked_sub(1));
 }
 
 /// The futex word of a record: the first four bytes of its [`AUX_FUTEX`] word.
@@ -118,6 +156,11 @@ pub(crate) const PARK_DOORBELL_EVENT: u64 = 3;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sleepers<'a> {
     pub(crate) count: &'a AtomicU32,
+    /// The side's fenced count (fenced mode, above): waiters that park with a plain fence,
+    /// so that every waker must make a full one. `None` for a side whose waiters never use
+    /// the mode (the heap's); in loom models, `None` also means the symmetric form (every
+    /// waker fences), `Some` a waker that fences only when the count says so.
+    pub(crate) fenced: Option<&'a AtomicU32>,
 }
 
 impl Sleepers<'_> {
@@ -139,11 +182,23 @@ impl Sleepers<'_> {
         // their parked word cannot both be missed by the loads that follow the fences). In a
         // process registered for global expedited membarriers only a compiler fence: the
         // waiter's barrier in `announce` makes it a full one (`sys/membarrier.rs`); the loom
-        // models check the symmetric form, which that barrier is equivalent to.
+        // models check the symmetric form, which that barrier is equivalent to. Unless a
+        // waiter of the side is in fenced mode: then a full fence, paired with that waiter's
+        // plain fence (Relaxed load: the count is made visible to us by the barrier of the
+        // park that added it, see "Fenced mode" above; loom: `loom_fenced_mode_no_lost_wakeup`).
         #[cfg(shmchan_loom)]
-        fence(Ordering::SeqCst);
+        match self.fenced {
+            None => fence(Ordering::SeqCst),
+            Some(f) => {
+                if f.load(Ordering::Relaxed) != 0 {
+                    fence(Ordering::SeqCst);
+                }
+            }
+        }
         #[cfg(not(shmchan_loom))]
-        crate::sys::membarrier::waker_fence();
+        crate::sys::membarrier::waker_fence(|| {
+            self.fenced.is_some_and(|f| f.load(Ordering::Relaxed) != 0)
+        });
     }
 
     /// Waker, step 2: takes the announcement in `parked`, if any: the mode to wake it with.
@@ -174,15 +229,67 @@ impl Sleepers<'_> {
     /// Waiter, step 2: announces in `parked` how to be woken (a futex waiter has read its own
     /// futex word first, step 1). Re-check the ring after this, then sleep or retract.
     pub(crate) fn announce(&self, parked: &AtomicU64, mode: u64) {
+        self.announce_as(parked, mode, None);
+    }
+
+    /// [`announce`](Self::announce), in fenced mode or out of it: `mine` is the waiter's
+    /// [`AUX_FENCED`] word and whether this park wants the mode (its previous park was within
+    /// [`FENCED_ITEMS`] positions; never where this process's barriers fail). Entering the
+    /// mode adds our unit to the side's fenced count and pays the barrier; staying in it makes
+    /// a plain fence; leaving it takes the unit off and pays the barrier. Returns whether
+    /// this park paid the barrier.
+    pub(crate) fn announce_as(
+        &self,
+        parked: &AtomicU64,
+        mode: u64,
+        mine: Option<(&AtomicU64, bool)>,
+    ) -> bool {
+        let mut heavy = true;
+        if let (Some(f), Some((w, want))) = (self.fenced, mine) {
+            // Relaxed: our own record's word (only we set it; a releaser of our record runs
+            // after our death).
+            let holds = w.load(Ordering::Relaxed) != 0;
+            match (holds, want) {
+                (false, true) => {
+                    // SeqCst: ordered before the barrier below, which makes every waker's
+                    // later look see it.
+                    f.fetch_add(1, Ordering::SeqCst);
+                    w.store(1, Ordering::Relaxed);
+                }
+                (true, false) => {
+                    w.store(0, Ordering::Relaxed);
+                    release_fenced_unit(f);
+                }
+                (true, true) => heavy = false,
+                (false, false) => {}
+            }
+        }
         self.count.fetch_add(1, Ordering::SeqCst);
         parked.store(mode, Ordering::SeqCst);
         // SeqCst fence: pairs with the fence in `anyone`; outside loom, with a barrier on
         // every CPU that runs a registered waker, whose fence is only a compiler fence
-        // (`sys/membarrier.rs`; if the barrier fails, parks are bounded instead).
+        // (`sys/membarrier.rs`; if the barrier fails, parks are bounded instead). In fenced
+        // mode the fence alone: every waker of the side fences fully (see "Fenced mode").
         #[cfg(shmchan_loom)]
         fence(Ordering::SeqCst);
         #[cfg(not(shmchan_loom))]
-        crate::sys::membarrier::waiter_barrier();
+        if heavy {
+            crate::sys::membarrier::waiter_barrier();
+        } else {
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        heavy
+    }
+
+    /// Takes the unit that the owner of `word` (an [`AUX_FENCED`] word: ours as we leave, or
+    /// a dead owner's as its record is released) holds in the fenced count, if it holds one.
+    pub(crate) fn drop_fenced(&self, word: &AtomicU64) {
+        // AcqRel: exactly one of several releasers of a dead record takes the unit.
+        if word.swap(0, Ordering::AcqRel) != 0 {
+            if let Some(f) = self.fenced {
+                release_fenced_unit(f);
+            }
+        }
     }
 
     /// Waiter, step 5: withdraws the announcement unless a waker took it. Returns whether a

@@ -422,10 +422,7 @@ fn poll_wait<P: AsyncPark, R>(
             *started = None;
             return Poll::Ready(Err(e));
         }
-        {
-            let (sl, parked) = p.parking();
-            sl.announce(parked, mode);
-        }
+        super::blocking::announce(p, mode);
         p.async_state().parked = true;
         // A participant that joined after our registration looked at the table, and before
         // our announcement, may have rung nobody (its join wake, `Core::count_in`, missed
