@@ -221,6 +221,8 @@ fn neighbour_gaps(pl: Placement, shm: bool) -> Rtt {
     use std::rc::Rc;
     let local = tokio::task::LocalSet::new();
     let nm = name("paced");
+    // Unlinked even if a round panics (a failed child), so nothing is left in /dev/shm.
+    let _unlink = harness::UnlinkOnDrop(vec![nm.clone()]);
     let mut child = None;
     let mut thread = None;
     let mut rx_shm = None;
