@@ -66,7 +66,20 @@ pub(crate) struct AsyncState {
     /// Whether the current wait let the executor run its other tasks before its first
     /// `sched_yield`.
     turned: bool,
+    /// Ready operations left before the next takes a unit of tokio's coop budget
+    /// ([`COOP_EVERY`]).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    coop_free: u8,
 }
+
+/// Operations per unit of tokio's coop budget. A channel operation costs 10-30 ns, a tenth
+/// of what tokio's own resources (sockets, timers) charge one unit for: at one unit per
+/// operation an always-ready stream gave its task back every 128 messages (2-4 µs), and each
+/// of those yields cost the runtime an `epoll_wait` (about one per 128 messages, most of the
+/// demo's system calls). At one per 8 a stream yields every 1,024 messages, some 20-40 µs,
+/// still well inside the 50 µs a neighbour task may wait (`tests/coop.rs`).
+#[cfg(feature = "tokio")]
+const COOP_EVERY: u8 = 8;
 
 /// What a handle adds to [`Park`] for async waits.
 pub(crate) trait AsyncPark: Park {
@@ -247,7 +260,7 @@ fn yield_to_executor(cx: &mut Context<'_>) {
 /// budget, then it parks in the reactor (the policy in the [module docs](super)).
 /// `started` is the caller's wait start (kept across polls; reset when done).
 ///
-/// Under tokio every call first takes a unit of the task's coop budget
+/// Under tokio every [`COOP_EVERY`]th call first takes a unit of the task's coop budget
 /// (`tokio::task::coop::poll_proceed`), consumed when the call is ready: an always-ready
 /// stream yields to other tasks once the budget is spent, as tokio's own channels do.
 pub(crate) fn poll_op<P: AsyncPark, R>(
@@ -268,11 +281,22 @@ pub(crate) fn poll_op_for<P: AsyncPark, R>(
     attempt: impl FnMut(&mut P) -> Result<Option<R>>,
 ) -> Poll<Result<R>> {
     #[cfg(feature = "tokio")]
-    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+    let coop = if p.async_state().coop_free == 0 {
+        Some(std::task::ready!(tokio::task::coop::poll_proceed(cx)))
+    } else {
+        None
+    };
     let r = poll_wait(p, cx, started, interest, attempt);
     #[cfg(feature = "tokio")]
     if r.is_ready() {
-        coop.made_progress();
+        let st = p.async_state();
+        match coop {
+            Some(c) => {
+                c.made_progress();
+                st.coop_free = COOP_EVERY - 1;
+            }
+            None => st.coop_free -= 1,
+        }
     }
     r
 }
