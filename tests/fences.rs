@@ -31,6 +31,13 @@ fn opts() -> Options {
     common::parked_opts(8, 4)
 }
 
+/// Room for a burst of [`BURST`] messages.
+fn busy_opts() -> Options {
+    common::parked_opts(8, 256)
+}
+
+const BURST: u64 = 200;
+
 #[test]
 fn child_entry() {
     common::dispatch(|role, args| {
@@ -58,6 +65,27 @@ fn child_entry() {
                 }
                 report_stats(&rx.wait_stats());
             }),
+            // Receives 8 messages, each after a park (fenced mode), says so, waits for the
+            // parent's line on stdin (a burst is queued by then), drains it without waiting,
+            // says so, and leaves when stdin closes.
+            "fenced-then-busy" => {
+                use std::io::BufRead;
+                let mut rx = spsc::Consumer::open(names().0, busy_opts()).unwrap();
+                for _ in 0..8 {
+                    rx.recv_blocking().unwrap();
+                }
+                report("fenced");
+                let mut stdin = std::io::stdin().lock();
+                stdin.read_line(&mut String::new()).unwrap();
+                let parks = rx.wait_stats().parks;
+                let mut got = 0;
+                while rx.try_recv().is_ok() {
+                    got += 1;
+                }
+                assert_eq!(rx.wait_stats().parks, parks, "drained without parking");
+                report(format!("drained {got}"));
+                stdin.read_line(&mut String::new()).unwrap();
+            }
             // Receives from a parent that sends only once we parked, then waits parked for a
             // last message: a stop (leave cleanly), or SIGKILL.
             "fenced-consumer" => {
@@ -260,4 +288,39 @@ fn a_process_without_membarrier_loses_no_wake_up_of_a_registered_peer() {
     cmd.env("SHMCHAN_MEMBARRIER", "0");
     let out = ChildGuard::spawn(cmd).wait_ok();
     assert_eq!(reports(&out), ["done"]);
+}
+
+#[test]
+fn a_waiter_in_fenced_mode_leaves_it_when_its_stream_turns_busy() {
+    use std::io::Write;
+    if std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0") {
+        return;
+    }
+    let name = ShmName::new("fence-busy");
+    let mut tx = spsc::Producer::create(name.as_str(), busy_opts()).unwrap();
+    let mut child = common::spawn_holding("fenced-then-busy", &[name.as_str(), ""]);
+    for i in 0..8u64 {
+        until_consumer_parked(name.as_str());
+        tx.send_blocking(i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(common::read_report(&mut child), "fenced");
+    assert_eq!(
+        consumers_fenced(name.as_str()),
+        1,
+        "parked for each of 8 messages"
+    );
+    for i in 0..BURST {
+        tx.try_send(i.to_le_bytes()).unwrap();
+    }
+    let mut stdin = child.0.as_mut().unwrap().stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+    assert_eq!(common::read_report(&mut child), format!("drained {BURST}"));
+    // 200 messages without a park: the producer need not fence for it any more.
+    assert_eq!(
+        consumers_fenced(name.as_str()),
+        0,
+        "a consumer that stopped parking kept its wakers fencing"
+    );
+    drop(stdin);
+    child.wait_ok();
 }

@@ -137,6 +137,9 @@ pub(super) struct Core {
     pub(super) dead_peer: Option<u32>,
     /// Messages sent or received since this handle last published its CPU (`note_progress`).
     pub(super) progress: u32,
+    /// This handle's parks at the last `note_progress` look (fenced mode is left when no
+    /// park came between two looks).
+    pub(super) parks_seen: u64,
 }
 
 impl fmt::Debug for Core {
@@ -173,6 +176,26 @@ impl Core {
         self.progress = self.progress.wrapping_add(1);
         if self.progress % 64 == 0 {
             self.publish_cpu(crate::wait::this_cpu());
+            self.leave_fenced_mode_if_busy();
+        }
+    }
+
+    /// Every 64 messages: a handle in fenced mode (`wait/protocol.rs`) that has not parked
+    /// since the last look leaves it, so that a stream which turned busy does not keep its
+    /// wakers fencing every publish (the mode is left otherwise only by a park that comes
+    /// late, and a busy consumer does not park). Its next park pays the barrier again.
+    #[cold]
+    fn leave_fenced_mode_if_busy(&mut self) {
+        let parks = self.learned.stats().parks;
+        if std::mem::replace(&mut self.parks_seen, parks) != parks {
+            return;
+        }
+        let Some(reg) = self.reg.as_ref() else { return };
+        if let Ok(w) = self.layout.aux_word(reg.index(), AUX_FENCED) {
+            // Relaxed: our own record's word (see `Sleepers::announce_as`).
+            if w.load(Ordering::Relaxed) != 0 {
+                self.sleepers(self.side).drop_fenced(w);
+            }
         }
     }
 
@@ -393,6 +416,7 @@ impl Core {
             owner: None,
             dead_peer: None,
             progress: 0,
+            parks_seen: 0,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by

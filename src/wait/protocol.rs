@@ -45,9 +45,12 @@
 //! and every later park of ours re-checks after the barrier, so it sees that publish. The
 //! count stays up while we are in the mode (only we, or whoever releases our record after our
 //! death, take our unit off). A park more than `FENCED_ITEMS` positions after the previous
-//! one takes the unit off and pays the `membarrier` again, so a busy stream's wakers stop
-//! fencing. At most `FENCED_ITEMS` fences by the wakers per park: about 64 x 7-11 ns, against
-//! a barrier of 0.4 µs (nothing registered on the other CPUs) to 13 µs. Loom:
+//! one takes the unit off and pays the `membarrier` again, and so does a handle that went 64
+//! to 128 of its own operations without a park (`Core::note_progress`): a stream that turns
+//! busy stops its wakers fencing that soon (`tests/fences.rs`). What the mode costs while it
+//! lasts: a full fence per publish or free, 7-11 ns in a stream, so at most `FENCED_ITEMS`
+//! of them per park (a later park leaves the mode), against a barrier of 0.4 µs (nothing
+//! registered on the other CPUs) to 13 µs. Loom:
 //! `loom_fenced_mode_no_lost_wakeup` (and its negative twin, a plain-fence park without the
 //! count, which loom must catch).
 
