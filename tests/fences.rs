@@ -160,9 +160,15 @@ fn ping_pong(role: &str, child_env: Option<&str>, parent_async: bool) {
             "the child paid {barriers} barriers for {parks} parks"
         );
     }
-    if std::env::var_os("SHMCHAN_MEMBARRIER").is_none_or(|v| v != "0") {
+    if !barriers_off() {
         assert!(ours.barriers * 4 < ours.parks, "we: {ours:?}");
     }
+}
+
+/// Whether this process runs without membarrier (`SHMCHAN_MEMBARRIER=0`): it never uses
+/// fenced mode, whose first park needs this process's barrier.
+fn barriers_off() -> bool {
+    std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0")
 }
 
 fn report_stats(s: &shmchan::WaitStats) {
@@ -226,8 +232,8 @@ fn fenced_consumer(name: &ShmName, tx: &mut spsc::Producer) -> ChildGuard {
 
 #[test]
 fn a_waiter_in_fenced_mode_takes_its_unit_off_when_it_leaves() {
-    if std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0") {
-        return; // the mode needs this process's barriers
+    if barriers_off() {
+        return;
     }
     let name = ShmName::new("fence-leave");
     let mut tx = spsc::Producer::create(name.as_str(), opts()).unwrap();
@@ -247,7 +253,7 @@ fn a_waiter_in_fenced_mode_takes_its_unit_off_when_it_leaves() {
 
 #[test]
 fn a_dead_waiters_unit_of_the_fenced_count_is_taken_off_with_its_record() {
-    if std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0") {
+    if barriers_off() {
         return;
     }
     let name = ShmName::new("fence-dead");
@@ -293,7 +299,7 @@ fn a_process_without_membarrier_loses_no_wake_up_of_a_registered_peer() {
 #[test]
 fn a_waiter_in_fenced_mode_leaves_it_when_its_stream_turns_busy() {
     use std::io::Write;
-    if std::env::var_os("SHMCHAN_MEMBARRIER").is_some_and(|v| v == "0") {
+    if barriers_off() {
         return;
     }
     let name = ShmName::new("fence-busy");
