@@ -33,7 +33,8 @@
 //! | `mod.rs` | these docs, [`Flavour`] and its markers |
 //! | `options.rs` | [`Options`], [`Unlink`] |
 //! | `message.rs` | [`Message`] |
-//! | `core.rs` | what a handle holds: attach (create / open / memfd), its record, wake-ups, leave |
+//! | `core.rs` | what a handle holds: attach (create / open / memfd), its record, leave |
+//! | `wake.rs` | its wait sets and wake-ups, the CPU word and fenced mode, the `Park` / `AsyncPark` implementations |
 //! | `peers.rs` | liveness checks, close detection, repair of dead producers' slots, adoption of dead consumers' messages, release of dead records |
 //! | `producer.rs`, `consumer.rs` | the public handles and their try / blocking / timed calls |
 //! | `zero_copy.rs` | [`WriteSlot`], [`WriteChunk`], [`ReadSlot`], [`ReadChunk`] |
@@ -157,6 +158,7 @@ mod message;
 mod options;
 mod peers;
 mod producer;
+mod wake;
 mod zero_copy;
 
 #[cfg(all(test, feature = "tokio"))]
