@@ -20,7 +20,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ChildGuard, ShmName, command, report, reports, rt};
-use shmchan::{Options, spsc};
+use shmchan::{Options, mpmc, spsc};
 
 const TRIPS: u64 = 1000;
 /// A hop that takes this long lost its wake-up (the liveness check would end it after a
@@ -33,10 +33,18 @@ fn opts() -> Options {
 
 /// Room for a burst of [`BURST`] messages.
 fn busy_opts() -> Options {
-    common::parked_opts(8, 256)
+    common::parked_opts(8, 512)
 }
 
-const BURST: u64 = 200;
+/// More publishes than the fenced checks a waiter in fenced mode lets its wakers make
+/// between its parks (`FENCED_CHECKS`, 256): each `try_send` of the burst is one.
+const BURST: u64 = 400;
+
+/// Batches a `batch-consumer` child receives, each fed and flushed at once.
+const BATCHES: u64 = 40;
+/// Messages per batch: far more ring positions between the child's parks than a park within
+/// `FENCED_ITEMS` (8, before 2026-12-03 evening) of the previous one entered the mode with.
+const BATCH: u64 = 64;
 
 #[test]
 fn child_entry() {
@@ -86,6 +94,22 @@ fn child_entry() {
                 report(format!("drained {got}"));
                 stdin.read_line(&mut String::new()).unwrap();
             }
+            // Receives BATCHES batches of BATCH messages as a pool's worker does (a task,
+            // `recv_many`), parking between them (the parent feeds the next batch once we
+            // parked), and reports what its waits did.
+            "batch-consumer" => rt().block_on(async {
+                let mut rx = mpmc::Consumer::open(names().0, busy_opts()).unwrap();
+                let (mut next, mut batch) = (0u64, Vec::new());
+                while next < BATCHES * BATCH {
+                    batch.clear();
+                    rx.recv_many(&mut batch, BATCH as usize).await.unwrap();
+                    for m in &batch {
+                        assert_eq!(m[..], next.to_le_bytes());
+                        next += 1;
+                    }
+                }
+                report_stats(&rx.wait_stats());
+            }),
             // Receives from a parent that sends only once we parked, then waits parked for a
             // last message: a stop (leave cleanly), or SIGKILL.
             "fenced-consumer" => {
@@ -321,7 +345,8 @@ fn a_waiter_in_fenced_mode_leaves_it_when_its_stream_turns_busy() {
     let mut stdin = child.0.as_mut().unwrap().stdin.take().unwrap();
     writeln!(stdin, "go").unwrap();
     assert_eq!(common::read_report(&mut child), format!("drained {BURST}"));
-    // 200 messages without a park: the producer need not fence for it any more.
+    // 400 messages (and as many fenced wake checks) without a park: the producer need not
+    // fence for it any more.
     assert_eq!(
         consumers_fenced(name.as_str()),
         0,
@@ -329,4 +354,39 @@ fn a_waiter_in_fenced_mode_leaves_it_when_its_stream_turns_busy() {
     );
     drop(stdin);
     child.wait_ok();
+}
+
+/// A waiter that parks once per batch (a worker of a pool, a collector between bursts), its
+/// waker checking once per batch (`feed`, then one `flush`), parks in fenced mode although
+/// its parks are 64 ring positions apart: what decides is what the mode costs the waker (one
+/// fenced check per batch), not the distance. Before, every park paid a `membarrier` (an
+/// interrupt to the other CPU: `cargo bench --bench worker_pool`, 8 workers).
+#[test]
+fn a_waiter_parked_between_batches_stays_in_fenced_mode() {
+    use futures::SinkExt;
+    if barriers_off() {
+        return;
+    }
+    let name = ShmName::new("fence-batch");
+    // MPMC, as a worker pool: each fed message is visible at once, the wake waits for the
+    // flush (an SPSC `feed` wakes a parked consumer at once, and its parks then come one
+    // position apart while it catches up).
+    let mut tx = mpmc::Producer::create(name.as_str(), busy_opts()).unwrap();
+    let child = common::spawn_holding("batch-consumer", &[name.as_str(), ""]);
+    let rt = rt();
+    for b in 0..BATCHES {
+        until_consumer_parked(name.as_str());
+        rt.block_on(async {
+            for i in b * BATCH..(b + 1) * BATCH {
+                tx.feed(i.to_le_bytes()).await.unwrap();
+            }
+            tx.flush().await.unwrap();
+        });
+    }
+    let (parks, barriers) = child_stats(&child.wait_ok());
+    assert!(parks >= BATCHES, "{parks} parks for {BATCHES} batches");
+    assert!(
+        barriers * 4 < parks,
+        "{barriers} barriers for {parks} parks between batches"
+    );
 }

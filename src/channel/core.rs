@@ -134,8 +134,10 @@ pub(super) struct Core {
     /// Messages sent or received since this handle last published its CPU (`note_progress`).
     pub(super) progress: u32,
     /// This handle's parks at the last `note_progress` look (fenced mode is left when no
-    /// park came between two looks).
+    /// park came between two looks and the mode cost the wakers too much since the last).
     pub(super) parks_seen: u64,
+    /// `note_progress` looks in a row that found no park since the one before.
+    pub(super) idle_looks: u32,
 }
 
 impl fmt::Debug for Core {
@@ -363,6 +365,7 @@ impl Core {
             dead_peer: None,
             progress: 0,
             parks_seen: 0,
+            idle_looks: 0,
         };
         let range = records(kind, core.layout.participant_capacity(), side);
         // Free records only: a dead participant's record is released first by

@@ -14,10 +14,10 @@ use crate::layout::Kind;
 use crate::loom::Ordering;
 use crate::ring;
 use crate::sys::process::ProcessId;
-use crate::wait::blocking::Park;
+use crate::wait::blocking::{FencedMode, Park};
 use crate::wait::protocol::{
-    AUX_FENCED, AUX_FUTEX, AUX_PARKED, AUX_TOKEN, AUX_WOKEN, Sleepers, WaitSet, futex_of,
-    note_woken, woken_since,
+    AUX_FENCED, AUX_FUTEX, AUX_PARKED, AUX_TOKEN, AUX_WOKEN, FENCED_IDLE_LOOKS, Sleepers, WaitSet,
+    futex_of, note_woken, woken_since,
 };
 use crate::wait::reactor::{AsyncPark, AsyncState};
 use crate::wait::{AUX_CPU, Learned, PeerCpu, WaitStrategy};
@@ -38,22 +38,41 @@ impl Core {
     }
 
     /// Every 64 messages: a handle in fenced mode (`wait/protocol.rs`) that has not parked
-    /// since the last look leaves it, so that a stream which turned busy does not keep its
-    /// wakers fencing every publish (the mode is left otherwise only by a park that comes
-    /// late, and a busy consumer does not park). Its next park pays the barrier again.
+    /// since the last look leaves it if its wakers fenced for the mode more than
+    /// `FENCED_CHECKS` times since its last park, or after `FENCED_IDLE_LOOKS` such looks in
+    /// a row, so that a stream which turned busy does not keep its wakers fencing every
+    /// publish (the mode is left otherwise only at a park, and a busy consumer does not
+    /// park). Its next park pays the barrier again.
     #[cold]
     fn leave_fenced_mode_if_busy(&mut self) {
         let parks = self.learned.stats().parks;
         if std::mem::replace(&mut self.parks_seen, parks) != parks {
+            self.idle_looks = 0;
             return;
         }
+        self.idle_looks = self.idle_looks.saturating_add(1);
         let Some(reg) = self.reg.as_ref() else { return };
         if let Ok(w) = self.layout.aux_word(reg.index(), AUX_FENCED) {
-            // Relaxed: our own record's word (see `Sleepers::announce_as`).
-            if w.load(Ordering::Relaxed) != 0 {
+            // Relaxed: our own record's word (see `Sleepers::announce_as`); the counter is a
+            // statistic.
+            if w.load(Ordering::Relaxed) != 0
+                && (self.idle_looks >= FENCED_IDLE_LOOKS
+                    || self
+                        .learned
+                        .fenced_mode_costly(self.fenced_checks(self.side).load(Ordering::Relaxed)))
+            {
                 self.sleepers(self.side).drop_fenced(w);
             }
         }
+    }
+
+    /// The fenced-checks counter of `side` (`ring::OFF_CONS_FENCED_CHECKS`).
+    #[inline]
+    fn fenced_checks(&self, side: Side) -> &AtomicU64 {
+        self.ring.word64(match side {
+            Side::Consumer => ring::OFF_CONS_FENCED_CHECKS,
+            Side::Producer => ring::OFF_PROD_FENCED_CHECKS,
+        })
     }
 
     /// Publishes `cpu` (`this_cpu()`, 0: unknown) as where this handle runs, for a peer's
@@ -84,6 +103,7 @@ impl Core {
         Sleepers {
             count: self.ring.word32(c),
             fenced: Some(self.ring.word32(f)),
+            checks: Some(self.fenced_checks(side)),
         }
     }
 
@@ -236,17 +256,19 @@ impl Park for Core {
     fn work_remains(&self) -> bool {
         AsyncPark::more_work(self)
     }
-    fn fenced_mode(&self) -> Option<(u64, &AtomicU64)> {
-        // Relaxed: only a distance between two parks is taken from it (any value is safe).
+    fn fenced_mode(&self) -> Option<FencedMode<'_>> {
+        // Relaxed (both): only distances between two parks are taken from them (any value
+        // is safe: a hostile one costs fences or barriers, nothing else).
         let at = match self.side {
             Side::Consumer => self.ring.tail().load(Ordering::Relaxed),
             Side::Producer => self.ring.head().load(Ordering::Relaxed),
         };
-        let w = self
+        let checks = self.fenced_checks(self.side).load(Ordering::Relaxed);
+        let word = self
             .layout
             .aux_word(self.reg.as_ref()?.index(), AUX_FENCED)
             .ok()?;
-        Some((at, w))
+        Some(FencedMode { at, checks, word })
     }
     fn used_wake(&self) {
         // Only MPMC producers look (`ring_peers`), at their consumers' records.

@@ -367,6 +367,7 @@ impl Inner {
             count: self.futex_word(OFF_WAITERS),
             // The heap's waiters always pay the barrier when they park.
             fenced: None,
+            checks: None,
         }
     }
 

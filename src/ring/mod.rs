@@ -7,8 +7,10 @@
 //! offset  word(s)                                   written by
 //!      0  tail: u64, next position to publish        producers
 //!    128  head: u64, next position to consume        consumers
-//!    256  unused: u32, cons_sleepers: u32             parked consumers / producers waking them
-//!    384  unused: u32, prod_sleepers: u32             parked producers / consumers waking them
+//!    256  cons_fenced: u32, cons_sleepers: u32,       parked consumers / producers waking them
+//!         cons_fenced_checks: u64
+//!    384  prod_fenced: u32, prod_sleepers: u32,       parked producers / consumers waking them
+//!         prod_fenced_checks: u64
 //!    512  flags: u32 (bit 0: a producer attached once, bit 1: a consumer attached once,
 //!         bit 2: lifetime = creator, bit 3: the creator left, bit 4: closed by a consumer),
 //!         producers: u32, consumers: u32  (clean-close counters, hints only)
@@ -50,10 +52,17 @@ pub(crate) const OFF_HEAD: usize = 128;
 pub(crate) const OFF_CONS_FENCED: usize = 256;
 /// Sleeper count of parked consumers.
 pub(crate) const OFF_CONS_SLEEPERS: usize = 260;
+/// Wake checks made by wakers of the consumer side while its fenced count was non-zero (a
+/// `u64` that only grows, a statistic): what the fenced mode costs them, read by the
+/// consumers in the mode to decide whether to stay in it (`wait/protocol.rs`). Zero in
+/// rings written only by builds before it, whose waiters never read it.
+pub(crate) const OFF_CONS_FENCED_CHECKS: usize = 264;
 /// Count of producers in fenced mode, as [`OFF_CONS_FENCED`].
 pub(crate) const OFF_PROD_FENCED: usize = 384;
 /// Sleeper count of parked producers.
 pub(crate) const OFF_PROD_SLEEPERS: usize = 388;
+/// As [`OFF_CONS_FENCED_CHECKS`], for the producer side.
+pub(crate) const OFF_PROD_FENCED_CHECKS: usize = 392;
 /// Attach flags and clean-close counters.
 pub(crate) const OFF_FLAGS: usize = 512;
 pub(crate) const OFF_PRODUCERS: usize = 516;
@@ -286,6 +295,12 @@ mod shm_ring {
         pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
             debug_assert!(off < CTRL_LEN);
             self.w32(off)
+        }
+        /// A `u64` word of the control block (one of the `OFF_*` constants).
+        #[inline]
+        pub(crate) fn word64(&self, off: usize) -> &AtomicU64 {
+            debug_assert!(off < CTRL_LEN);
+            self.w64(off)
         }
         /// `seq` of slot `idx` (Vyukov rings): for the position `p` the slot serves now, `p`
         /// (free for p's producer), `p + 1` (holds p's message), `(p + 1) | ABANDONED_TAG`

@@ -28,10 +28,11 @@
 //! that cannot register (an old kernel, a seccomp filter) uses full fences as a waker. A
 //! waiter whose barrier call fails cannot tell whether its wakers use light fences, so its
 //! parks are bounded by [`POLL`] (a lost wake-up costs at most that long, never a hang).
-//! A waiter that parks often (more than once per `wait::protocol::FENCED_ITEMS` items) enters
-//! *fenced mode* instead: it pays this barrier once, after adding itself to a count that every
-//! light waker reads after its compiler fence, and from then on its parks make a plain fence
-//! and its wakers a full one (the argument is in `wait/protocol.rs`).
+//! A waiter that parks often (within `wait::protocol::FENCED_ITEMS` items of its last park)
+//! enters *fenced mode* instead: it pays this barrier once, after adding itself to a count
+//! that every light waker reads after its compiler fence, and from then on its parks make a
+//! plain fence and its wakers a full one, counted, until they made `FENCED_CHECKS` of them
+//! between two of its parks (the argument is in `wait/protocol.rs`).
 //! `SHMCHAN_MEMBARRIER=0` in a process's environment makes it use no membarrier at all
 //! (full fences as a waker, bounded parks as a waiter): for a process that must not cause
 //! IPIs on other CPUs (isolated real-time cores), at the price of a 1 ms poll while parked.
@@ -90,16 +91,21 @@ pub(crate) fn light() -> bool {
 /// The waker's fence, between the store that made work (or a close) visible and the loads of
 /// the sleeper count and parked words. `fenced`: whether a waiter of the side is in fenced
 /// mode (it parks with a plain fence: `wait/protocol.rs`), read after the compiler fence.
+/// Returns whether the full fence was made *for* such a waiter (a light waker that saw the
+/// mode), which the caller counts as what the mode cost it.
 #[inline(always)]
-pub(crate) fn waker_fence(fenced: impl FnOnce() -> bool) {
+pub(crate) fn waker_fence(fenced: impl FnOnce() -> bool) -> bool {
     if light() {
         // Compiler fence only: the waiter's `waiter_barrier` makes it a full one for us.
         compiler_fence(Ordering::SeqCst);
         if fenced() {
             fence(Ordering::SeqCst);
+            return true;
         }
+        false
     } else {
         fence(Ordering::SeqCst);
+        false
     }
 }
 

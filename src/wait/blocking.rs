@@ -46,24 +46,40 @@ pub(crate) trait Park {
     /// wake: count it as used (`protocol::note_woken`), for a waker deciding whether to ring
     /// another waiter of our side.
     fn used_wake(&self) {}
-    /// For fenced mode (`protocol.rs`): the ring position the wakers of our side advance (the
-    /// tail, for a consumer; the head, for a producer) and our record's `AUX_FENCED` word.
-    /// `None`: this handle always pays the barrier when it parks.
-    fn fenced_mode(&self) -> Option<(u64, &AtomicU64)> {
+    /// For fenced mode (`protocol.rs`): where the wakers of our side are, and our record's
+    /// `AUX_FENCED` word. `None`: this handle always pays the barrier when it parks.
+    fn fenced_mode(&self) -> Option<FencedMode<'_>> {
         None
     }
+}
+
+/// What a park needs to decide on fenced mode (`protocol.rs`, `Learned::fenced_park`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FencedMode<'a> {
+    /// The ring position the wakers of our side advance (the tail, for a consumer; the head,
+    /// for a producer).
+    pub(crate) at: u64,
+    /// The side's fenced-checks counter (`ring::OFF_CONS_FENCED_CHECKS`), now.
+    pub(crate) checks: u64,
+    /// Our record's `AUX_FENCED` word.
+    pub(crate) word: &'a AtomicU64,
 }
 
 /// Protocol step 2 for the handle `p`: announces `mode` in its parked word, in fenced mode if
 /// its parks come often (`Learned::fenced_park`), and counts the barrier if it paid one.
 pub(crate) fn announce<P: Park + ?Sized>(p: &mut P, mode: u64) {
-    let want = match p.fenced_mode() {
-        Some((at, _)) => p.learned().fenced_park(at),
+    // Relaxed: our own record's word (only we set it; a releaser of our record runs after
+    // our death).
+    let seen = p
+        .fenced_mode()
+        .map(|f| (f.at, f.checks, f.word.load(Ordering::Relaxed) != 0));
+    let want = match seen {
+        Some((at, checks, holds)) => p.learned().fenced_park(at, checks, holds),
         None => false,
     };
     let heavy = {
         let (sl, parked) = p.parking();
-        let mine = p.fenced_mode().map(|(_, w)| (w, want));
+        let mine = p.fenced_mode().map(|f| (f.word, want));
         sl.announce_as(parked, mode, mine)
     };
     p.learned().announced(heavy);

@@ -190,6 +190,7 @@ fn child_entry() {
             let sl = Sleepers {
                 count: seg.atomic_u32(COUNT).unwrap(),
                 fenced: None,
+                checks: None,
             };
             let (mut seen, mut parks, mut rung) = (0u64, 0u64, 0u64);
             while seen < total {
@@ -368,6 +369,7 @@ fn stress_bursts_and_idle_gaps_lose_no_wakeup() {
     let sl = Sleepers {
         count: seg.0.atomic_u32(COUNT).unwrap(),
         fenced: None,
+        checks: None,
     };
     let ringer = Ringer::new().unwrap();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;

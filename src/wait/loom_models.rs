@@ -21,6 +21,7 @@ fn loom_park_wake_no_lost_wakeup() {
             let s = Sleepers {
                 count: &c2,
                 fenced: None,
+                checks: None,
             };
             s.anyone() && s.take(&p2).is_some()
         });
@@ -28,6 +29,7 @@ fn loom_park_wake_no_lost_wakeup() {
         let s = Sleepers {
             count: &count,
             fenced: None,
+            checks: None,
         };
         s.announce(&parked, PARK_DOORBELL);
         let ready = data.load(Ordering::Acquire) == 1;
@@ -67,6 +69,7 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
             let s = Sleepers {
                 count: &c2,
                 fenced: None,
+                checks: None,
             };
             let mut rings = 0;
             for _ in 0..PUBLISHES {
@@ -84,6 +87,7 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
         let s = Sleepers {
             count: &count,
             fenced: None,
+            checks: None,
         };
         let (mut seen, mut taken) = (0, 0);
         while seen < PUBLISHES {
@@ -130,6 +134,7 @@ fn loom_close_never_loses_a_doorbell_waiter() {
             let s = Sleepers {
                 count: &c2,
                 fenced: None,
+                checks: None,
             };
             s.waker_fence();
             s.take(&p2).is_some()
@@ -138,6 +143,7 @@ fn loom_close_never_loses_a_doorbell_waiter() {
         let s = Sleepers {
             count: &count,
             fenced: None,
+            checks: None,
         };
         s.announce(&parked, PARK_DOORBELL);
         // Acquire, as `peers_closed`.
@@ -208,6 +214,7 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
                 let s = Sleepers {
                     count: &c,
                     fenced: None,
+                    checks: None,
                 };
                 wake_one(&s, &[(&pa, &ba), (&pb, &bb)]);
             })
@@ -218,6 +225,7 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
                 let s = Sleepers {
                     count: &c,
                     fenced: None,
+                    checks: None,
                 };
                 s.announce(&pa, PARK_DOORBELL);
                 // Dropped while parked: `reactor::retract`.
@@ -230,6 +238,7 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
         let s = Sleepers {
             count: &count,
             fenced: None,
+            checks: None,
         };
         loop {
             // Take the item if there is one (a consumer's claim).
@@ -272,6 +281,7 @@ fn loom_a_joiner_is_seen_or_rings_the_parked_task() {
             let s = Sleepers {
                 count: &c2,
                 fenced: None,
+                checks: None,
             };
             s.anyone() && s.take(&p2).is_some()
         });
@@ -279,6 +289,7 @@ fn loom_a_joiner_is_seen_or_rings_the_parked_task() {
         let s = Sleepers {
             count: &count,
             fenced: None,
+            checks: None,
         };
         s.announce(&parked, PARK_DOORBELL);
         // The table read of `joined_unseen` (Relaxed, as the participant loads are).
@@ -350,6 +361,7 @@ fn fenced_mode_model(fenced_count: u32) {
             let s = Sleepers {
                 count: &c2,
                 fenced: Some(&f2),
+                checks: None,
             };
             s.anyone() && s.take(&p2).is_some()
         });
@@ -357,6 +369,7 @@ fn fenced_mode_model(fenced_count: u32) {
         let s = Sleepers {
             count: &count,
             fenced: Some(&fenced),
+            checks: None,
         };
         s.announce_as(&parked, PARK_DOORBELL, Some((&mine, true)));
         let ready = data.load(Ordering::Acquire) == 1;

@@ -92,9 +92,16 @@
 //! in and its caches; `cargo bench --bench worker_pool`).
 //!
 //! **Fenced mode** (`protocol.rs`): a handle whose park comes within `protocol::FENCED_ITEMS`
-//! (8) ring positions of its previous one pays the park's `membarrier` once more and then
-//! parks with a plain fence, while the wakers of its side fence fully (`Learned::fenced_park`;
-//! `WaitStats::barriers` counts the barriers paid). Measured 2026-12-03 afternoon, alternating
+//! (4,096) ring positions of its previous one pays the park's `membarrier` once more and then
+//! parks with a plain fence, while the wakers of its side fence fully and count those fences;
+//! it stays in the mode while they made at most `protocol::FENCED_CHECKS` (256) between two
+//! of its parks (`Learned::fenced_park`; `WaitStats::barriers` counts the barriers paid).
+//! Until 2026-12-03 evening the distance alone decided, at most 8 positions, so a pool's
+//! worker (parks hundreds of jobs apart, its coordinator checking once per flush of 64)
+//! paid a barrier per park: `cargo bench --bench worker_pool` with 8 workers, unpinned, made
+//! 2,376 `membarrier` calls in 3 rounds, 499 after (`perf stat -e
+//! syscalls:sys_enter_membarrier`), and its `perf record -a` had 10% of all samples in the
+//! barrier's IPIs and 3% spinning on its kernel mutex, 1.3% and none after. Measured 2026-12-03 afternoon, alternating
 //! the build before (A) with this one (C), 2-3 pairs of 3 rounds: a timer task's gap beside a
 //! parked receiver, p99 6.5 -> 2.2-2.4 µs unpinned, 4.3-5.3 -> 2.1-2.2 µs on one CPU, 5.0-5.4
 //! -> 2.1 µs beside a burner (`BENCH_ONLY=neighbour cargo bench --bench async`: the barrier's
@@ -211,8 +218,11 @@ pub(crate) struct Learned {
     /// Whether the current wait has parked (the budget is halved once per wait).
     has_parked: bool,
     /// Where the wakers of our side had got to (a ring position) at our last announcement:
-    /// a park within `protocol::FENCED_ITEMS` of it is made in fenced mode.
+    /// a park within `protocol::FENCED_ITEMS` of it enters fenced mode.
     last_park_at: Option<u64>,
+    /// The side's fenced-checks counter at our last announcement: a handle in fenced mode
+    /// stays in it while its wakers fenced at most `protocol::FENCED_CHECKS` times since.
+    last_park_checks: u64,
     /// What the waits did so far.
     stats: WaitStats,
 }
@@ -257,6 +267,7 @@ impl Default for Learned {
             switched: false,
             has_parked: false,
             last_park_at: None,
+            last_park_checks: 0,
             stats: WaitStats::default(),
         }
     }
@@ -337,17 +348,31 @@ impl Learned {
     }
 
     /// An announcement is about to be made with the wakers of our side at ring position
-    /// `at`: whether it may be made in fenced mode (the previous one was at most
-    /// `protocol::FENCED_ITEMS` positions before; never where this process's barriers fail,
-    /// since the barrier of the park that enters the mode is what makes it safe).
-    pub(crate) fn fenced_park(&mut self, at: u64) -> bool {
-        let near = self
-            .last_park_at
-            .replace(at)
-            .is_some_and(|before| at.wrapping_sub(before) <= protocol::FENCED_ITEMS);
+    /// `at` and the side's fenced-checks counter at `checks`; `holds`: whether we are in
+    /// fenced mode. Whether the announcement is made in the mode: one in it stays while its
+    /// wakers fenced for it at most `protocol::FENCED_CHECKS` times since our previous
+    /// announcement (what the mode cost them, against the barrier a park pays); one out of
+    /// it enters when the previous announcement was at most `protocol::FENCED_ITEMS`
+    /// positions before. Never where this process's barriers fail, since the barrier of the
+    /// park that enters the mode is what makes it safe.
+    pub(crate) fn fenced_park(&mut self, at: u64, checks: u64, holds: bool) -> bool {
+        let before = self.last_park_at.replace(at);
+        let checks_before = std::mem::replace(&mut self.last_park_checks, checks);
+        let want = if holds {
+            checks.wrapping_sub(checks_before) <= protocol::FENCED_CHECKS
+        } else {
+            before.is_some_and(|b| at.wrapping_sub(b) <= protocol::FENCED_ITEMS)
+        };
         #[cfg(not(shmchan_loom))]
-        let near = near && !crate::sys::membarrier::parks_are_bounded();
-        near
+        let want = want && !crate::sys::membarrier::parks_are_bounded();
+        want
+    }
+
+    /// Whether the wakers of our side fenced for fenced mode more than
+    /// `protocol::FENCED_CHECKS` times since our last announcement (`checks`: the side's
+    /// counter now): a handle in the mode that does not park leaves it then.
+    pub(crate) fn fenced_mode_costly(&self, checks: u64) -> bool {
+        checks.wrapping_sub(self.last_park_checks) > protocol::FENCED_CHECKS
     }
 
     /// An announcement paid the barrier (`heavy`) or a plain fence.

@@ -37,20 +37,26 @@
 //! control block: a waiter whose park comes within [`FENCED_ITEMS`] ring positions of its
 //! previous one adds itself to it (once, marking its record's [`AUX_FENCED`]), and every waker
 //! of the side makes a full fence while the count is non-zero (it reads the count after its
-//! compiler fence, from the cache line of the sleeper count it reads anyway). The park that
+//! compiler fence, from the cache line of the sleeper count it reads anyway), and counts it
+//! in the side's *fenced-checks* word beside the count (Relaxed: a statistic). The park that
 //! adds it still pays the `membarrier`; the parks after it make a plain SeqCst fence. Why that
 //! is enough: a waker whose load of the fenced count comes after the barrier that park forced
 //! on its CPU sees the count (it was added before the barrier) and fences, so the two-fence
 //! argument holds; a waker that loaded it before that barrier made its publish before it too,
 //! and every later park of ours re-checks after the barrier, so it sees that publish. The
 //! count stays up while we are in the mode (only we, or whoever releases our record after our
-//! death, take our unit off). A park more than `FENCED_ITEMS` positions after the previous
-//! one takes the unit off and pays the `membarrier` again, and so does a handle that went 64
-//! to 128 of its own operations without a park (`Core::note_progress`): a stream that turns
-//! busy stops its wakers fencing that soon (`tests/fences.rs`). What the mode costs while it
-//! lasts: a full fence per publish or free, 7-11 ns in a stream, so at most `FENCED_ITEMS`
-//! of them per park (a later park leaves the mode), against a barrier of 0.4 µs (nothing
-//! registered on the other CPUs) to 13 µs. Loom:
+//! death, take our unit off). What the mode costs while it lasts is a full fence per wake
+//! check of a waker (per publish or free, or per flush of a `Sink` batch), 7-11 ns in a
+//! stream, against a barrier of 0.4 µs (nothing registered on the other CPUs) to 13 µs. So
+//! that cost decides whether we stay, read from the fenced-checks word: a park that finds
+//! more than [`FENCED_CHECKS`] since our previous park takes the unit off and pays the
+//! `membarrier` again, and so does a handle that goes 64 of its own operations without a
+//! park once that many were made (`Core::note_progress`), or 4,096 whatever the word says:
+//! a stream that turns busy stops its wakers fencing that soon (`tests/fences.rs`). (Until
+//! 2026-12-03 evening the distance in ring positions decided, at most 8: a pool's worker,
+//! whose parks are hundreds of jobs apart while its coordinator checks once per flush of 64,
+//! left the mode at every park and paid a `membarrier` for each:
+//! `a_waiter_parked_between_batches_stays_in_fenced_mode`.) Loom:
 //! `loom_fenced_mode_no_lost_wakeup` (and its negative twin, a plain-fence park without the
 //! count, which loom must catch).
 
@@ -90,9 +96,24 @@ pub(crate) const AUX_WOKEN: usize = 4;
 pub(crate) const AUX_FENCED: usize = 5;
 
 /// A park within this many ring positions (items published or freed by the wakers) of the
-/// waiter's previous park is made in fenced mode: the wakers' full fences over that stretch
-/// cost less than one `membarrier`.
-pub(crate) const FENCED_ITEMS: u64 = 8;
+/// waiter's previous park enters fenced mode. (8 until 2026-12-03 evening: a worker of an
+/// MPMC pool, whose parks are hundreds of jobs apart while its coordinator fences once per
+/// flush of 64, never entered it and paid a `membarrier` per park.) What the mode then costs
+/// is bounded by [`FENCED_CHECKS`], not by this.
+pub(crate) const FENCED_ITEMS: u64 = 4096;
+
+/// A waiter in fenced mode stays in it while the wakers of its side made at most this many
+/// full fences for the mode (the side's fenced-checks counter) since its previous park, and
+/// leaves it at its next park, or at its next 64th operation if it does not park
+/// (`Core::note_progress`), once they made more: 256 fences of 7-15 ns cost its wakers about
+/// what one barrier of a busy machine costs the waiter (7.6-13 µs with a registered process
+/// on the other vCPU, plus the interrupt there).
+pub(crate) const FENCED_CHECKS: u64 = 256;
+
+/// A waiter in fenced mode that went this many of `Core::note_progress`'s looks (64
+/// operations each) without a park leaves it whatever the counter says (a ring whose wakers
+/// do not count: builds before the counter).
+pub(crate) const FENCED_IDLE_LOOKS: u32 = 64;
 
 /// Waiter: a waker took our announcement and we run again: count the wake as used, before
 /// the attempt that uses it.
@@ -164,6 +185,11 @@ pub(crate) struct Sleepers<'a> {
     /// the mode (the heap's); in loom models, `None` also means the symmetric form (every
     /// waker fences), `Some` a waker that fences only when the count says so.
     pub(crate) fenced: Option<&'a AtomicU32>,
+    /// The side's fenced-checks counter: bumped (Relaxed, a statistic) by every light waker
+    /// that fenced fully because the fenced count was non-zero, so that a waiter in the mode
+    /// sees what its mode costs its wakers ([`FENCED_CHECKS`]). `None`: not counted (the
+    /// heap's side, loom models).
+    pub(crate) checks: Option<&'a AtomicU64>,
 }
 
 impl Sleepers<'_> {
@@ -199,9 +225,15 @@ impl Sleepers<'_> {
             }
         }
         #[cfg(not(shmchan_loom))]
-        crate::sys::membarrier::waker_fence(|| {
+        if crate::sys::membarrier::waker_fence(|| {
             self.fenced.is_some_and(|f| f.load(Ordering::Relaxed) != 0)
-        });
+        }) {
+            if let Some(c) = self.checks {
+                // Relaxed: a count for the waiters' policy (`Learned::fenced_park`), ordered
+                // with nothing; the fence above is what the protocol needs.
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Waker, step 2: takes the announcement in `parked`, if any: the mode to wake it with.
