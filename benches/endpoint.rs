@@ -1,7 +1,9 @@
 //! Request/response across processes: shmchan endpoints (Listener / connect) against the same
 //! service over tokio `UnixStream` (8-byte requests and replies, 4-byte length prefixes), with
 //! 1, 4 and 16 client processes. Each client makes `REQUESTS` requests one at a time and
-//! reports its median round trip; the server measures requests per second over the run.
+//! reports its round trip's p50, p99 and p99.9 (its 5th slowest of 5,000); the server
+//! measures requests per second over the run, and the printed latencies are the medians over
+//! clients, then over rounds.
 //! The two transports alternate (A B A B ..., `ROUNDS` rounds) and the median ratios are
 //! printed: the VM's figures drift with vCPU placement. Every comparison runs in each
 //! placement of `support/placement.rs` (unpinned; server and clients on one CPU; server on
@@ -37,8 +39,8 @@ const CLIENT: SelfExec = SelfExec {
     args_var: "EP_BENCH_ADDR",
 };
 
-/// Client: returns its RTT p50 and p99 in nanoseconds.
-async fn client(transport: &str, addr: &str) -> (u128, u128) {
+/// Client: returns its RTT p50, p99 and p99.9 in nanoseconds.
+async fn client(transport: &str, addr: &str) -> (u128, u128, u128) {
     let mut rtt = Vec::with_capacity(REQUESTS as usize);
     if transport == "shm" {
         let mut ep = Endpoint::connect(addr).await.unwrap();
@@ -66,12 +68,13 @@ async fn client(transport: &str, addr: &str) -> (u128, u128) {
     (
         quantile(&rtt, 0.5).as_nanos(),
         quantile(&rtt, 0.99).as_nanos(),
+        quantile(&rtt, 0.999).as_nanos(),
     )
 }
 
 /// Server for one round: serves `n` clients; returns (requests per second, median of the
-/// clients' RTT p50s, median of their p99s).
-fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> RateLatency {
+/// clients' RTT p50s, median of their p99s) and the median of their p99.9s.
+fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> (RateLatency, Duration) {
     let addr = harness::server_addr("ep", transport);
     let _ = std::fs::remove_file(&addr);
     let server = if multi {
@@ -124,28 +127,32 @@ fn round(pl: Placement, transport: &str, n: usize, multi: bool) -> RateLatency {
         }
         while tasks.join_next().await.is_some() {}
         let took = t.elapsed();
-        let (mut p50s, mut p99s): (Vec<f64>, Vec<f64>) = children
-            .into_iter()
-            .map(|c| {
-                let out = c.wait_with_output().unwrap();
-                let out = String::from_utf8_lossy(&out.stdout);
-                let mut it = out.split_whitespace().map(|x| x.parse::<f64>().unwrap());
-                (it.next().unwrap(), it.next().unwrap())
-            })
-            .unzip();
+        let (mut p50s, mut p99s, mut p999s) = (Vec::new(), Vec::new(), Vec::new());
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            let out = String::from_utf8_lossy(&out.stdout);
+            let mut it = out.split_whitespace().map(|x| x.parse::<f64>().unwrap());
+            p50s.push(it.next().unwrap());
+            p99s.push(it.next().unwrap());
+            p999s.push(it.next().unwrap());
+        }
         let _ = std::fs::remove_file(&addr);
+        let us = |v: Vec<f64>| Duration::from_nanos(median(v) as u64);
         (
-            (n as u64 * REQUESTS) as f64 / took.as_secs_f64(),
-            Duration::from_nanos(median(std::mem::take(&mut p50s)) as u64),
-            Duration::from_nanos(median(std::mem::take(&mut p99s)) as u64),
+            (
+                (n as u64 * REQUESTS) as f64 / took.as_secs_f64(),
+                us(p50s),
+                us(p99s),
+            ),
+            us(p999s),
         )
     })
 }
 
 fn main() {
     if let Some((transport, addr)) = placement::child_start(CLIENT) {
-        let (p50, p99) = rt().block_on(client(&transport, &addr[0]));
-        println!("{p50} {p99}");
+        let (p50, p99, p999) = rt().block_on(client(&transport, &addr[0]));
+        println!("{p50} {p99} {p999}");
         return;
     }
     if harness::listing() {
@@ -172,19 +179,27 @@ fn main() {
                 || round(pl, "shm", n, multi),
                 || round(pl, "uds", n, multi),
             );
+            let tail = |v: &[(RateLatency, Duration)]| {
+                median(v.iter().map(|r| r.1.as_secs_f64() * 1e6).collect())
+            };
+            let (s_tail, u_tail) = (tail(&s), tail(&u));
+            let s: Vec<RateLatency> = s.into_iter().map(|r| r.0).collect();
+            let u: Vec<RateLatency> = u.into_iter().map(|r| r.0).collect();
             let rps_ratio = ratios(&s, &u, |a, b| a.0 / b.0);
             let rtt_ratio = ratios(&s, &u, |a, b| b.1.as_secs_f64() / a.1.as_secs_f64());
             let m = rate_latency_median;
             println!(
-                "[{:>8}] {:>7} server, {n:>2} clients: shmchan {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | UnixStream {:>9.0} req/s, RTT p50/p99 {:>7.2}/{:>8.2} µs | median ratios: {:.2}x req/s, {:.2}x lower RTT p50",
+                "[{:>8}] {:>7} server, {n:>2} clients: shmchan {:>9.0} req/s, RTT p50/p99/p99.9 {:>7.2}/{:>8.2}/{:>8.2} µs | UnixStream {:>9.0} req/s, RTT p50/p99/p99.9 {:>7.2}/{:>8.2}/{:>8.2} µs | median ratios: {:.2}x req/s, {:.2}x lower RTT p50",
                 pl.name(),
                 if multi { "multi" } else { "current" },
                 m(&s, 0),
                 m(&s, 1),
                 m(&s, 2),
+                s_tail,
                 m(&u, 0),
                 m(&u, 1),
                 m(&u, 2),
+                u_tail,
                 median(rps_ratio),
                 median(rtt_ratio)
             );
