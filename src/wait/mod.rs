@@ -23,10 +23,13 @@
 //!    is what lets a peer that shares our CPU run. An async wait first lets the executor run
 //!    its other tasks once (the CPU goes to another process only when nothing of ours is
 //!    ready: `a_wait_runs_the_futures_beside_it_before_it_yields_to_the_os`; the worker pool
-//!    on one CPU went from 5 to 8 M jobs/s; not under tokio's multi_thread runtime, where
-//!    the other worker runs the other tasks and the turn halved an endpoint server's
-//!    requests/s on a shared CPU), then makes one `sched_yield` per poll and yields
-//!    to the executor as `tokio::task::yield_now` does (the wake is deferred until the
+//!    on one CPU went from 5 to 8 M jobs/s; under tokio's multi_thread runtime only while
+//!    the process has more than two handles that wait: there the turn is a deferred wake,
+//!    which halved the requests/s of an endpoint server with one client on a shared CPU,
+//!    while without it a server with several clients held the ready tasks queued on a
+//!    worker behind a task whose `sched_yield` gave the CPU away: p99.9 of 5-29 ms with 4-16
+//!    clients on one CPU, 0.2-1 ms with the turn; see `reactor.rs`), then makes one
+//!    `sched_yield` per poll and yields to the executor as `tokio::task::yield_now` does (the wake is deferred until the
 //!    runtime has polled its driver, so timers and I/O of other tasks keep running).
 //!    Yielding only to the executor, as this crate did before, starves a peer on the same CPU:
 //!    every hop then cost the whole spin + yield budget (RTT p50 ~225 µs with both processes

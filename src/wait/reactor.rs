@@ -20,7 +20,7 @@
 
 #[cfg(feature = "tokio")]
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -55,6 +55,34 @@ struct Machinery {
     unwatched: bool,
 }
 
+/// Handles of this process that have waited asynchronously (counted from their first async
+/// wait until they are dropped). Under tokio's multi_thread runtime a wait gives the executor
+/// a turn before its `sched_yield` only while there are more than [`TURN_HANDLES`]
+/// (`poll_wait`).
+static REACTOR_HANDLES: AtomicUsize = AtomicUsize::new(0);
+
+/// See [`REACTOR_HANDLES`]: a service with one peer (one endpoint's two rings, its requests
+/// and its replies) takes no turn.
+const TURN_HANDLES: usize = 2;
+
+/// A unit of [`REACTOR_HANDLES`], taken off when dropped.
+#[derive(Debug)]
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        // Relaxed (both): a hint for the wait policy, ordered with nothing.
+        REACTOR_HANDLES.fetch_add(1, Ordering::Relaxed);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        REACTOR_HANDLES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The async wait state of one handle.
 #[derive(Debug, Default)]
 pub(crate) struct AsyncState {
@@ -70,6 +98,8 @@ pub(crate) struct AsyncState {
     /// ([`COOP_EVERY`]).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     coop_free: u8,
+    /// Our unit of [`REACTOR_HANDLES`], taken at our first async wait.
+    counted: Option<Counted>,
 }
 
 /// Operations per unit of tokio's coop budget. A channel operation costs 10-30 ns, a tenth
@@ -356,7 +386,11 @@ fn poll_wait<P: AsyncPark, R>(
                     }
                 }
                 p.learned().begin();
-                p.async_state().turned = false;
+                let st = p.async_state();
+                st.turned = false;
+                if st.counted.is_none() {
+                    st.counted = Some(Counted::new());
+                }
                 *started.insert(Instant::now())
             }
         };
@@ -411,14 +445,27 @@ fn poll_wait<P: AsyncPark, R>(
             // of them may be what our peer waits for. Without this turn a coordinator whose
             // collecting task found nothing gave its CPU to a worker while its own feeding
             // task had the jobs that worker needed (`cargo bench --bench worker_pool`, one
-            // CPU). Not under tokio's multi_thread runtime: there the other worker runs the
-            // other tasks, and the turn (a deferred wake, or a self-wake that unparks the
-            // other worker) halved an endpoint server's requests/s on one CPU and beside a
-            // burner (`BENCH_RUNTIME=multi cargo bench --bench endpoint`, 1 client: 1.4x
-            // `UnixStream` with the turn, 3.0x without).
-            if !std::mem::replace(&mut p.async_state().turned, true) && cheap_self_wake() {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+            // CPU). Under tokio's multi_thread runtime the turn is a deferred wake (a
+            // self-wake there unparks the other worker), taken only while this process has
+            // more than `TURN_HANDLES` handles that wait: with one, the turn only cost an
+            // endpoint server with 1 client half its requests/s on one CPU and beside a
+            // burner (`BENCH_RUNTIME=multi cargo bench --bench endpoint`: 1.3-1.4x
+            // `UnixStream` with the turn, 2.9-3.1x without); with several, a task whose
+            // wait handed the CPU away held back the ready tasks queued behind it on its
+            // worker, and some requests waited milliseconds (4 clients on one CPU: p99.9
+            // 4.6-5.8 ms without the turn, 0.19-0.22 ms with it; 16 clients: 16-29 ms
+            // against 0.75-0.95 ms; unpinned 8.4-8.6 ms against 0.8-2.0 ms, at 2.4x the
+            // requests/s; `a_wait_of_several_gives_the_executor_a_turn_under_multi_thread`).
+            if !std::mem::replace(&mut p.async_state().turned, true) {
+                if cheap_self_wake() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                // Relaxed: a hint (see `REACTOR_HANDLES`).
+                if REACTOR_HANDLES.load(Ordering::Relaxed) > TURN_HANDLES {
+                    yield_to_executor(cx);
+                    return Poll::Pending;
+                }
             }
             let switched = p.learned().os_yield();
             if switched {
