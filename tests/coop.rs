@@ -186,9 +186,7 @@ fn wait_beside_the_sender(
 /// `sched_yield` (without it, a multi_thread server with 4 clients on one CPU had a p99.9 of
 /// 5 ms: `cargo bench --bench endpoint`).
 fn mt_turn() {
-    let strategy = WaitStrategy::new()
-        .spin_for(Duration::ZERO)
-        .yield_until(Duration::from_secs(2));
+    let strategy = no_spin();
     let (alone, _) = wait_beside_the_sender(&multi_thread_rt(), "coop-mt-alone", strategy);
     assert_eq!(alone.waits, 1, "{alone:?}");
     assert!(alone.os_yields >= 1, "a lone wait took a turn: {alone:?}");
@@ -225,6 +223,13 @@ fn a_wait_of_several_gives_the_executor_a_turn_under_multi_thread() {
     assert_eq!(reports(&out), ["ok"]);
 }
 
+/// A wait that goes straight to its yield phase (no spinning), for up to 2 s.
+fn no_spin() -> WaitStrategy {
+    WaitStrategy::new()
+        .spin_for(Duration::ZERO)
+        .yield_until(Duration::from_secs(2))
+}
+
 fn multi_thread_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -252,9 +257,7 @@ fn a_wait_runs_the_futures_beside_it_before_it_yields_to_the_os() {
     // No spinning: the wait goes straight to its yield phase, which must give the executor
     // (the sender beside it) a turn before it hands the CPU to another process, which on a
     // shared CPU runs for a while.
-    let strategy = WaitStrategy::new()
-        .spin_for(Duration::ZERO)
-        .yield_until(Duration::from_secs(2));
+    let strategy = no_spin();
     // (Under tokio's multi_thread runtime the wait gives that turn only while its process
     // has several waiting handles, as this test process may or may not have: `mt_turn`
     // checks both cases in a process of its own. Either way the sender beside runs.)
