@@ -363,12 +363,8 @@ impl Inner {
     /// (blocking ones count themselves, async ones announce; blocking ones sleep on the
     /// `OFF_FREE_SEQ` futex word, which `notify_freed` bumps).
     pub(super) fn sleepers(&self) -> Sleepers<'_> {
-        Sleepers {
-            count: self.futex_word(OFF_WAITERS),
-            // The heap's waiters always pay the barrier when they park.
-            fenced: None,
-            checks: None,
-        }
+        // The heap's waiters always pay the barrier when they park.
+        Sleepers::unfenced(self.futex_word(OFF_WAITERS))
     }
 
     fn futex_word(&self, off: usize) -> &AtomicU32 {

@@ -187,11 +187,7 @@ fn child_entry() {
             child_token.store(bell.token(), Ordering::Release);
             let total = await_nonzero(stop);
             let parked = seg.atomic_u64(PARKED).unwrap();
-            let sl = Sleepers {
-                count: seg.atomic_u32(COUNT).unwrap(),
-                fenced: None,
-                checks: None,
-            };
+            let sl = Sleepers::unfenced(seg.atomic_u32(COUNT).unwrap());
             let (mut seen, mut parks, mut rung) = (0u64, 0u64, 0u64);
             while seen < total {
                 // Acquire: pairs with the parent's Release increments.
@@ -366,11 +362,7 @@ fn stress_bursts_and_idle_gaps_lose_no_wakeup() {
     let seg = Seg::create("stress");
     let (_, child_token, published, stop) = words(&seg.0);
     let parked = seg.u64(PARKED);
-    let sl = Sleepers {
-        count: seg.0.atomic_u32(COUNT).unwrap(),
-        fenced: None,
-        checks: None,
-    };
+    let sl = Sleepers::unfenced(seg.0.atomic_u32(COUNT).unwrap());
     let ringer = Ringer::new().unwrap();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {

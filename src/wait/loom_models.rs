@@ -18,19 +18,11 @@ fn loom_park_wake_no_lost_wakeup() {
         let (c2, p2, d2) = (count.clone(), parked.clone(), data.clone());
         let waker = thread::spawn(move || {
             d2.store(1, Ordering::Release); // publish
-            let s = Sleepers {
-                count: &c2,
-                fenced: None,
-                checks: None,
-            };
+            let s = Sleepers::unfenced(&c2);
             s.anyone() && s.take(&p2).is_some()
         });
 
-        let s = Sleepers {
-            count: &count,
-            fenced: None,
-            checks: None,
-        };
+        let s = Sleepers::unfenced(&count);
         s.announce(&parked, PARK_DOORBELL);
         let ready = data.load(Ordering::Acquire) == 1;
         let rung = waker.join().unwrap();
@@ -66,11 +58,7 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
 
         let (c2, p2, d2, b2) = (count.clone(), parked.clone(), data.clone(), bell.clone());
         let waker = thread::spawn(move || {
-            let s = Sleepers {
-                count: &c2,
-                fenced: None,
-                checks: None,
-            };
+            let s = Sleepers::unfenced(&c2);
             let mut rings = 0;
             for _ in 0..PUBLISHES {
                 // Release: pairs with the waiter's Acquire loads.
@@ -84,11 +72,7 @@ fn loom_doorbell_sleep_never_misses_a_publish() {
             rings
         });
 
-        let s = Sleepers {
-            count: &count,
-            fenced: None,
-            checks: None,
-        };
+        let s = Sleepers::unfenced(&count);
         let (mut seen, mut taken) = (0, 0);
         while seen < PUBLISHES {
             let now = data.load(Ordering::Acquire);
@@ -131,20 +115,12 @@ fn loom_close_never_loses_a_doorbell_waiter() {
         let closer = thread::spawn(move || {
             // AcqRel, as `uncount`.
             n2.fetch_sub(1, Ordering::AcqRel);
-            let s = Sleepers {
-                count: &c2,
-                fenced: None,
-                checks: None,
-            };
+            let s = Sleepers::unfenced(&c2);
             s.waker_fence();
             s.take(&p2).is_some()
         });
 
-        let s = Sleepers {
-            count: &count,
-            fenced: None,
-            checks: None,
-        };
+        let s = Sleepers::unfenced(&count);
         s.announce(&parked, PARK_DOORBELL);
         // Acquire, as `peers_closed`.
         let closed = producers.load(Ordering::Acquire) == 0;
@@ -211,22 +187,14 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
             );
             thread::spawn(move || {
                 items.fetch_add(1, Ordering::Release); // publish one item
-                let s = Sleepers {
-                    count: &c,
-                    fenced: None,
-                    checks: None,
-                };
+                let s = Sleepers::unfenced(&c);
                 wake_one(&s, &[(&pa, &ba), (&pb, &bb)]);
             })
         };
         let canceller = {
             let (c, pa, pb, bb) = (count.clone(), pa.clone(), pb.clone(), bb.clone());
             thread::spawn(move || {
-                let s = Sleepers {
-                    count: &c,
-                    fenced: None,
-                    checks: None,
-                };
+                let s = Sleepers::unfenced(&c);
                 s.announce(&pa, PARK_DOORBELL);
                 // Dropped while parked: `reactor::retract`.
                 if s.retract(&pa) {
@@ -235,11 +203,7 @@ fn loom_wake_one_passes_on_a_wake_it_does_not_use() {
             })
         };
 
-        let s = Sleepers {
-            count: &count,
-            fenced: None,
-            checks: None,
-        };
+        let s = Sleepers::unfenced(&count);
         loop {
             // Take the item if there is one (a consumer's claim).
             if items
@@ -278,19 +242,11 @@ fn loom_a_joiner_is_seen_or_rings_the_parked_task() {
         let joiner = thread::spawn(move || {
             // The record claim (a SeqCst CAS of the owner word in the layout).
             r2.store(7, Ordering::SeqCst);
-            let s = Sleepers {
-                count: &c2,
-                fenced: None,
-                checks: None,
-            };
+            let s = Sleepers::unfenced(&c2);
             s.anyone() && s.take(&p2).is_some()
         });
 
-        let s = Sleepers {
-            count: &count,
-            fenced: None,
-            checks: None,
-        };
+        let s = Sleepers::unfenced(&count);
         s.announce(&parked, PARK_DOORBELL);
         // The table read of `joined_unseen` (Relaxed, as the participant loads are).
         let seen = record.load(Ordering::Relaxed) == 7;

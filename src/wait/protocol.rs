@@ -192,7 +192,17 @@ pub(crate) struct Sleepers<'a> {
     pub(crate) checks: Option<&'a AtomicU64>,
 }
 
-impl Sleepers<'_> {
+impl<'a> Sleepers<'a> {
+    /// The parked count of a side whose waiters never use fenced mode (the heap's; in loom
+    /// models, the symmetric form where every waker fences).
+    pub(crate) fn unfenced(count: &'a AtomicU32) -> Self {
+        Sleepers {
+            count,
+            fenced: None,
+            checks: None,
+        }
+    }
+
     /// Waker, step 1: whether anybody may be parked. Call after publishing.
     #[inline(always)]
     pub(crate) fn anyone(&self) -> bool {
