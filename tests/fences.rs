@@ -40,6 +40,10 @@ fn busy_opts() -> Options {
 /// between its parks (`FENCED_CHECKS`, 256): each `try_send` of the burst is one.
 const BURST: u64 = 400;
 
+/// More messages than a waiter in fenced mode takes without a park before it leaves the mode
+/// whatever the fenced-checks counter says (`FENCED_IDLE_LOOKS` looks of 64 operations).
+const UNCOUNTED_BURST: u64 = 4400;
+
 /// Batches a `batch-consumer` child receives, each fed and flushed at once.
 const BATCHES: u64 = 40;
 /// Messages per batch: far more ring positions between the child's parks than a park within
@@ -92,6 +96,29 @@ fn child_entry() {
                 }
                 assert_eq!(rx.wait_stats().parks, parks, "drained without parking");
                 report(format!("drained {got}"));
+                stdin.read_line(&mut String::new()).unwrap();
+            }
+            // Started with membarrier turned off (a waker that fences every wake check itself
+            // and so does not count fenced checks, as a build before the counter did not):
+            // creates the ring, feeds a consumer one message per park until it is in fenced
+            // mode, then at the parent's line a burst of UNCOUNTED_BURST, and holds the ring
+            // until stdin closes.
+            "uncounted-producer" => {
+                use std::io::BufRead;
+                let name = names().0;
+                let mut tx = spsc::Producer::create(name, common::parked_opts(8, 8192)).unwrap();
+                report("created");
+                for i in 0..8u64 {
+                    until_consumer_parked(name);
+                    tx.send_blocking(i.to_le_bytes()).unwrap();
+                }
+                report("fed");
+                let mut stdin = std::io::stdin().lock();
+                stdin.read_line(&mut String::new()).unwrap();
+                for i in 0..UNCOUNTED_BURST {
+                    tx.try_send(i.to_le_bytes()).unwrap();
+                }
+                report("sent");
                 stdin.read_line(&mut String::new()).unwrap();
             }
             // Receives BATCHES batches of BATCH messages as a pool's worker does (a task,
@@ -389,4 +416,47 @@ fn a_waiter_parked_between_batches_stays_in_fenced_mode() {
         barriers * 4 < parks,
         "{barriers} barriers for {parks} parks between batches"
     );
+}
+
+/// A waiter in fenced mode whose wakers do not count their fenced checks (a build before the
+/// counter, here a producer without membarrier, which fences every wake check itself) still
+/// leaves the mode once it goes 64 of its looks (4,096 operations) without a park, so such a
+/// waker never fences for it forever.
+#[test]
+fn a_waiter_in_fenced_mode_leaves_it_even_when_its_wakers_do_not_count() {
+    use std::io::Write;
+    if barriers_off() {
+        return;
+    }
+    let name = ShmName::new("fence-uncounted");
+    let mut cmd = command("uncounted-producer", &[name.as_str(), ""]);
+    cmd.stdin(std::process::Stdio::piped());
+    cmd.env("SHMCHAN_MEMBARRIER", "0");
+    let mut producer = ChildGuard::spawn(cmd);
+    assert_eq!(common::read_report(&mut producer), "created");
+    let mut consumer = common::spawn_holding("fenced-then-busy", &[name.as_str(), ""]);
+    assert_eq!(common::read_report(&mut consumer), "fenced");
+    assert_eq!(common::read_report(&mut producer), "fed");
+    assert_eq!(
+        consumers_fenced(name.as_str()),
+        1,
+        "parked for each of 8 messages"
+    );
+    let mut to_producer = producer.0.as_mut().unwrap().stdin.take().unwrap();
+    writeln!(to_producer, "go").unwrap();
+    assert_eq!(common::read_report(&mut producer), "sent");
+    let mut to_consumer = consumer.0.as_mut().unwrap().stdin.take().unwrap();
+    writeln!(to_consumer, "go").unwrap();
+    assert_eq!(
+        common::read_report(&mut consumer),
+        format!("drained {UNCOUNTED_BURST}")
+    );
+    assert_eq!(
+        consumers_fenced(name.as_str()),
+        0,
+        "a consumer whose wakers do not count stayed in fenced mode"
+    );
+    drop((to_consumer, to_producer));
+    consumer.wait_ok();
+    producer.wait_ok();
 }
