@@ -2,13 +2,19 @@
 //! per message, one `commit`), and the consumer takes them in chunks (`recv_chunk`, waiting
 //! while the ring is empty, a `read` per message into its own buffer): every message arrives,
 //! in order, with its length, and the end of the stream is `Closed` once all were read.
+//! The same on the Vyukov rings: MPSC producer processes sending chunks side by side into one
+//! consumer's `recv_chunk`, an MPMC producer's chunks taken by consumer processes, and a
+//! producer killed while it holds a chunk: its slots are skipped, all of them at once, and
+//! the other producers' messages behind them arrive.
 
 #![cfg(feature = "tokio")]
 
 mod common;
 
-use common::{ShmName, rt, spawn};
-use shmchan::{Error, Options, spsc};
+use std::time::{Duration, Instant};
+
+use common::{ShmName, kill9, read_report, report, rt, spawn, spawn_holding};
+use shmchan::{Error, Options, mpmc, mpsc, spsc};
 
 const N: u64 = 20_000;
 
@@ -42,8 +48,210 @@ fn child_entry() {
                 }
             });
         }
+        // MPSC (args: name, stream): N messages of stream `stream` in chunks of 1 to 64.
+        "mpsc-chunk-send" => {
+            let mut tx = mpsc::Producer::open(&args[0], opts()).unwrap();
+            let stream: u64 = args[1].parse().unwrap();
+            rt().block_on(async {
+                let mut i = 0;
+                while i < N {
+                    let k = ((i % 64) + 1).min(N - i) as usize;
+                    let mut chunk = tx.reserve_many(k).await.unwrap();
+                    for j in 0..k {
+                        chunk.write(j, &tagged(stream, i + j as u64)).unwrap();
+                    }
+                    chunk.commit(k);
+                    i += k as u64;
+                }
+            });
+        }
+        // MPMC consumer (args: name): takes with `recv_many` until the end, reports how many
+        // messages and the sum of their numbers.
+        "mpmc-recv" => {
+            let mut rx = mpmc::Consumer::open(&args[0], opts()).unwrap();
+            let (n, sum) = rt().block_on(async {
+                let (mut n, mut sum, mut batch) = (0u64, 0u64, Vec::new());
+                loop {
+                    batch.clear();
+                    match rx.recv_many(&mut batch, 64).await {
+                        Ok(0) | Err(Error::Closed) => break,
+                        Ok(_) => {}
+                        Err(e) => panic!("recv_many: {e}"),
+                    }
+                    for m in &batch {
+                        let (_, i) = untag(m);
+                        n += 1;
+                        sum += i;
+                    }
+                }
+                (n, sum)
+            });
+            report(format!("{n} {sum}"));
+        }
+        // MPSC (args: name): reserves a chunk of `HELD` slots, writes them, reports, and waits
+        // on stdin to be killed, the chunk uncommitted.
+        "mpsc-hold-chunk" => {
+            let mut tx = mpsc::Producer::open(&args[0], opts()).unwrap();
+            let mut chunk = tx.try_reserve_many(HELD).unwrap();
+            assert_eq!(chunk.len(), HELD);
+            for j in 0..HELD {
+                chunk.write(j, &tagged(9, j as u64)).unwrap();
+            }
+            report("holding");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(chunk);
+        }
         other => panic!("unknown role {other}"),
     });
+}
+
+/// Slots the `mpsc-hold-chunk` producer holds when it is killed.
+const HELD: usize = 48;
+
+/// Message `i` of stream `s`: both numbers, then `i % 9` bytes of `i as u8` (at most 16 + 8:
+/// the slot of 16 cuts it to 16).
+fn tagged(s: u64, i: u64) -> Vec<u8> {
+    let mut m = s.to_le_bytes().to_vec();
+    m.extend_from_slice(&i.to_le_bytes());
+    m
+}
+
+fn untag(m: &[u8]) -> (u64, u64) {
+    assert_eq!(m.len(), 16, "a tagged message is 16 bytes");
+    (
+        u64::from_le_bytes(m[..8].try_into().unwrap()),
+        u64::from_le_bytes(m[8..].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn mpsc_chunks_of_two_producer_processes_arrive_whole_and_in_order_per_producer() {
+    let name = ShmName::new("mpsc-chunks");
+    let mut rx = mpsc::Consumer::create(name.as_str(), opts()).unwrap();
+    let kids = [
+        spawn("mpsc-chunk-send", &[name.as_str(), "1"]),
+        spawn("mpsc-chunk-send", &[name.as_str(), "2"]),
+    ];
+    let (next, chunks) = rt().block_on(async {
+        let (mut next, mut chunks) = ([0u64; 3], 0u64);
+        let mut buf = [0u8; 16];
+        loop {
+            let chunk = match rx.recv_chunk(50).await {
+                Ok(c) => c,
+                Err(Error::Closed) => break,
+                Err(e) => panic!("recv_chunk: {e}"),
+            };
+            assert!((1..=50).contains(&chunk.len()), "{} messages", chunk.len());
+            for j in 0..chunk.len() {
+                let n = chunk.read(j, &mut buf).unwrap();
+                let (s, i) = untag(&buf[..n]);
+                assert_eq!(i, next[s as usize], "stream {s} out of order");
+                next[s as usize] += 1;
+            }
+            chunks += 1;
+        }
+        (next, chunks)
+    });
+    for k in kids {
+        k.wait_ok();
+    }
+    assert_eq!(next, [0, N, N], "every message of both producers once");
+    assert!(
+        chunks < 2 * N,
+        "chunks of several messages ({chunks} chunks)"
+    );
+    assert_eq!(rx.abandoned(), 0);
+}
+
+#[test]
+fn mpmc_chunks_reach_consumer_processes_each_message_once() {
+    let name = ShmName::new("mpmc-chunks");
+    let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
+    let mut kids = [
+        spawn_holding("mpmc-recv", &[name.as_str()]),
+        spawn_holding("mpmc-recv", &[name.as_str()]),
+    ];
+    rt().block_on(async {
+        let mut i = 0;
+        while i < N {
+            // Chunks of 1 to 40, some committed short (the rest given back unused).
+            let k = ((i % 40) + 1).min(N - i) as usize;
+            let mut chunk = tx.reserve_many(k).await.unwrap();
+            for j in 0..k {
+                chunk.write(j, &tagged(0, i + j as u64)).unwrap();
+            }
+            let send = if k > 2 && i % 7 == 0 { k - 2 } else { k };
+            chunk.commit(send);
+            i += send as u64;
+        }
+    });
+    drop(tx);
+    let (mut n, mut sum) = (0, 0);
+    for k in &mut kids {
+        let r = read_report(k);
+        let (a, b) = r.split_once(' ').unwrap();
+        n += a.parse::<u64>().unwrap();
+        sum += b.parse::<u64>().unwrap();
+    }
+    for k in kids {
+        k.wait_ok();
+    }
+    assert_eq!(n, N, "every message once");
+    assert_eq!(sum, N * (N - 1) / 2, "each number once");
+}
+
+/// A producer killed while it holds a chunk of 48 slots: the consumer skips them all (each
+/// counted as abandoned) once the producer is proven dead, and receives what another
+/// producer sent behind them. Before the repair took a dead chunk's slots at once, it
+/// released one per liveness interval (48 x 20 ms here); and before range claims a chunk on
+/// this ring was not possible at all.
+#[test]
+fn a_producer_killed_holding_a_chunk_loses_only_the_chunk_and_it_is_skipped_at_once() {
+    let name = ShmName::new("mpsc-kill-chunk");
+    let liveness = Duration::from_millis(20);
+    let o = common::opts(16, 64, Some(liveness));
+    let mut rx = mpsc::Consumer::create(name.as_str(), o.clone()).unwrap();
+    let mut victim = spawn_holding("mpsc-hold-chunk", &[name.as_str()]);
+    assert_eq!(read_report(&mut victim), "holding");
+    let mut tx = mpsc::Producer::open(name.as_str(), o).unwrap();
+    for i in 0..8u64 {
+        tx.try_send(tagged(1, i)).unwrap();
+    }
+    // Nothing passes the held chunk while its producer lives.
+    assert!(
+        rx.try_recv().is_err(),
+        "a live producer's chunk is never skipped"
+    );
+    let killed = Instant::now();
+    kill9(victim.id());
+    let got = rt().block_on(async {
+        let mut got = Vec::new();
+        while got.len() < 8 {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), rx.recv_chunk(64))
+                .await
+                .expect("the messages behind the dead chunk within 10 s")
+                .unwrap();
+            let mut buf = [0u8; 16];
+            for j in 0..chunk.len() {
+                let n = chunk.read(j, &mut buf).unwrap();
+                got.push(untag(&buf[..n]));
+            }
+        }
+        got
+    });
+    let took = killed.elapsed();
+    assert_eq!(got, (0..8).map(|i| (1, i)).collect::<Vec<_>>());
+    assert_eq!(
+        rx.abandoned(),
+        HELD as u64,
+        "each slot of the chunk skipped once"
+    );
+    assert!(
+        took < liveness * (HELD as u32 / 4),
+        "the dead chunk took {took:?} to skip (liveness interval {liveness:?})"
+    );
+    drop(victim);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! `Err(Error::Closed)` (`TryRecvError::Disconnected` is `TryRecvError::Closed`); a `Permit`
 //! is a [`WriteSlot`](shmchan::channel::WriteSlot) from `try_reserve` (there is no async
 //! `reserve()`; a waiting `send()` future plays the waiting `reserve()` future); the
-//! `PermitIterator` of `try_reserve_many` is the SPSC `WriteChunk`. Messages are bytes: an
+//! `PermitIterator` of `try_reserve_many` is a `WriteChunk`, taken on SPSC rings here (most of
+//! these cases use a capacity of 1, below the Vyukov rings' minimum of 2; MPSC chunks are
+//! tested in `tests/chunks.rs`). Messages are bytes: an
 //! `i32` travels as its 4 little-endian bytes.
 //!
 //! Wake-up checks poll a future by hand with a waker that records `wake` ([`Task`]); the

@@ -217,30 +217,46 @@ impl Core {
     }
 
     /// A consumer found the slot at `pos` claimed but unpublished. If no live producer holds
-    /// the position, release it as abandoned. Returns whether it is now readable.
+    /// the position, release it as abandoned, and with it the stuck slots that follow (a dead
+    /// producer's chunk: up to a ring's worth), up to the first one a live producer may hold.
+    /// Returns whether `pos` is now readable.
     pub(super) fn repair_stuck(&mut self, pos: u64) -> Result<bool> {
-        let range = self.records(Side::Producer);
-        let mut holders_alive = false;
-        for i in range {
-            if self.layout.intent(i) != pos.wrapping_add(1) {
+        // Acquire: pairs with the AcqRel tail CAS of every claim below `tail` (all of them in
+        // one release sequence), so the scan below sees those claimers' intents.
+        let tail = self.ring.tail().load(Ordering::Acquire);
+        let cap = self.ring.cap;
+        let mut live = Vec::new();
+        for i in self.records(Side::Producer) {
+            let intent = self.layout.intent(i);
+            if intent == 0 {
                 continue;
             }
             if let Some(p) = self.layout.participant(i) {
                 if p.is_alive() {
-                    holders_alive = true;
+                    live.push(intent);
                 }
             }
         }
-        if holders_alive {
+        // A chunk's intent names its first position only (`repair::intent_covers`).
+        let held = |p: u64| live.iter().any(|&i| repair::intent_covers(i, p, cap));
+        if held(pos) {
             return Ok(false);
         }
-        // Acquire re-check of the whole condition: still stuck at pos?
-        if repair::blocked_at(&self.ring, pos) != repair::Blocked::Unpublished(pos) {
-            return Ok(true);
+        let mut p = pos;
+        let mut repaired = false;
+        while p.wrapping_sub(pos) < cap && (tail.wrapping_sub(p) as i64) > 0 && !held(p) {
+            // Acquire re-check of the whole condition: still stuck at `p`?
+            if repair::blocked_at(&self.ring, p) != repair::Blocked::Unpublished(p) {
+                break;
+            }
+            repair::repair_unpublished(&self.ring, p);
+            repaired = true;
+            p = p.wrapping_add(1);
         }
-        repair::repair_unpublished(&self.ring, pos);
-        self.peer_died = true;
-        self.wake_everyone();
+        if repaired {
+            self.peer_died = true;
+            self.wake_everyone();
+        }
         Ok(true)
     }
 

@@ -12,7 +12,7 @@ use zerocopy::{Immutable, IntoBytes};
 use super::core::{self, Core, Side};
 use super::options::Options;
 use super::zero_copy::{WriteChunk, WriteSlot};
-use super::{Flavour, Spsc, TxOf};
+use super::{Flavour, TxOf};
 use crate::error::{Error, Result, SendTimeoutError, TrySendError};
 use crate::layout::Kind;
 use crate::loom::Ordering;
@@ -419,51 +419,32 @@ fn raw_claim<T: SendSide>(core: &mut Core, tx: &mut T) -> Result<Option<u64>> {
     tx.claim(&core.ring, core.intent())
 }
 
-impl Producer<Spsc> {
+impl<F: Flavour> Producer<F> {
     /// Reserves up to `n` consecutive slots at once (rtrb's write chunk): fill them with
-    /// [`WriteChunk::write`] and send the first `k` with one [`WriteChunk::commit`]. Only SPSC
-    /// rings offer chunks: claiming several slots at once in the multi-producer ring would need
-    /// range intents for crash repair.
+    /// [`WriteChunk::write`] and send the first `k` with one [`WriteChunk::commit`]. The
+    /// chunk's slots are the next positions in line, so its messages arrive together and in
+    /// order (on MPSC and MPMC rings, after everything other producers claimed before it).
+    ///
+    /// A chunk costs a message a few nanoseconds, a fraction of a [`send`](Self::send) or a
+    /// `Sink::feed` (`cargo bench --bench per_message`). On MPSC and MPMC rings it is one
+    /// claim (one CAS of the shared tail) for all its slots, held until the commit: keep
+    /// chunks short-lived, since consumers read in position order and wait for it. A producer
+    /// killed while it holds a chunk loses its unsent slots only: consumers skip them once
+    /// the producer is proven dead, as a single unsent claim (see [Close and
+    /// death](crate::channel#close-and-death)). A chunk dropped without a commit sends
+    /// nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] once the consumer left (as `try_send`), [`Error::PeerGone`],
+    /// [`Error::Closed`] once every consumer left (as `try_send`), [`Error::PeerGone`],
     /// [`Error::Corrupt`].
-    pub fn try_reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_>> {
+    pub fn try_reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_, F>> {
         match chunk_claim(&mut self.core, &mut self.tx, n, false)? {
             Some((pos, k)) => Ok(WriteChunk::new(self, pos, k)),
             None => Ok(WriteChunk::new(self, 0, 0)),
         }
     }
-}
 
-/// Claims up to `n` consecutive SPSC slots (exactly `n`, or `None`, with `all`): the close
-/// and liveness checks of a send first, then the Sink's pending item, whose reservation (if
-/// any) is the chunk's first slot (an SPSC reservation is the unpublished tail).
-pub(super) fn chunk_claim(
-    core: &mut Core,
-    tx: &mut Sender<crate::ring::spsc::Tx>,
-    n: usize,
-    all: bool,
-) -> Result<Option<(u64, usize)>> {
-    if core.clock_due() {
-        core.check_peers(false)?;
-    }
-    if let Some(e) = core.closed_error() {
-        return Err(e);
-    }
-    if !deliver_pending(core, tx)? {
-        return Ok(None);
-    }
-    tx.reserved = None;
-    let (pos, k) = tx.algo.claim(&core.ring, n as u64)?;
-    if all && (k as usize) < n {
-        return Ok(None);
-    }
-    Ok(Some((pos, k as usize)))
-}
-
-impl Producer<Spsc> {
     /// Reserves exactly `n` consecutive slots, waiting asynchronously until that many are
     /// free (tokio's `Sender::reserve_many`); fill and commit them as with
     /// [`try_reserve_many`](Self::try_reserve_many).
@@ -476,7 +457,34 @@ impl Producer<Spsc> {
     /// # Cancel safety
     ///
     /// Cancel safe: nothing is claimed until the poll that returns the chunk.
-    pub async fn reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_>> {
+    ///
+    /// # Examples
+    ///
+    /// A worker's results, a batch at a time, into an MPSC channel:
+    ///
+    /// ```
+    /// use shmchan::{Options, mpsc};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> shmchan::Result<()> {
+    /// # let name = format!("/shmchan-doc-reserve-many-{}", std::process::id());
+    /// let mut rx = mpsc::Consumer::create(&name, Options::new().slot_size(16))?;
+    /// let mut tx = mpsc::Producer::open(&name, Options::new())?;
+    /// let results = [3u64, 1, 4, 1, 5];
+    /// let mut chunk = tx.reserve_many(results.len()).await?;
+    /// for (i, r) in results.iter().enumerate() {
+    ///     chunk.write(i, &r.to_le_bytes())?;
+    /// }
+    /// chunk.commit(results.len());
+    /// let got = rx.recv_chunk(64).await?;
+    /// let mut buf = [0u8; 16];
+    /// assert_eq!(got.len(), 5);
+    /// assert_eq!(got.read(2, &mut buf)?, 8);
+    /// assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), 4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reserve_many(&mut self, n: usize) -> Result<WriteChunk<'_, F>> {
         if n > self.capacity() {
             return Err(Error::InvalidArgument(format!(
                 "reserve_many({n}) on '{}', whose capacity is {}",
@@ -497,6 +505,41 @@ impl Producer<Spsc> {
         let (pos, k) = r?;
         Ok(WriteChunk::new(self, pos, k))
     }
+}
+
+/// Claims up to `n` consecutive slots (exactly `n`, or `None`, with `all`): the close
+/// and liveness checks of a send first, then the Sink's pending item. A standing `Sink`
+/// reservation is the chunk's first slot on SPSC (the unpublished tail); on the Vyukov rings
+/// it is given back (published as discarded: the chunk's claim replaces its intent), and the
+/// `Sink`'s next `start_send` claims anew.
+pub(super) fn chunk_claim<T: SendSide>(
+    core: &mut Core,
+    tx: &mut Sender<T>,
+    n: usize,
+    all: bool,
+) -> Result<Option<(u64, usize)>> {
+    if core.clock_due() {
+        core.check_peers(false)?;
+    }
+    if let Some(e) = core.closed_error() {
+        return Err(e);
+    }
+    if !deliver_pending(core, tx)? {
+        return Ok(None);
+    }
+    if let Some(pos) = tx.reserved.take() {
+        if core.kind != Kind::SPSC {
+            tx.algo.discard(&core.ring, pos, core.intent());
+            core.wake_peers();
+        }
+    }
+    let (pos, k) = tx
+        .algo
+        .claim_many(&core.ring, core.intent(), n as u64, all)?;
+    if k == 0 && n > 0 {
+        return Ok(None);
+    }
+    Ok(Some((pos, k as usize)))
 }
 
 impl<F: Flavour> Drop for Producer<F> {

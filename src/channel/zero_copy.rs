@@ -10,6 +10,7 @@ use super::producer::Producer;
 use super::{Flavour, Spsc};
 use crate::error::{Error, Result};
 use crate::loom::Ordering;
+use crate::ring::{RecvSide, SendSide};
 
 /// A slot reserved in place; see [`Producer::try_reserve`]. Holds no reference to the shared
 /// bytes: write with [`write`](Self::write) or through [`as_mut_ptr`](Self::as_mut_ptr).
@@ -108,16 +109,18 @@ impl<F: Flavour> Drop for WriteSlot<'_, F> {
     }
 }
 
-/// Several consecutive slots reserved at once on an SPSC ring; see
-/// [`Producer::try_reserve_many`].
-pub struct WriteChunk<'a> {
-    producer: &'a mut Producer<Spsc>,
+/// Several consecutive slots reserved at once; see [`Producer::try_reserve_many`]. Dropped
+/// without a [`commit`](Self::commit), it sends nothing (on MPSC and MPMC rings its slots are
+/// given back as discarded, which consumers skip).
+pub struct WriteChunk<'a, F: Flavour = Spsc> {
+    producer: &'a mut Producer<F>,
     pos: u64,
     len: usize,
     lens: Vec<u32>,
+    done: bool,
 }
 
-impl fmt::Debug for WriteChunk<'_> {
+impl<F: Flavour> fmt::Debug for WriteChunk<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteChunk")
             .field("position", &self.pos)
@@ -126,13 +129,14 @@ impl fmt::Debug for WriteChunk<'_> {
     }
 }
 
-impl<'a> WriteChunk<'a> {
-    pub(super) fn new(producer: &'a mut Producer<Spsc>, pos: u64, len: usize) -> Self {
+impl<'a, F: Flavour> WriteChunk<'a, F> {
+    pub(super) fn new(producer: &'a mut Producer<F>, pos: u64, len: usize) -> Self {
         WriteChunk {
             producer,
             pos,
             len,
             lens: vec![0; len],
+            done: false,
         }
     }
 
@@ -165,24 +169,42 @@ impl<'a> WriteChunk<'a> {
         Ok(())
     }
 
-    /// Sends the first `k` slots with one release store (and at most one wake-up).
+    /// Sends the first `k` slots (and at most one wake-up): one release store on SPSC, a
+    /// sequence store per slot on MPSC and MPMC, where the other `len() - k` are given back.
     ///
     /// # Panics
     ///
     /// If `k > len()`.
-    pub fn commit(self, k: usize) {
+    pub fn commit(mut self, k: usize) {
         assert!(
             k <= self.len,
             "commit of {k} slots in a chunk of {}",
             self.len
         );
-        let ring = &self.producer.core.ring;
+        self.done = true;
+        let p = &mut *self.producer;
+        let ring = &p.core.ring;
         for i in 0..k {
+            // Relaxed: published by the Release store(s) of `publish_many`.
             ring.len(ring.index(self.pos.wrapping_add(i as u64)))
                 .store(self.lens[i], Ordering::Relaxed);
         }
-        self.producer.tx.algo.publish(ring, k as u64);
-        self.producer.core.wake_peers();
+        p.tx.algo
+            .publish_many(ring, self.pos, k as u64, self.len as u64, p.core.intent());
+        p.core.wake_peers();
+    }
+}
+
+impl<F: Flavour> Drop for WriteChunk<'_, F> {
+    fn drop(&mut self) {
+        if self.done || self.len == 0 || F::KIND == crate::layout::Kind::SPSC {
+            // SPSC: nothing unpublished is in anyone's way; the slots stay free.
+            return;
+        }
+        let p = &mut *self.producer;
+        p.tx.algo
+            .publish_many(&p.core.ring, self.pos, 0, self.len as u64, p.core.intent());
+        p.core.wake_peers();
     }
 }
 
@@ -258,14 +280,15 @@ impl<F: Flavour> Drop for ReadSlot<'_, F> {
     }
 }
 
-/// Several messages read at once from an SPSC ring; see [`Consumer::try_recv_many`].
-pub struct ReadChunk<'a> {
-    consumer: &'a mut Consumer<Spsc>,
+/// Several messages read at once from an SPSC or MPSC ring (the single-consumer flavours);
+/// see [`Consumer::try_recv_many`]. They are freed together when the chunk is dropped.
+pub struct ReadChunk<'a, F: Flavour = Spsc> {
+    consumer: &'a mut Consumer<F>,
     pos: u64,
     lens: Vec<usize>,
 }
 
-impl fmt::Debug for ReadChunk<'_> {
+impl<F: Flavour> fmt::Debug for ReadChunk<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadChunk")
             .field("position", &self.pos)
@@ -274,8 +297,8 @@ impl fmt::Debug for ReadChunk<'_> {
     }
 }
 
-impl<'a> ReadChunk<'a> {
-    pub(super) fn new(consumer: &'a mut Consumer<Spsc>, pos: u64, lens: Vec<usize>) -> Self {
+impl<'a, F: Flavour> ReadChunk<'a, F> {
+    pub(super) fn new(consumer: &'a mut Consumer<F>, pos: u64, lens: Vec<usize>) -> Self {
         ReadChunk {
             consumer,
             pos,
@@ -327,15 +350,16 @@ impl<'a> ReadChunk<'a> {
     }
 }
 
-impl Drop for ReadChunk<'_> {
+impl<F: Flavour> Drop for ReadChunk<'_, F> {
     fn drop(&mut self) {
         let n = self.lens.len() as u64;
         if n == 0 {
             return;
         }
         let c = &mut *self.consumer;
-        c.rx.release(&c.core.ring, n);
-        c.core.wake_peers();
+        c.rx.release_many(&c.core.ring, self.pos, n, c.core.intent());
+        // SPSC: its one producer; MPSC: up to `n` producers waiting for space.
+        c.core.wake_peers_n(n as usize);
     }
 }
 

@@ -219,6 +219,98 @@ fn loom_mpmc_two_by_two_exactly_once() {
 /// The intent a claim stores (Relaxed) is visible to whoever sees the counter past the
 /// claimed position (a repairer's Acquire load of tail), through the claim CAS's Release;
 /// also after a second producer's claim moved the counter further.
+/// A chunk sent through the Vyukov producer (`claim_send_many`, a write each,
+/// `publish_send_many`), waiting while fewer than `k` slots are free.
+fn vyukov_send_chunk(r: &Ring, intent: &AtomicU64, vs: &[u64]) {
+    loop {
+        if let Some((pos, k)) = mpmc::claim_send_many(r, intent, vs.len() as u64, true).unwrap() {
+            assert_eq!(k, vs.len() as u64);
+            for (i, v) in vs.iter().enumerate() {
+                write(r, pos + i as u64, *v);
+            }
+            mpmc::publish_send_many(r, pos, k, k, intent);
+            return;
+        }
+        thread::yield_now();
+    }
+}
+
+/// MPSC chunks both ways: producer A sends a chunk of two, B a single message, into a ring of
+/// two; the consumer takes what is ready with `peek_many` and frees it with `release_many`.
+/// Every message arrives once, intact (the payload accesses are ordered by the sequence
+/// stores of the chunk's publish and of the chunk's free), in each producer's order.
+#[test]
+fn loom_mpsc_chunks_exactly_once_in_order() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(1);
+    builder.check(|| {
+        let r = ring(2);
+        let ra = r.clone();
+        let a = thread::spawn(move || {
+            let intent = AtomicU64::new(0);
+            vyukov_send_chunk(&ra, &intent, &[11, 12]);
+            assert_eq!(intent.load(crate::loom::Ordering::Relaxed), 0);
+        });
+        let rb = r.clone();
+        let b = thread::spawn(move || {
+            let intent = AtomicU64::new(0);
+            vyukov_send(&rb, &intent, 21);
+        });
+        let mut rx = mpsc::Rx::attach(&r).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let (pos, n) = rx.peek_many(&r, 2).unwrap();
+            if n == 0 {
+                thread::yield_now();
+                continue;
+            }
+            for i in 0..n {
+                got.push(read(&r, pos + i));
+            }
+            rx.release_many(&r, pos, n);
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+        let a: Vec<_> = got.iter().copied().filter(|v| *v < 20).collect();
+        assert_eq!(a, [11, 12]);
+        assert!(got.contains(&21));
+    });
+}
+
+/// A chunk's intent names only its first position, and a repairer that sees `tail` past any
+/// position of the chunk sees an intent that covers it (`repair::intent_covers`) for as long
+/// as that slot is unpublished, read in `repair_stuck`'s order: tail, then the intents, then
+/// the slot. Also beside a single claim of another producer.
+#[test]
+fn loom_mpmc_chunk_claim_publishes_an_intent_covering_it() {
+    loom::model(|| {
+        let r = ring(4);
+        let (i1, i2) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (ra, ia) = (r.clone(), i1.clone());
+        let a = thread::spawn(move || vyukov_send_chunk(&ra, &ia, &[1, 2]));
+        let (rb, ib) = (r.clone(), i2.clone());
+        let b = thread::spawn(move || vyukov_send(&rb, &ib, 3));
+        // Without a yield first, loom (0.7) never ran a spawned thread's claim (a load, then
+        // the CAS) before this load: the model saw `tail == 0` in every one of its executions.
+        thread::yield_now();
+        let tail = r.tail().load(crate::loom::Ordering::Acquire);
+        let seen = [
+            i1.load(crate::loom::Ordering::SeqCst),
+            i2.load(crate::loom::Ordering::SeqCst),
+        ];
+        for p in 0..tail {
+            if repair::blocked_at(&r, p) == repair::Blocked::Unpublished(p) {
+                assert!(
+                    seen.iter().any(|&i| repair::intent_covers(i, p, 4)),
+                    "tail {tail}, {p} unpublished, but no intent covers it: {seen:?}"
+                );
+            }
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+}
+
 #[test]
 fn loom_mpmc_claim_publishes_its_intent() {
     loom::model(|| {
@@ -229,6 +321,8 @@ fn loom_mpmc_claim_publishes_its_intent() {
         let (rb, ib) = (r.clone(), i2.clone());
         let b = thread::spawn(move || mpmc::claim_send(&rb, &ib).unwrap().unwrap());
         // A repairer: the counter past `p` means the holder of `p` has its intent visible.
+        // (The yield: see `loom_mpmc_chunk_claim_publishes_an_intent_covering_it`.)
+        thread::yield_now();
         let tail = r.tail().load(crate::loom::Ordering::Acquire);
         let seen = [
             i1.load(crate::loom::Ordering::Relaxed),

@@ -572,6 +572,19 @@ pub trait SendSide: Sized + Send + Sync + Unpin + std::fmt::Debug + 'static {
     }
     /// Gives back the claimed `pos` unused.
     fn discard(&mut self, ring: &Ring, pos: u64, intent: &AtomicU64);
+    /// Claims up to `n` consecutive slots at once (a chunk): the first position and how
+    /// many, 0 when the ring is full (with `exact`, unless `n` are free: then none is
+    /// claimed). Slots staged before are published no later than the chunk.
+    fn claim_many(
+        &mut self,
+        ring: &Ring,
+        intent: &AtomicU64,
+        n: u64,
+        exact: bool,
+    ) -> Result<(u64, u64)>;
+    /// Publishes the first `k` of the `n` slots [`claim_many`](SendSide::claim_many) claimed
+    /// at `pos` (lengths and bytes written) and gives back the rest unused.
+    fn publish_many(&mut self, ring: &Ring, pos: u64, k: u64, n: u64, intent: &AtomicU64);
 }
 
 /// The consumer side of a flavour's algorithm; see [`SendSide`].
@@ -603,6 +616,9 @@ pub trait RecvSide: Sized + Send + Sync + Unpin + std::fmt::Debug + 'static {
     /// Where an unpublished producer claim can block this consumer: the head position of a
     /// Vyukov ring; `None` for SPSC, where nothing unpublished is ever in the way.
     fn blocked_head(&self, ring: &Ring) -> Option<u64>;
+    /// Frees the `n` positions from `pos` that a chunk read (single-consumer rings: they
+    /// start at the head).
+    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, intent: &AtomicU64);
 }
 
 /// A message length read from a slot, checked against the slot size.

@@ -100,6 +100,98 @@ pub(crate) fn claim_send(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
     claim(ring, ring.tail(), 0, intent, "tail")
 }
 
+/// Claims up to `n` consecutive positions for a producer at once (a chunk,
+/// `Producer::try_reserve_many`): `Ok(Some((p, k)))` for positions `p .. p + k`, `1 <= k <= n`,
+/// or `Ok(None)` when the ring is full (or `n` is 0; with `exact`, when fewer than `n` are
+/// free: nothing is claimed then, since a Vyukov claim cannot be given back).
+///
+/// One CAS of `tail` from `p` to `p + k`, after reading the `k` slots' sequence words: each
+/// must be free for its position (consumers free slots out of order, so a free slot at
+/// `p + k - 1` says nothing of `p`); the run stops at the first that is not. The slots stay
+/// free for their positions until we publish them, since only the claimer of a position
+/// writes a free slot (a repair's CAS needs the slot claimed, `tail > p`, and a dead holder).
+///
+/// The intent names the first position (`p + 1`), as a single claim's does: a repairer
+/// treats a live producer's intent `q + 1` as holding every position from `q` to `q + cap
+/// - 1` (`repair::intent_covers`), so a chunk's later slots are never repaired while it lives.
+#[inline]
+pub(crate) fn claim_send_many(
+    ring: &Ring,
+    intent: &AtomicU64,
+    n: u64,
+    exact: bool,
+) -> Result<Option<(u64, u64)>> {
+    if n == 0 || (exact && n > ring.cap) {
+        return Ok(None);
+    }
+    let n = n.min(ring.cap);
+    let tail = ring.tail();
+    let mut pos = tail.load(Ordering::Relaxed);
+    loop {
+        // Acquire (each): pairs with the Release store of the slot's sequence in
+        // `release_recv` (or a repair / the MPSC consumer's free): the consumer's reads of
+        // the slot happen before our writes.
+        let first = ring.seq(ring.index(pos)).load(Ordering::Acquire);
+        let d = dist(first & !ABANDONED_TAG, pos);
+        if d == 0 {
+            let mut k = 1;
+            while k < n {
+                let p = pos.wrapping_add(k);
+                if ring.seq(ring.index(p)).load(Ordering::Acquire) != p {
+                    break;
+                }
+                k += 1;
+            }
+            if exact && k < n {
+                intent.store(0, Ordering::Relaxed);
+                return Ok(None);
+            }
+            // Relaxed, then the AcqRel CAS: as in `claim`.
+            intent.store(pos.wrapping_add(1), Ordering::Relaxed);
+            match tail.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(k),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(Some((pos, k))),
+                Err(now) => pos = now,
+            }
+        } else if d < 0 {
+            intent.store(0, Ordering::Relaxed);
+            return Ok(None);
+        } else {
+            let now = tail.load(Ordering::Relaxed);
+            if now <= pos {
+                return Err(seq_ahead(first, pos, "tail", now));
+            }
+            pos = now;
+        }
+    }
+}
+
+/// Publishes the first `k` of the `n` positions claimed at `pos` by [`claim_send_many`] (their
+/// lengths and bytes written), in position order, and gives back the other `n - k` as
+/// discarded (consumers skip them); then clears the intent.
+#[inline]
+pub(crate) fn publish_send_many(ring: &Ring, pos: u64, k: u64, n: u64, intent: &AtomicU64) {
+    debug_assert!(k <= n && n <= ring.cap);
+    for i in 0..n {
+        let p = pos.wrapping_add(i);
+        let idx = ring.index(p);
+        if i >= k {
+            // Relaxed: ordered by the Release store of `seq` below.
+            ring.len(idx).store(DISCARDED, Ordering::Relaxed);
+        }
+        // Release: pairs with the consumer's Acquire load of `seq` in `claim_recv` (MPMC) or
+        // `mpsc::Rx::peek`: the bytes and length are visible before the message is.
+        ring.seq(idx).store(p.wrapping_add(1), Ordering::Release);
+    }
+    // Release: a repairer that reads the cleared intent (Acquire) also sees the sequence
+    // stores.
+    intent.store(0, Ordering::Release);
+}
+
 /// Publishes the claimed position `pos`, whose length and bytes are written.
 #[inline]
 pub(crate) fn publish_send(ring: &Ring, pos: u64, intent: &AtomicU64) {
@@ -177,6 +269,24 @@ impl SendSide for Tx {
             .store(DISCARDED, Ordering::Relaxed);
         publish_send(ring, pos, intent)
     }
+    #[inline]
+    fn claim_many(
+        &mut self,
+        ring: &Ring,
+        intent: &AtomicU64,
+        n: u64,
+        exact: bool,
+    ) -> Result<(u64, u64)> {
+        // Fed messages are published already (`stage`); their deferred wake goes with the
+        // chunk's commit.
+        Ok(claim_send_many(ring, intent, n, exact)?.unwrap_or((0, 0)))
+    }
+    #[inline]
+    fn publish_many(&mut self, ring: &Ring, pos: u64, k: u64, n: u64, intent: &AtomicU64) {
+        // The caller wakes after this: that wake covers what was fed before.
+        self.unwoken = 0;
+        publish_send_many(ring, pos, k, n, intent)
+    }
 }
 
 /// A consumer of several: no process-local state.
@@ -200,5 +310,12 @@ impl RecvSide for Rx {
         // Acquire: pairs with the AcqRel head CAS of other consumers (a position they claimed
         // is behind the value read).
         Some(ring.head().load(Ordering::Acquire))
+    }
+    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, intent: &AtomicU64) {
+        // MPMC consumers claim one position at a time: a "chunk" here is one claim.
+        debug_assert!(n <= 1);
+        for i in 0..n {
+            release_recv(ring, pos.wrapping_add(i), intent);
+        }
     }
 }

@@ -56,6 +56,46 @@ impl Rx {
         }
     }
 
+    /// Up to `n` readable consecutive positions from the head: the first (as
+    /// [`peek`](Self::peek)) and how many (0 when nothing is ready). Claims nothing: the
+    /// head is ours alone.
+    #[inline]
+    pub(crate) fn peek_many(&mut self, ring: &Ring, n: u64) -> Result<(u64, u64)> {
+        if n == 0 {
+            return Ok((self.head, 0));
+        }
+        let Some(pos) = self.peek(ring)? else {
+            return Ok((self.head, 0));
+        };
+        let n = n.min(ring.cap);
+        let mut k = 1;
+        while k < n {
+            let p = pos.wrapping_add(k);
+            // Acquire: as in `peek`, pairs with the producer's Release store of `seq`.
+            if ring.seq(ring.index(p)).load(Ordering::Acquire) & !ABANDONED_TAG != p.wrapping_add(1)
+            {
+                break;
+            }
+            k += 1;
+        }
+        Ok((pos, k))
+    }
+
+    /// Frees the `n` slots from `pos` (the current head) after they were read: a sequence
+    /// store each, then one store of `head`. A consumer that dies between the two leaves
+    /// freed slots behind `head`, which a replacement recognises and skips (`peek`).
+    #[inline]
+    pub(crate) fn release_many(&mut self, ring: &Ring, pos: u64, n: u64) {
+        debug_assert_eq!(pos, self.head);
+        for i in 0..n {
+            let p = pos.wrapping_add(i);
+            // Release: pairs with the producers' Acquire of `seq` in their claim.
+            ring.seq(ring.index(p))
+                .store(p.wrapping_add(ring.cap), Ordering::Release);
+        }
+        self.store_head(ring, pos.wrapping_add(n));
+    }
+
     /// The position the consumer reads next.
     pub(crate) fn position(&self) -> u64 {
         self.head
@@ -94,5 +134,9 @@ impl RecvSide for Rx {
     }
     fn blocked_head(&self, _ring: &Ring) -> Option<u64> {
         Some(self.head)
+    }
+    #[inline]
+    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, _intent: &AtomicU64) {
+        Rx::release_many(self, ring, pos, n)
     }
 }

@@ -58,6 +58,19 @@ pub(crate) fn repair_unpublished(ring: &Ring, pos: u64) -> bool {
         .is_ok()
 }
 
+/// Whether a *producer's* intent word `intent` may hold position `pos`: it names `q + 1` for a
+/// `q` at most `cap - 1` positions before `pos`. A chunk (`mpmc::claim_send_many`) holds up
+/// to `cap` positions from the one its intent names, so a repairer takes a live producer with
+/// such an intent for a holder of every one of them. That is conservative only for a moment:
+/// a live single claim at `q < pos` was published before the head reached `pos` (the
+/// consumer reads in position order), and its intent is cleared right after.
+pub(crate) fn intent_covers(intent: u64, pos: u64, cap: u64) -> bool {
+    match intent.checked_sub(1) {
+        Some(first) => pos.wrapping_sub(first) < cap,
+        None => false,
+    }
+}
+
 /// Whether a dead party's intent `p + 1` still pins a slot: for a producer, `seq == p` while
 /// `tail > p`; for a consumer, `seq == p + 1` while `head > p`.
 pub(crate) fn intent_pins_slot(ring: &Ring, intent: u64, producer: bool) -> bool {

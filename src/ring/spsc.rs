@@ -249,6 +249,24 @@ impl SendSide for Tx {
         // Nothing was published: the claim is simply forgotten (the next claim returns the
         // same position).
     }
+    #[inline]
+    fn claim_many(
+        &mut self,
+        ring: &Ring,
+        _intent: &AtomicU64,
+        n: u64,
+        exact: bool,
+    ) -> Result<(u64, u64)> {
+        // Nothing is claimed in shared memory: fewer than `n` are simply not used.
+        let (pos, k) = Tx::claim(self, ring, n)?;
+        Ok((pos, if exact && k < n { 0 } else { k }))
+    }
+    #[inline]
+    fn publish_many(&mut self, ring: &Ring, pos: u64, k: u64, _n: u64, _intent: &AtomicU64) {
+        debug_assert_eq!(pos, self.tail);
+        // The `n - k` slots not sent were never published: they stay free.
+        Tx::publish(self, ring, k)
+    }
 }
 
 impl RecvSide for Rx {
@@ -279,5 +297,10 @@ impl RecvSide for Rx {
     }
     fn blocked_head(&self, _ring: &Ring) -> Option<u64> {
         None
+    }
+    #[inline]
+    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, _intent: &AtomicU64) {
+        debug_assert_eq!(pos, self.head);
+        Rx::release(self, ring, n)
     }
 }
