@@ -89,8 +89,12 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCHAN\x01");
 /// bytes at a 32-byte stride (`ring::Geometry::stride`). 3 (2026-12-03): a waiter that parks
 /// often parks with a plain fence once every waker of its side fences fully, as a count in the
 /// ring's control block tells them (`wait/protocol.rs`, fenced mode); a waker of version 2
-/// would not read that count, skip its fence and miss such a waiter.
-pub const LAYOUT_VERSION: u32 = 3;
+/// would not read that count, skip its fence and miss such a waiter. 4 (2026-12-04): a
+/// producer of an MPSC or MPMC ring may claim a chunk of consecutive positions with one
+/// intent, which names only the first (`ring::repair::intent_covers`); a consumer of version
+/// 3 would take the chunk's later slots for nobody's and repair them while their producer
+/// lives.
+pub const LAYOUT_VERSION: u32 = 4;
 /// Size of the header before the participant table.
 pub const HEADER_LEN: usize = 256;
 /// Size of one participant record.
