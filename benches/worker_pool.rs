@@ -9,6 +9,11 @@
 //!   beforehand (a static partition, the most favourable case for sockets: no dispatcher),
 //!   written through a `BufWriter`, results read through a `BufReader`.
 //!
+//! - shmchan in chunks: the same channels, the coordinator reserving 64 job slots at a time
+//!   (`reserve_many`, a `write` each, one `commit`) and taking results with `recv_chunk`,
+//!   the workers committing a batch's results as one chunk: the batch API, one claim and one
+//!   wake check per chunk instead of per message.
+//!
 //! Reported: jobs/s for 1 and 8 workers (`BENCH_WORKERS`), alternating the transports,
 //! median ratios, and shmchan's scaling (8 workers against 1) in each placement. The clock
 //! starts once every worker has attached and said hello (a result of `HELLO`), so the figures
@@ -66,7 +71,8 @@ fn square(job: &[u8], id: u64) -> [u8; 16] {
 async fn child(role: &str, args: &[String]) {
     let id: u64 = args[1].parse().unwrap();
     match role {
-        "shm" => {
+        "shm" | "shm-chunks" => {
+            let chunks = role == "shm-chunks";
             let (jobs, results) = args[0].split_once('|').unwrap();
             let mut rx = mpmc::Consumer::open(jobs, opts()).unwrap();
             let mut tx = mpsc::Producer::open(results, opts()).unwrap();
@@ -76,6 +82,14 @@ async fn child(role: &str, args: &[String]) {
                 batch.clear();
                 match rx.recv_many(&mut batch, 64).await {
                     Ok(0) | Err(Error::Closed) => return,
+                    Ok(n) if chunks => {
+                        // The batch's results as one chunk: one claim, one commit.
+                        let mut out = tx.reserve_many(n).await.unwrap();
+                        for (i, job) in batch.iter().enumerate() {
+                            out.write(i, &square(job, id)).unwrap();
+                        }
+                        out.commit(n);
+                    }
                     Ok(_) => {
                         // As the socket worker's `BufWriter`: results of a batch, one flush.
                         for job in &batch {
@@ -106,8 +120,9 @@ async fn child(role: &str, args: &[String]) {
     }
 }
 
-/// Jobs/s, and the doorbells the coordinator rang for the job channel per job.
-async fn shm_pool(pl: Placement, workers: u64) -> (f64, f64) {
+/// Jobs/s, and the doorbells the coordinator rang for the job channel per job; `chunks`: the
+/// batch API on both channels, else `feed` / `recv_many`.
+async fn shm_pool(pl: Placement, workers: u64, chunks: bool) -> (f64, f64) {
     let pid = std::process::id();
     let (jn, rn) = (
         format!("/shmchan-bench-pool-{pid}-jobs"),
@@ -119,7 +134,10 @@ async fn shm_pool(pl: Placement, workers: u64) -> (f64, f64) {
     let _unlink_results = UnlinkOnDrop(vec![rn.clone()]);
     let both = format!("{jn}|{rn}");
     let children: Vec<_> = (0..workers)
-        .map(|w| spawn(pl, "shm", &[&both, &w.to_string()]))
+        .map(|w| {
+            let role = if chunks { "shm-chunks" } else { "shm" };
+            spawn(pl, role, &[&both, &w.to_string()])
+        })
         .collect();
     for _ in 0..workers {
         let m = tokio::time::timeout(Duration::from_secs(10), results.recv())
@@ -133,6 +151,19 @@ async fn shm_pool(pl: Placement, workers: u64) -> (f64, f64) {
         // As the socket side's `BufWriter`: jobs are fed, and flushed every 64
         // (`BENCH_POOL_SEND=1`: a `send` per job instead, each visible and rung at once).
         let direct = std::env::var("BENCH_POOL_SEND").is_ok_and(|v| v == "1");
+        if chunks {
+            let mut j = 0;
+            while j < JOBS {
+                let k = (JOBS - j).min(64) as usize;
+                let mut chunk = jobs.reserve_many(k).await.unwrap();
+                for i in 0..k {
+                    chunk.write(i, &(j + i as u64).to_le_bytes()).unwrap();
+                }
+                chunk.commit(k);
+                j += k as u64;
+            }
+            return jobs;
+        }
         for j in 0..JOBS {
             if direct {
                 jobs.send(j.to_le_bytes()).await.unwrap();
@@ -148,6 +179,18 @@ async fn shm_pool(pl: Placement, workers: u64) -> (f64, f64) {
     };
     let collect = async {
         let (mut done, mut sum, mut batch) = (0u64, 0u64, Vec::with_capacity(1024));
+        let mut buf = [0u8; 16];
+        while chunks && done < JOBS {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), results.recv_chunk(1024))
+                .await
+                .expect("a result within 10 s")
+                .unwrap();
+            for i in 0..chunk.len() {
+                chunk.read(i, &mut buf).unwrap();
+                sum = sum.wrapping_add(u64::from_le_bytes(buf[8..16].try_into().unwrap()));
+            }
+            done += chunk.len() as u64;
+        }
         while done < JOBS {
             batch.clear();
             let n =
@@ -260,33 +303,47 @@ fn main() {
         let _in = pl.enter();
         let mut shm_by_count = Vec::new();
         for &w in &counts {
-            let (mut s, mut u, mut r, mut g) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut s, mut c, mut u, mut r, mut rc, mut g) = (
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            );
             for _ in 0..rounds {
-                let (a, rings) = rt.block_on(shm_pool(pl, w));
+                let (a, rings) = rt.block_on(shm_pool(pl, w, false));
                 g.push(rings);
                 let b = rt.block_on(uds_pool(pl, w));
+                let (ch, _) = rt.block_on(shm_pool(pl, w, true));
                 r.push(a / b);
+                rc.push(ch / b);
                 s.push(a);
+                c.push(ch);
                 u.push(b);
             }
-            let ms = median(s);
-            shm_by_count.push(ms);
+            let (ms, mc) = (median(s), median(c));
+            shm_by_count.push((ms, mc));
             println!(
-                "[{:>8}] {w:>2} workers: shmchan MPMC {:>9.0} jobs/s | UnixStream {:>9.0} jobs/s | median ratio {:.2}x | job doorbells {:.3}/job",
+                "[{:>8}] {w:>2} workers: shmchan MPMC {:>9.0} jobs/s | in chunks {:>9.0} jobs/s | UnixStream {:>9.0} jobs/s | median ratios {:.2}x / {:.2}x (chunks) | job doorbells {:.3}/job",
                 pl.name(),
                 ms,
+                mc,
                 median(u),
                 median(r),
+                median(rc),
                 median(g)
             );
         }
         if shm_by_count.len() > 1 {
+            let (first, last) = (shm_by_count[0], shm_by_count[shm_by_count.len() - 1]);
             println!(
-                "[{:>8}] shmchan scaling: {} workers at {:.2}x the jobs/s of {}",
+                "[{:>8}] shmchan scaling: {} workers at {:.2}x the jobs/s of {} ({:.2}x in chunks)",
                 pl.name(),
                 counts[counts.len() - 1],
-                shm_by_count[shm_by_count.len() - 1] / shm_by_count[0],
-                counts[0]
+                last.0 / first.0,
+                counts[0],
+                last.1 / first.1
             );
         }
     }

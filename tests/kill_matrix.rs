@@ -2,7 +2,9 @@
 //! crash guarantees of the README ("Close and crash guarantees") across every flavour.
 //!
 //! Each run picks, from its seed, a flavour (`spsc`, `mpsc`, `mpmc`, an `Endpoint` by name), a
-//! scenario, a geometry, a wait strategy and a kill delay (0-30 ms after the victim attached):
+//! scenario, a geometry, a wait strategy, a kill delay (0-30 ms after the victim attached) and
+//! whether producer children send one message at a time or in chunks (`reserve_many`: a
+//! victim killed holding a chunk loses that chunk only, which the consumers skip whole):
 //!
 //! - `prod-replaced`: the parent process is the consumer. A victim producer process is killed;
 //!   a replacement producer attaches by name, sends a bounded number of messages and drops
@@ -68,6 +70,8 @@ const ARGS_VAR: &str = "KILL_MATRIX_ARGS";
 const HDR: usize = 20;
 /// Producer ids per run (victim 0, replacement 1, steady 2; parent threads 0 and 1).
 const MAX_IDS: usize = 4;
+/// Most slots of a chunk a producer child sends (`Spec::chunked`).
+const CHUNK: u64 = 8;
 /// Sequence numbers per producer id the ledger can record; a victim that reaches it idles.
 const MAX_SEQ: u64 = 1 << 17;
 const LIVENESS: Duration = Duration::from_millis(20);
@@ -265,6 +269,10 @@ struct Spec {
     n_steady: u64,
     n_parent: u64,
     salt: u64,
+    /// Producer children send in chunks (`reserve_many`, up to `CHUNK` slots, one commit),
+    /// so a victim may be killed holding a claimed chunk (on MPSC/MPMC: one intent for
+    /// several positions, which the repair must release whole).
+    chunked: bool,
 }
 
 impl Spec {
@@ -284,6 +292,8 @@ impl Spec {
             n_steady: 100 + r.below(1000),
             n_parent: 200 + r.below(2000),
             salt: r.next(),
+            // Drawn last, so that the other fields of a seed stay what they were before it.
+            chunked: cfg!(feature = "tokio") && r.below(2) == 0,
         }
     }
     fn opts(&self) -> Options {
@@ -300,7 +310,7 @@ impl Spec {
     }
     fn label(&self) -> String {
         format!(
-            "seed {:#x} ({} {}, slot {}, cap {}, {}, delay {:?}, {})",
+            "seed {:#x} ({} {}, slot {}, cap {}, {}, delay {:?}, {}{})",
             self.seed,
             self.fl.name(),
             self.scenario.name(),
@@ -313,6 +323,7 @@ impl Spec {
             },
             self.delay,
             if self.reap_first { "reaped" } else { "zombie" },
+            if self.chunked { ", chunks" } else { "" },
         )
     }
 }
@@ -420,11 +431,15 @@ fn child_produce<F: Flavour>(spec: &Spec, name: &str, ledger: &Ledger, args: &[S
     let slot = tx.slot_size();
     report("ready");
     let limit = if count == 0 { MAX_SEQ } else { count };
-    for seq in 0..limit {
-        if let Err(e) = tx.send_blocking(make_msg(spec.salt, id, seq, slot)) {
-            panic!("producer {id}: send {seq} failed: {}", e);
+    if spec.chunked {
+        send_chunks(&mut tx, spec, ledger, id, limit);
+    } else {
+        for seq in 0..limit {
+            if let Err(e) = tx.send_blocking(make_msg(spec.salt, id, seq, slot)) {
+                panic!("producer {id}: send {seq} failed: {}", e);
+            }
+            ledger.commit(id, seq + 1);
         }
-        ledger.commit(id, seq + 1);
     }
     if count == 0 {
         loop {
@@ -433,6 +448,41 @@ fn child_produce<F: Flavour>(spec: &Spec, name: &str, ledger: &Ledger, args: &[S
     }
     drop(tx);
     report("done");
+}
+
+/// Sends messages `0..limit` in chunks of 1 to `CHUNK` slots (at most the capacity), each
+/// counted in the ledger once its commit returned.
+fn send_chunks<F: Flavour>(
+    tx: &mut Producer<F>,
+    spec: &Spec,
+    ledger: &Ledger,
+    id: u32,
+    limit: u64,
+) {
+    let slot = tx.slot_size();
+    let most = CHUNK.min(tx.capacity() as u64);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut seq = 0;
+        while seq < limit {
+            let k = (1 + seq % most).min(limit - seq) as usize;
+            let mut chunk = match tx.reserve_many(k).await {
+                Ok(c) => c,
+                Err(e) => panic!("producer {id}: reserve_many({k}) at {seq} failed: {e}"),
+            };
+            for i in 0..k {
+                chunk
+                    .write(i, &make_msg(spec.salt, id, seq + i as u64, slot))
+                    .unwrap();
+            }
+            chunk.commit(k);
+            seq += k as u64;
+            ledger.commit(id, seq);
+        }
+    });
 }
 
 /// Consumer child (args: seed, name, ledger): records each message before freeing its slot,
@@ -1021,8 +1071,9 @@ fn judge(p: Pending) -> Outcome {
                 &missing[..missing.len().min(5)]
             ));
         }
-        // A killed producer may have committed one message it had no time to count.
-        let allowed = committed + u64::from(victim);
+        // A killed producer may have committed one message (one chunk) it had no time to
+        // count.
+        let allowed = committed + u64::from(victim) * if p.spec.chunked { CHUNK } else { 1 };
         let extra = (allowed..MAX_SEQ).filter(|&s| l.received(id, s)).count() as u64;
         phantom += extra;
         if extra > 0 {
