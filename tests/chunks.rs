@@ -88,6 +88,46 @@ fn child_entry() {
             });
             report(format!("{n} {sum}"));
         }
+        // MPMC consumer in chunks (args: name): `recv_chunk` until the end, reports how many
+        // messages and the sum of their numbers.
+        "mpmc-recv-chunk" => {
+            let mut rx = mpmc::Consumer::open(&args[0], opts()).unwrap();
+            let (n, sum) = rt().block_on(async {
+                let (mut n, mut sum, mut buf) = (0u64, 0u64, [0u8; 16]);
+                loop {
+                    let chunk = match rx.recv_chunk(32).await {
+                        Ok(c) if c.is_empty() => break,
+                        Ok(c) => c,
+                        Err(Error::Closed) => break,
+                        Err(e) => panic!("recv_chunk: {e}"),
+                    };
+                    for j in 0..chunk.len() {
+                        let len = chunk.read(j, &mut buf).unwrap();
+                        let (_, i) = untag(&buf[..len]);
+                        n += 1;
+                        sum += i;
+                    }
+                }
+                (n, sum)
+            });
+            report(format!("{n} {sum}"));
+        }
+        // MPMC consumer (args: name): claims a chunk of `HELD` messages, reports the first
+        // number, and waits on stdin to be killed, the chunk unfreed.
+        "mpmc-hold-chunk" => {
+            let mut rx = mpmc::Consumer::open(&args[0], opts()).unwrap();
+            let chunk = rt().block_on(rx.recv_chunk(HELD)).unwrap();
+            let mut buf = [0u8; 16];
+            let len = chunk.read(0, &mut buf).unwrap();
+            report(format!(
+                "holding {} from {}",
+                chunk.len(),
+                untag(&buf[..len]).1
+            ));
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(chunk);
+        }
         // MPSC (args: name): reserves a chunk of `HELD` slots, writes them, reports, and waits
         // on stdin to be killed, the chunk uncommitted.
         "mpsc-hold-chunk" => {
@@ -164,13 +204,16 @@ fn mpsc_chunks_of_two_producer_processes_arrive_whole_and_in_order_per_producer(
     assert_eq!(rx.abandoned(), 0);
 }
 
+/// Chunks both ways on MPMC: the producer's chunks (some committed short) taken by one
+/// consumer process with `recv_many` and two with `recv_chunk`.
 #[test]
 fn mpmc_chunks_reach_consumer_processes_each_message_once() {
     let name = ShmName::new("mpmc-chunks");
     let mut tx = mpmc::Producer::create(name.as_str(), opts()).unwrap();
     let mut kids = [
         spawn_holding("mpmc-recv", &[name.as_str()]),
-        spawn_holding("mpmc-recv", &[name.as_str()]),
+        spawn_holding("mpmc-recv-chunk", &[name.as_str()]),
+        spawn_holding("mpmc-recv-chunk", &[name.as_str()]),
     ];
     rt().block_on(async {
         let mut i = 0;
@@ -302,4 +345,52 @@ fn a_chunk_read_names_what_does_not_fit() {
     });
     // The chunk was dropped: its message is gone.
     assert!(rx.try_recv().is_err());
+}
+
+/// An MPMC consumer killed while it holds a chunk of 48 messages: a live consumer adopts each
+/// of them (delivered again, once each), and the ring is whole again: the producer fills all
+/// of it afterwards. Before adoption knew chunks (the record's chunk end), it took the first
+/// message only and left the other 47 slots pinned for good, the producer stuck on them.
+#[test]
+fn an_mpmc_consumer_killed_holding_a_chunk_has_it_adopted_whole() {
+    let name = ShmName::new("mpmc-kill-chunk");
+    let o = common::opts(16, 64, Some(Duration::from_millis(20)));
+    let mut tx = mpmc::Producer::create(name.as_str(), o.clone()).unwrap();
+    let mut rx = mpmc::Consumer::open(name.as_str(), o).unwrap();
+    for i in 0..HELD as u64 {
+        tx.try_send(tagged(0, i)).unwrap();
+    }
+    let mut victim = spawn_holding("mpmc-hold-chunk", &[name.as_str()]);
+    assert_eq!(read_report(&mut victim), format!("holding {HELD} from 0"));
+    for i in HELD as u64..64 {
+        tx.try_send(tagged(0, i)).unwrap();
+    }
+    kill9(victim.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = vec![0u32; 64 + 64];
+    rt().block_on(async {
+        let mut got = 0;
+        while got < 64 {
+            let m = tokio::time::timeout_at(deadline.into(), rx.recv())
+                .await
+                .expect("every message, the dead consumer's adopted, within 10 s")
+                .unwrap();
+            seen[untag(&m).1 as usize] += 1;
+            got += 1;
+        }
+        // All 64 slots are free again: a full ring's worth goes in without waiting.
+        for i in 64..128 {
+            tx.try_send(tagged(0, i)).unwrap();
+        }
+        for _ in 0..64 {
+            let m = tokio::time::timeout_at(deadline.into(), rx.recv())
+                .await
+                .expect("the second lap within 10 s")
+                .unwrap();
+            seen[untag(&m).1 as usize] += 1;
+        }
+    });
+    assert!(seen.iter().all(|&n| n == 1), "each message once: {seen:?}");
+    assert_eq!(rx.abandoned(), 0);
+    drop(victim);
 }

@@ -13,7 +13,7 @@ use super::core::{self, Core, Side};
 use super::message::{INLINE_MESSAGE, Message};
 use super::options::Options;
 use super::zero_copy::{ReadChunk, ReadSlot};
-use super::{Flavour, Mpsc, RxOf, Spsc};
+use super::{Flavour, Mpmc, Mpsc, RxOf, Spsc};
 #[allow(unused_imports)] // for doc links
 use crate::channel::Producer;
 use crate::error::{Error, Result, TryRecvError};
@@ -179,6 +179,9 @@ impl<F: Flavour> Consumer<F> {
             core.last_repair = Instant::now();
             // Adopt messages of dead consumers before concluding anything.
             if let Some(found) = core.adopt_dead_consumer()? {
+                // More of a dead consumer's chunk may wait: look again at the next empty
+                // attempt, not a liveness interval later.
+                core.force_checks();
                 return Ok(Some(found));
             }
         }
@@ -536,6 +539,161 @@ impl Consumer<Mpsc> {
             self.wait_head().await?;
         }
         self.try_recv_many(max)
+    }
+}
+
+impl Consumer<Mpmc> {
+    /// Claims up to `max` consecutive queued messages at once, with one CAS of the shared
+    /// head (a chunk; the consumers of an MPMC ring claim the messages they read): copy each
+    /// out with [`ReadChunk::read`]; dropping the chunk frees them all. The chunk ends before
+    /// a slot that holds no message. A consumer killed while it holds a chunk causes what a
+    /// single claim does, for each of its messages: a live consumer adopts them, one at a
+    /// time, so they are delivered again (see [Close and death](crate::channel#close-and-death)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a length in the chunk is out of range.
+    pub fn try_recv_many(&mut self, max: usize) -> Result<ReadChunk<'_, Mpmc>> {
+        match Self::chunk_take(&mut self.core, &mut self.rx, max)? {
+            Some((pos, lens)) => Ok(ReadChunk::new(self, pos, lens)),
+            None => Ok(ReadChunk::new(self, 0, Vec::new())),
+        }
+    }
+
+    /// Waits asynchronously until a message is queued, then claims up to `max` at once, as
+    /// [`try_recv_many`](Self::try_recv_many): a worker's batch of jobs for the price of one
+    /// claim (`cargo bench --bench worker_pool`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once every producer left and everything was received,
+    /// [`Error::PeerGone`] if they died, [`Error::Corrupt`]; `max` of 0 is an empty chunk.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is claimed until the poll that returns the chunk.
+    pub async fn recv_chunk(&mut self, max: usize) -> Result<ReadChunk<'_, Mpmc>> {
+        if max == 0 {
+            return Ok(ReadChunk::new(self, 0, Vec::new()));
+        }
+        let mut started = None;
+        let rx = &mut self.rx;
+        let core = &mut self.core;
+        let r = std::future::poll_fn(|cx| {
+            crate::wait::reactor::poll_op(core, cx, &mut started, |core| {
+                Self::chunk_take(core, rx, max)
+            })
+        })
+        .await;
+        crate::wait::reactor::retract(&mut self.core);
+        let (pos, lens) = r?;
+        Ok(ReadChunk::new(self, pos, lens))
+    }
+
+    /// The attempt of a chunk receive: a message `recv_into` left held, else up to `max`
+    /// consecutive messages claimed at once, else what `take` does when nothing is ready
+    /// (repair, adoption, close). A slot without a message at the head is freed and skipped.
+    fn chunk_take(
+        core: &mut Core,
+        rx: &mut RxOf<Mpmc>,
+        max: usize,
+    ) -> Result<Option<(u64, Vec<usize>)>> {
+        if let Some((pos, len)) = core.held.take() {
+            return Ok(Some((pos, vec![len])));
+        }
+        loop {
+            let claimed = {
+                let ring = &core.ring;
+                ring::mpmc::claim_recv_many(
+                    ring,
+                    core.intent(),
+                    core.chunk_end_word(),
+                    max as u64,
+                    |p| matches!(ring::content(ring, p), Ok(Content::Message(_))),
+                )?
+            };
+            let Some((pos, k)) = claimed else {
+                return Ok(Self::nothing_ready(core, rx)?.map(|(p, len)| (p, vec![len])));
+            };
+            let ring = &core.ring;
+            let first = match ring::content(ring, pos) {
+                Ok(Content::Message(len)) => Ok(len),
+                Ok(Content::Abandoned) => {
+                    core.abandoned += 1;
+                    Err(None)
+                }
+                Ok(Content::Discarded) => Err(None),
+                Err(e) => Err(Some(e)),
+            };
+            let (start, mut lens) = match first {
+                Ok(len) => (pos, vec![len]),
+                Err(e) => {
+                    // Free the first slot; the rest of the chunk (messages all) stays ours.
+                    if k == 1 {
+                        ring::mpmc::release_recv_many(
+                            ring,
+                            pos,
+                            1,
+                            core.intent(),
+                            core.chunk_end_word(),
+                        );
+                    } else {
+                        // Release (the free): as in `release_recv`. Our intent then names
+                        // the chunk's new first position (Release: read only once we are
+                        // dead, like the rest of the record).
+                        ring.seq(ring.index(pos))
+                            .store(pos.wrapping_add(ring.cap), Ordering::Release);
+                        core.intent().store(pos.wrapping_add(2), Ordering::Release);
+                    }
+                    core.wake_peers();
+                    match e {
+                        Some(e) if k == 1 => return Err(e),
+                        Some(e) => {
+                            let rest = pos.wrapping_add(1);
+                            ring::mpmc::release_recv_many(
+                                ring,
+                                rest,
+                                k - 1,
+                                core.intent(),
+                                core.chunk_end_word(),
+                            );
+                            core.wake_peers();
+                            return Err(e);
+                        }
+                        None if k == 1 => continue,
+                        None => (pos.wrapping_add(1), Vec::new()),
+                    }
+                }
+            };
+            let from = if lens.is_empty() { 0 } else { 1 };
+            for i in from..(k - (start - pos)) {
+                let p = start.wrapping_add(i);
+                match ring::content(ring, p) {
+                    Ok(Content::Message(len)) => lens.push(len),
+                    // Checked before the claim: only a hostile peer changes a published slot.
+                    other => {
+                        let n = k - (start - pos);
+                        ring::mpmc::release_recv_many(
+                            ring,
+                            start,
+                            n,
+                            core.intent(),
+                            core.chunk_end_word(),
+                        );
+                        core.wake_peers();
+                        return Err(match other {
+                            Err(e) => e,
+                            Ok(c) => Error::Corrupt(format!(
+                                "slot of position {p} in '{}' changed while claimed ({c:?})",
+                                core.name
+                            )),
+                        });
+                    }
+                }
+            }
+            core.note_progress();
+            return Ok(Some((start, lens)));
+        }
     }
 }
 

@@ -17,6 +17,13 @@ use crate::loom::Ordering;
 use crate::ring::{self, Geometry, Ring};
 use crate::segment::{Mode, Segment, SegmentOptions};
 use crate::wait::protocol::{AUX_FENCED, Bells};
+
+/// Record aux word of an MPMC consumer that holds a chunk (`Consumer::try_recv_many`): the
+/// position after the chunk's last, while its intent names the first (0: a single claim, which
+/// holds only the position its intent names). Written by the owner before the chunk's claim
+/// and cleared after its intent; read only in the records of dead consumers, whose messages
+/// a live consumer adopts one at a time (`adopt_dead_consumer`).
+pub(crate) const AUX_CHUNK_END: usize = 6;
 use crate::wait::reactor::AsyncState;
 use crate::wait::{Learned, WaitStrategy};
 
@@ -444,6 +451,14 @@ impl Core {
         // mapped at the same address while `self.layout` lives; the reference returned is
         // bounded by `&self`. An `AtomicU64` may be shared and written by other processes.
         unsafe { w.0.as_ref() }
+    }
+
+    /// Our record's chunk-end word ([`AUX_CHUNK_END`]).
+    #[inline]
+    pub(super) fn chunk_end_word(&self) -> &AtomicU64 {
+        self.layout
+            .aux_word(self.reg().index(), AUX_CHUNK_END)
+            .expect("channels map read-write")
     }
 
     /// The records of `side`.

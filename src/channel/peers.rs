@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::core::{Core, Side};
+use super::core::{AUX_CHUNK_END, Core, Side};
 use crate::error::{Error, Result};
 use crate::layout::{Kind, Role};
 use crate::loom::Ordering;
@@ -174,7 +174,11 @@ impl Core {
             self.dead_peer = Some(p.pid());
             let intent = self.layout.intent(i);
             if intent != 0 && self.kind != Kind::SPSC {
-                let pinned = repair::intent_pins_slot(&self.ring, intent, side == Side::Producer);
+                let pinned = match side {
+                    Side::Producer => repair::intent_pins_slot(&self.ring, intent, true),
+                    // A chunk's: any of its slots.
+                    Side::Consumer => self.pinned_by_consumer(i, intent)?.is_some(),
+                };
                 if pinned {
                     // A dead producer's claimed slot: handled by the consumer that meets it
                     // (repair_stuck); a dead consumer's: adopted by a live MPMC consumer
@@ -260,51 +264,113 @@ impl Core {
         Ok(true)
     }
 
+    /// The positions a consumer record's claim holds, from its intent and chunk end: `first ..
+    /// end` (a single claim: one position). `Corrupt` for an end that no claim could leave.
+    fn consumer_claim(&self, index: u32, intent: u64) -> Result<Option<(u64, u64)>> {
+        let Some(first) = intent.checked_sub(1) else {
+            return Ok(None);
+        };
+        // Acquire: the record of a dead consumer, whose stores all happened before its death
+        // was seen; pairs with nothing live.
+        let end = match self
+            .layout
+            .aux_word(index, AUX_CHUNK_END)?
+            .load(Ordering::Acquire)
+        {
+            0 => first.wrapping_add(1),
+            e => e,
+        };
+        let span = end.wrapping_sub(first);
+        if span == 0 || span > self.ring.cap {
+            return Err(Error::Corrupt(format!(
+                "participant #{index} of {} claims positions {first}..{end}, more than the {} \
+                 slots",
+                self.describe(),
+                self.ring.cap
+            )));
+        }
+        Ok(Some((first, end)))
+    }
+
+    /// The lowest position of a consumer record's claim whose slot it still pins (published,
+    /// unfreed, behind the head), if any.
+    fn pinned_by_consumer(&self, index: u32, intent: u64) -> Result<Option<u64>> {
+        let Some((first, end)) = self.consumer_claim(index, intent)? else {
+            return Ok(None);
+        };
+        let mut p = first;
+        while p != end {
+            if repair::intent_pins_slot(&self.ring, p.wrapping_add(1), false) {
+                return Ok(Some(p));
+            }
+            p = p.wrapping_add(1);
+        }
+        Ok(None)
+    }
+
     /// MPMC: takes over a message a dead consumer claimed and never freed: its position and
-    /// length, now held by us (read it, then release it), or `None`.
+    /// length, now held by us (read it, then release it), or `None`. A dead consumer's chunk
+    /// is adopted one message at a time, lowest first: the dead record's intent then names
+    /// the position after the one taken (its chunk end stays), so the next adoption, ours or
+    /// another consumer's, continues there.
     pub(super) fn adopt_dead_consumer(&mut self) -> Result<Option<(u64, usize)>> {
         let me = self.reg().index();
         for i in self.records(Side::Consumer) {
             if i == me {
                 continue;
             }
-            let intent = self.layout.intent(i);
-            if intent == 0 || !repair::intent_pins_slot(&self.ring, intent, false) {
+            if self.layout.intent(i) == 0 {
                 continue;
             }
+            // Dead first: only a dead record's intent and chunk end stay still while we read
+            // them.
             let Some(p) = self.layout.participant(i) else {
                 continue;
             };
             if p.role != Role::CONSUMER || p.is_alive() {
                 continue;
             }
-            // Our intent first (SeqCst, like a claim's), so that if we die now our record pins
-            // the slot in turn; then the CAS on the dead record's intent decides which of
-            // several adopters gets it (AcqRel: pairs with the dead consumer's intent store).
-            self.intent().store(intent, Ordering::SeqCst);
-            if self
-                .layout
-                .intent_word(i)?
-                .compare_exchange(intent, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                // Release: like the clear after a release_recv (ring/mpmc.rs), pairs with a
-                // repairer's Acquire read of our intent.
-                self.intent().store(0, Ordering::Release);
-                continue;
-            }
-            let pos = intent - 1;
-            match ring::content(&self.ring, pos) {
-                Ok(Content::Message(len)) => {
-                    self.peer_died = false;
-                    return Ok(Some((pos, len)));
+            loop {
+                let intent = self.layout.intent(i);
+                let Some(pos) = self.pinned_by_consumer(i, intent)? else {
+                    break;
+                };
+                let (_, end) = self
+                    .consumer_claim(i, intent)?
+                    .expect("pinned_by_consumer found a claim");
+                let rest = if pos.wrapping_add(1) == end {
+                    0
+                } else {
+                    pos.wrapping_add(2)
+                };
+                // Our intent first (SeqCst, like a claim's), so that if we die now our record
+                // pins the slot in turn; then the CAS on the dead record's intent decides
+                // which of several adopters gets it (AcqRel: pairs with the dead consumer's
+                // intent store, and with an earlier adopter's CAS).
+                self.intent().store(pos.wrapping_add(1), Ordering::SeqCst);
+                if self
+                    .layout
+                    .intent_word(i)?
+                    .compare_exchange(intent, rest, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    // Release: like the clear after a release_recv (ring/mpmc.rs), pairs with a
+                    // repairer's Acquire read of our intent. Look at the record again.
+                    self.intent().store(0, Ordering::Release);
+                    continue;
                 }
-                Ok(Content::Abandoned | Content::Discarded) => {
-                    ring::mpmc::release_recv(&self.ring, pos, self.intent());
-                }
-                Err(e) => {
-                    ring::mpmc::release_recv(&self.ring, pos, self.intent());
-                    return Err(e);
+                match ring::content(&self.ring, pos) {
+                    Ok(Content::Message(len)) => {
+                        self.peer_died = false;
+                        return Ok(Some((pos, len)));
+                    }
+                    Ok(Content::Abandoned | Content::Discarded) => {
+                        ring::mpmc::release_recv(&self.ring, pos, self.intent());
+                    }
+                    Err(e) => {
+                        ring::mpmc::release_recv(&self.ring, pos, self.intent());
+                        return Err(e);
+                    }
                 }
             }
         }

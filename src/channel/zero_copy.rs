@@ -280,8 +280,8 @@ impl<F: Flavour> Drop for ReadSlot<'_, F> {
     }
 }
 
-/// Several messages read at once from an SPSC or MPSC ring (the single-consumer flavours);
-/// see [`Consumer::try_recv_many`]. They are freed together when the chunk is dropped.
+/// Several consecutive messages read at once; see [`Consumer::try_recv_many`]. They are freed
+/// together when the chunk is dropped.
 pub struct ReadChunk<'a, F: Flavour = Spsc> {
     consumer: &'a mut Consumer<F>,
     pos: u64,
@@ -357,7 +357,13 @@ impl<F: Flavour> Drop for ReadChunk<'_, F> {
             return;
         }
         let c = &mut *self.consumer;
-        c.rx.release_many(&c.core.ring, self.pos, n, c.core.intent());
+        c.rx.release_many(
+            &c.core.ring,
+            self.pos,
+            n,
+            c.core.intent(),
+            c.core.chunk_end_word(),
+        );
         // SPSC: its one producer; MPSC: up to `n` producers waiting for space.
         c.core.wake_peers_n(n as usize);
     }

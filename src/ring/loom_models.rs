@@ -277,6 +277,74 @@ fn loom_mpsc_chunks_exactly_once_in_order() {
     });
 }
 
+/// MPMC chunks on the consumer side, two races. (1) Three published messages, one consumer
+/// claiming up to two at once (`claim_recv_many`, freed with `release_recv_many`), another
+/// one at a time: each message is taken exactly once. (2) A producer publishing three into a
+/// ring of two while a chunk consumer takes them: every slot it frees is reused intact, in
+/// order. The chunk end is 0 again whenever no chunk is held.
+#[test]
+fn loom_mpmc_chunk_and_single_consumers_exactly_once() {
+    loom::model(|| {
+        let r = ring(4);
+        let intent = AtomicU64::new(0);
+        for v in 1..=3 {
+            vyukov_send(&r, &intent, v);
+        }
+        let rc = r.clone();
+        let chunker = thread::spawn(move || {
+            let (intent, end) = (AtomicU64::new(0), AtomicU64::new(0));
+            let mut got = Vec::new();
+            while let Some((pos, k)) =
+                mpmc::claim_recv_many(&rc, &intent, &end, 2, |_| true).unwrap()
+            {
+                for i in 0..k {
+                    got.push(read(&rc, pos + i));
+                }
+                mpmc::release_recv_many(&rc, pos, k, &intent, &end);
+            }
+            assert_eq!(end.load(crate::loom::Ordering::Relaxed), 0);
+            got
+        });
+        let mut all = Vec::new();
+        while let Some(pos) = mpmc::claim_recv(&r, &intent).unwrap() {
+            all.push(read(&r, pos));
+            mpmc::release_recv(&r, pos, &intent);
+        }
+        let theirs = chunker.join().unwrap();
+        all.extend(theirs);
+        all.sort();
+        assert_eq!(all, [1, 2, 3]);
+    });
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(1);
+    builder.check(|| {
+        let r = ring(2);
+        let rp = r.clone();
+        let producer = thread::spawn(move || {
+            let intent = AtomicU64::new(0);
+            for v in 1..=3 {
+                vyukov_send(&rp, &intent, v);
+            }
+        });
+        let (intent, end) = (AtomicU64::new(0), AtomicU64::new(0));
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match mpmc::claim_recv_many(&r, &intent, &end, 2, |_| true).unwrap() {
+                Some((pos, k)) => {
+                    for i in 0..k {
+                        got.push(read(&r, pos + i));
+                    }
+                    mpmc::release_recv_many(&r, pos, k, &intent, &end);
+                }
+                None => thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(end.load(crate::loom::Ordering::Relaxed), 0);
+    });
+}
+
 /// A chunk's intent names only its first position, and a repairer that sees `tail` past any
 /// position of the chunk sees an intent that covers it (`repair::intent_covers`) for as long
 /// as that slot is unpublished, read in `repair_stuck`'s order: tail, then the intents, then

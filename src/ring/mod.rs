@@ -617,8 +617,8 @@ pub trait RecvSide: Sized + Send + Sync + Unpin + std::fmt::Debug + 'static {
     /// Vyukov ring; `None` for SPSC, where nothing unpublished is ever in the way.
     fn blocked_head(&self, ring: &Ring) -> Option<u64>;
     /// Frees the `n` positions from `pos` that a chunk read (single-consumer rings: they
-    /// start at the head).
-    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, intent: &AtomicU64);
+    /// start at the head); `end` is the consumer's chunk-end word (MPMC).
+    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, intent: &AtomicU64, end: &AtomicU64);
 }
 
 /// A message length read from a slot, checked against the slot size.

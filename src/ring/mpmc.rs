@@ -210,6 +210,100 @@ pub(crate) fn claim_recv(ring: &Ring, intent: &AtomicU64) -> Result<Option<u64>>
     claim(ring, ring.head(), 1, intent, "head")
 }
 
+/// Claims up to `n` consecutive readable positions for one of several consumers at once (a
+/// chunk, `Consumer::try_recv_many`): `Ok(Some((p, k)))`, or `Ok(None)` when nothing is ready
+/// at the head. `ready(p)` says whether the published slot of `p` may join the chunk (the
+/// caller's content check: a chunk holds messages only); the first slot is always taken.
+///
+/// As [`claim_send_many`] on the other side: the `k` slots must each be published for their
+/// position, one CAS of `head` takes them all, and they stay ours (and published) until we
+/// free them. `end` (our record's [`AUX_CHUNK_END`](crate::channel) word) receives `p + k`
+/// before the intent, so a dead consumer's record tells an adopter which positions it held;
+/// it is 0 again whenever this returns without a chunk, so a later single claim never
+/// inherits it.
+#[inline]
+pub(crate) fn claim_recv_many(
+    ring: &Ring,
+    intent: &AtomicU64,
+    end: &AtomicU64,
+    n: u64,
+    mut ready: impl FnMut(u64) -> bool,
+) -> Result<Option<(u64, u64)>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let n = n.min(ring.cap);
+    let head = ring.head();
+    let mut pos = head.load(Ordering::Relaxed);
+    loop {
+        // Acquire (each): pairs with the producer's Release store of `seq` (`publish_send*`):
+        // the bytes and length are visible before the message is.
+        let first = ring.seq(ring.index(pos)).load(Ordering::Acquire);
+        let d = dist(first & !ABANDONED_TAG, pos.wrapping_add(1));
+        if d == 0 {
+            let mut k = 1;
+            while k < n {
+                let p = pos.wrapping_add(k);
+                let seq = ring.seq(ring.index(p)).load(Ordering::Acquire);
+                if seq & !ABANDONED_TAG != p.wrapping_add(1) || !ready(p) {
+                    break;
+                }
+                k += 1;
+            }
+            // Relaxed (both): published with the intent by the CAS's Release, as in `claim`;
+            // the end is read only once we are dead.
+            end.store(
+                if k > 1 { pos.wrapping_add(k) } else { 0 },
+                Ordering::Relaxed,
+            );
+            intent.store(pos.wrapping_add(1), Ordering::Relaxed);
+            match head.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(k),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(Some((pos, k))),
+                Err(now) => pos = now,
+            }
+        } else if d < 0 {
+            // No chunk held: the end must say so (a single claim later reads none).
+            intent.store(0, Ordering::Relaxed);
+            end.store(0, Ordering::Relaxed);
+            return Ok(None);
+        } else {
+            let now = head.load(Ordering::Relaxed);
+            if now <= pos {
+                end.store(0, Ordering::Relaxed);
+                return Err(seq_ahead(first, pos, "head", now));
+            }
+            pos = now;
+        }
+    }
+}
+
+/// Frees the `n` slots of a chunk [`claim_recv_many`] claimed at `pos`, then clears the intent
+/// and the chunk end.
+#[inline]
+pub(crate) fn release_recv_many(
+    ring: &Ring,
+    pos: u64,
+    n: u64,
+    intent: &AtomicU64,
+    end: &AtomicU64,
+) {
+    for i in 0..n {
+        let p = pos.wrapping_add(i);
+        // Release: as in `release_recv`.
+        ring.seq(ring.index(p))
+            .store(p.wrapping_add(ring.cap), Ordering::Release);
+    }
+    // Release: as in `release_recv`; the end after it (a dead record's end counts only with
+    // its intent).
+    intent.store(0, Ordering::Release);
+    end.store(0, Ordering::Relaxed);
+}
+
 /// Frees the slot of a consumed position.
 #[inline]
 pub(crate) fn release_recv(ring: &Ring, pos: u64, intent: &AtomicU64) {
@@ -311,11 +405,7 @@ impl RecvSide for Rx {
         // is behind the value read).
         Some(ring.head().load(Ordering::Acquire))
     }
-    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, intent: &AtomicU64) {
-        // MPMC consumers claim one position at a time: a "chunk" here is one claim.
-        debug_assert!(n <= 1);
-        for i in 0..n {
-            release_recv(ring, pos.wrapping_add(i), intent);
-        }
+    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, intent: &AtomicU64, end: &AtomicU64) {
+        release_recv_many(ring, pos, n, intent, end)
     }
 }

@@ -136,7 +136,14 @@ impl RecvSide for Rx {
         Some(self.head)
     }
     #[inline]
-    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, _intent: &AtomicU64) {
+    fn release_many(
+        &mut self,
+        ring: &Ring,
+        pos: u64,
+        n: u64,
+        _intent: &AtomicU64,
+        _end: &AtomicU64,
+    ) {
         Rx::release_many(self, ring, pos, n)
     }
 }

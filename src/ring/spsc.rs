@@ -299,7 +299,14 @@ impl RecvSide for Rx {
         None
     }
     #[inline]
-    fn release_many(&mut self, ring: &Ring, pos: u64, n: u64, _intent: &AtomicU64) {
+    fn release_many(
+        &mut self,
+        ring: &Ring,
+        pos: u64,
+        n: u64,
+        _intent: &AtomicU64,
+        _end: &AtomicU64,
+    ) {
         debug_assert_eq!(pos, self.head);
         Rx::release(self, ring, n)
     }
