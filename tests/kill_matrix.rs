@@ -3,8 +3,10 @@
 //!
 //! Each run picks, from its seed, a flavour (`spsc`, `mpsc`, `mpmc`, an `Endpoint` by name), a
 //! scenario, a geometry, a wait strategy, a kill delay (0-30 ms after the victim attached) and
-//! whether producer children send one message at a time or in chunks (`reserve_many`: a
-//! victim killed holding a chunk loses that chunk only, which the consumers skip whole):
+//! whether children send and receive one message at a time or in chunks (`reserve_many`: a
+//! victim producer killed holding a chunk loses that chunk only, which the consumers skip
+//! whole; `recv_chunk`: a victim consumer's chunk is delivered again, on MPMC adopted one
+//! message at a time by a live consumer):
 //!
 //! - `prod-replaced`: the parent process is the consumer. A victim producer process is killed;
 //!   a replacement producer attaches by name, sends a bounded number of messages and drops
@@ -485,6 +487,34 @@ fn send_chunks<F: Flavour>(
     });
 }
 
+/// The consumer child's loop in chunks of up to `CHUNK` (`recv_chunk`), each message recorded
+/// before the chunk (and so its slot) is freed: a kill redelivers at most a chunk.
+macro_rules! consume_chunks {
+    ($rx:expr, $spec:expr, $ledger:expr, $slot:expr) => {{
+        let mut rx = $rx;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut buf = vec![0u8; $slot];
+        rt.block_on(async {
+            loop {
+                match rx.recv_chunk(CHUNK as usize).await {
+                    Ok(chunk) => {
+                        for i in 0..chunk.len() {
+                            let n = chunk.read(i, &mut buf).unwrap();
+                            $ledger.record(&buf[..n], $spec.salt, $slot);
+                        }
+                    }
+                    Err(Error::Closed) => return report("end closed"),
+                    Err(Error::PeerGone(_)) => return report("end peergone"),
+                    Err(e) => return report(&format!("end error {e}")),
+                }
+            }
+        })
+    }};
+}
+
 /// Consumer child (args: seed, name, ledger): records each message before freeing its slot,
 /// until the channel ends; reports how it ended. Blocks in `recv_ref_blocking`: the parent
 /// bounds the wait (it kills the child when the hang bound passes).
@@ -495,6 +525,22 @@ fn child_consume<F: Flavour>(spec: &Spec, name: &str, ledger: &Ledger) {
     };
     let slot = rx.slot_size();
     report("ready");
+    if spec.chunked {
+        // The chunk APIs are per flavour (an endpoint's rings are SPSC).
+        let rx: Box<dyn std::any::Any> = Box::new(rx);
+        let rx = match rx.downcast::<Consumer<Spsc>>() {
+            Ok(rx) => return consume_chunks!(*rx, spec, ledger, slot),
+            Err(rx) => rx,
+        };
+        let rx = match rx.downcast::<Consumer<Mpsc>>() {
+            Ok(rx) => return consume_chunks!(*rx, spec, ledger, slot),
+            Err(rx) => rx,
+        };
+        let rx = rx
+            .downcast::<Consumer<Mpmc>>()
+            .expect("one of the three flavours");
+        return consume_chunks!(*rx, spec, ledger, slot);
+    }
     loop {
         match rx.recv_ref_blocking() {
             Ok(m) => {
@@ -1086,9 +1132,11 @@ fn judge(p: Pending) -> Outcome {
         problems.push(format!("{torn} torn messages"));
     }
     let consumer_killed = p.spec.scenario == Scenario::ConsumerReplaced && p.kills > 0;
-    if dup > u64::from(consumer_killed) * u64::from(p.kills) {
+    // A killed consumer may have held one message, or one chunk, it had recorded.
+    let per_kill = if p.spec.chunked { CHUNK } else { 1 };
+    if dup > u64::from(consumer_killed) * u64::from(p.kills) * per_kill {
         problems.push(format!(
-            "{dup} duplicates ({} consumer kills allow at most one each)",
+            "{dup} duplicates ({} consumer kills allow at most {per_kill} each)",
             if consumer_killed { p.kills } else { 0 }
         ));
     }
