@@ -11,8 +11,8 @@
 //!
 //! - shmchan in chunks: the same channels, the coordinator reserving 64 job slots at a time
 //!   (`reserve_many`, a `write` each, one `commit`) and taking results with `recv_chunk`,
-//!   the workers committing a batch's results as one chunk: the batch API, one claim and one
-//!   wake check per chunk instead of per message.
+//!   the workers taking up to 64 jobs with `recv_chunk` and committing their results as one
+//!   chunk: the batch API, one claim and one wake check per chunk instead of per message.
 //!
 //! Reported: jobs/s for 1 and 8 workers (`BENCH_WORKERS`), alternating the transports,
 //! median ratios, and shmchan's scaling (8 workers against 1) in each placement. The clock
@@ -77,19 +77,30 @@ async fn child(role: &str, args: &[String]) {
             let mut rx = mpmc::Consumer::open(jobs, opts()).unwrap();
             let mut tx = mpsc::Producer::open(results, opts()).unwrap();
             tx.send(HELLO).await.unwrap();
+            if chunks {
+                // A chunk of jobs, its results as one chunk: a claim and a commit each.
+                let mut job = [0u8; 8];
+                loop {
+                    let jobs = match rx.recv_chunk(64).await {
+                        Ok(c) if c.is_empty() => return,
+                        Ok(c) => c,
+                        Err(Error::Closed) => return,
+                        Err(e) => panic!("worker: {e}"),
+                    };
+                    let n = jobs.len();
+                    let mut out = tx.reserve_many(n).await.unwrap();
+                    for i in 0..n {
+                        jobs.read(i, &mut job).unwrap();
+                        out.write(i, &square(&job, id)).unwrap();
+                    }
+                    out.commit(n);
+                }
+            }
             let mut batch = Vec::with_capacity(64);
             loop {
                 batch.clear();
                 match rx.recv_many(&mut batch, 64).await {
                     Ok(0) | Err(Error::Closed) => return,
-                    Ok(n) if chunks => {
-                        // The batch's results as one chunk: one claim, one commit.
-                        let mut out = tx.reserve_many(n).await.unwrap();
-                        for (i, job) in batch.iter().enumerate() {
-                            out.write(i, &square(job, id)).unwrap();
-                        }
-                        out.commit(n);
-                    }
                     Ok(_) => {
                         // As the socket worker's `BufWriter`: results of a batch, one flush.
                         for job in &batch {
