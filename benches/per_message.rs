@@ -10,13 +10,17 @@
 //! that then move between the cores. Reported: nanoseconds per message on each side, and
 //! shmchan's over the alternative's (lower is cheaper), medians of alternating rounds.
 //!
+//! The same on an MPMC ring (the Vyukov producer and consumers: a CAS per claim, a sequence
+//! word per slot), once with `feed` / `recv_many` and once in chunks (`reserve_many` /
+//! `recv_chunk`: one CAS per chunk).
+//!
 //! `cargo bench --bench per_message` (`BENCH_ROUNDS`, 5 by default; each round is the
 //! fastest of 3 passes of 1,000 bursts). Run it pinned (`taskset -c 0`) for steadier figures.
 
 use std::time::Instant;
 
 use futures::SinkExt;
-use shmchan::{Options, Segment, spsc};
+use shmchan::{Options, Segment, mpmc, spsc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 #[path = "support/harness.rs"]
@@ -138,6 +142,53 @@ async fn shmchan(mode: Mode) -> Cost {
     passes(send, recv).await
 }
 
+/// The MPMC ring, one producer and one consumer handle: `feed` (a flush every 64) and
+/// `recv_many`, or chunks of 64 and `recv_chunk`.
+async fn shmchan_mpmc(chunks: bool) -> Cost {
+    let name = format!("/shmchan-bench-per-message-mpmc-{}", std::process::id());
+    let opts = Options::new().slot_size(MSG).capacity(2 * BURST);
+    let mut tx = mpmc::Producer::create(&name, opts.clone()).unwrap();
+    let mut rx = mpmc::Consumer::open(&name, opts).unwrap();
+    Segment::unlink(&name).unwrap();
+    let payload = [7u8; MSG];
+    let mut batch = Vec::with_capacity(BURST);
+    let send = async || {
+        if chunks {
+            for _ in 0..BURST / 64 {
+                let mut c = tx.reserve_many(64).await.unwrap();
+                for j in 0..64 {
+                    c.write(j, &payload).unwrap();
+                }
+                c.commit(64);
+            }
+            return;
+        }
+        for i in 0..BURST {
+            tx.feed(payload).await.unwrap();
+            if i % 64 == 63 {
+                SinkExt::<[u8; MSG]>::flush(&mut tx).await.unwrap();
+            }
+        }
+    };
+    let mut buf = [0u8; MSG];
+    let recv = async || {
+        let mut got = 0;
+        while got < BURST {
+            if chunks {
+                let chunk = rx.recv_chunk(BURST).await.unwrap();
+                for j in 0..chunk.len() {
+                    assert_eq!(chunk.read(j, &mut buf).unwrap(), MSG);
+                }
+                got += chunk.len();
+                continue;
+            }
+            batch.clear();
+            got += rx.recv_many(&mut batch, BURST).await.unwrap();
+        }
+    };
+    passes(send, recv).await
+}
+
 async fn tokio_mpsc(each: bool) -> Cost {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<[u8; MSG]>(2 * BURST);
     let payload = [7u8; MSG];
@@ -210,10 +261,14 @@ fn main() {
         ("tokio mpsc send().await", Vec::new()),
         ("buffered bytes (no syscall)", Vec::new()),
         ("tokio mpsc send / recv() each", Vec::new()),
+        ("shmchan MPMC feed / recv_many", Vec::new()),
+        ("shmchan MPMC chunks", Vec::new()),
     ];
     const MPSC: usize = 5;
     const BYTES: usize = 6;
     const MPSC_EACH: usize = 7;
+    const MPMC_FEED: usize = 8;
+    const MPMC_CHUNKS: usize = 9;
     for _ in 0..rounds {
         rt.block_on(async {
             rows[0].1.push(shmchan(Mode::Send).await);
@@ -224,6 +279,8 @@ fn main() {
             rows[3].1.push(shmchan(Mode::Chunk).await);
             rows[MPSC_EACH].1.push(tokio_mpsc(true).await);
             rows[4].1.push(shmchan(Mode::Each).await);
+            rows[MPMC_FEED].1.push(shmchan_mpmc(false).await);
+            rows[MPMC_CHUNKS].1.push(shmchan_mpmc(true).await);
         });
     }
     let med = |v: &[Cost], f: fn(&Cost) -> f64| median(v.iter().map(f).collect());
@@ -238,7 +295,8 @@ fn main() {
         );
     }
     let (mpsc, bytes) = (&rows[MPSC].1, &rows[BYTES].1);
-    for (i, (n, v)) in rows[..MPSC].iter().enumerate() {
+    let compared = rows[..MPSC].iter().chain(&rows[MPMC_FEED..]);
+    for (i, (n, v)) in compared.enumerate() {
         // The receive-each row against tokio received the same way.
         let mpsc = if i == 4 { &rows[MPSC_EACH].1 } else { mpsc };
         println!(
