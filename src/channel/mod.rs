@@ -16,14 +16,16 @@
 //!   least every [`Options::liveness_interval`] and check the processes behind the participant
 //!   table (pid and start time). When every peer is gone and at least one died, the call
 //!   returns [`Error::PeerGone`](crate::Error::PeerGone) once the ring is drained.
-//! - What a dead producer can lose: only the message it had claimed but not yet committed. In
-//!   an MPSC or MPMC ring its claimed slot is released as *abandoned* (consumers skip it and
-//!   count it in [`Consumer::abandoned`]) once the producer is proven dead; a live producer's
-//!   slot is never skipped. Everything committed is delivered.
-//! - What a dead consumer can cause: a message it had claimed but not released is delivered
-//!   again to another consumer (SPSC and MPSC: the next consumer to attach; MPMC: a live
-//!   consumer adopts it), so a consumer that died after acting on a message may make it be
-//!   seen twice. MPMC redelivery can reorder that message after later ones.
+//! - What a dead producer can lose: only the message (or the [chunk](WriteChunk)) it had
+//!   claimed but not yet committed. In an MPSC or MPMC ring its claimed slots are released as
+//!   *abandoned* (consumers skip them and count them in [`Consumer::abandoned`]) once the
+//!   producer is proven dead, a chunk's together; a live producer's slot is never skipped.
+//!   Everything committed is delivered.
+//! - What a dead consumer can cause: a message (or each message of a [chunk](ReadChunk)) it
+//!   had claimed but not released is delivered again to another consumer (SPSC and MPSC: the
+//!   next consumer to attach; MPMC: a live consumer adopts it, a chunk's one message at a
+//!   time), so a consumer that died after acting on a message may make it be seen twice. MPMC
+//!   redelivery can reorder that message after later ones.
 
 //!
 //! # Where things live

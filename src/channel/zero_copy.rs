@@ -1,6 +1,6 @@
-//! Zero-copy guards: a slot reserved to write in place ([`WriteSlot`]), consecutive SPSC slots
+//! Zero-copy guards: a slot reserved to write in place ([`WriteSlot`]), consecutive slots
 //! reserved at once ([`WriteChunk`]), a message read in place ([`ReadSlot`]), and several
-//! SPSC messages read at once ([`ReadChunk`]). None holds a reference to shared bytes: they
+//! consecutive messages read at once ([`ReadChunk`]). None holds a reference to shared bytes: they
 //! copy, or hand out raw pointers.
 
 use std::fmt;
@@ -364,7 +364,7 @@ impl<F: Flavour> Drop for ReadChunk<'_, F> {
             c.core.intent(),
             c.core.chunk_end_word(),
         );
-        // SPSC: its one producer; MPSC: up to `n` producers waiting for space.
+        // SPSC: its one producer; MPSC, MPMC: up to `n` producers waiting for space.
         c.core.wake_peers_n(n as usize);
     }
 }
