@@ -1,6 +1,7 @@
 //! A producer feeding a pool of worker processes over one MPMC channel; results come back
 //! over an MPSC channel. The coordinator uses `tokio::select!` with a per-result timeout and a
-//! progress tick.
+//! progress tick; the workers take their jobs in chunks (`recv_chunk`) and send their results
+//! back the same way (`reserve_many`, one `commit` per chunk).
 //!
 //! `cargo run --release --example worker_pool [workers] [jobs]`
 
@@ -69,16 +70,25 @@ async fn main() -> shmchan::Result<()> {
 async fn worker(id: u64, jobs: &str, results: &str) -> shmchan::Result<()> {
     let mut rx = mpmc::Consumer::open(jobs, Options::new())?;
     let mut tx = mpsc::Producer::open(results, Options::new())?;
+    let mut job = [0u8; 16];
     loop {
-        let job = match rx.recv().await {
-            Ok(j) => j,
+        // Whatever is queued, up to 64 jobs, with one claim; the results go back as one
+        // chunk (one claim, one commit). A worker killed meanwhile has its jobs delivered
+        // again to another worker.
+        let batch = match rx.recv_chunk(64).await {
+            Ok(b) => b,
             Err(Error::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let x = u64::from_le_bytes(job[..8].try_into().unwrap());
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&id.to_le_bytes());
-        out[8..].copy_from_slice(&x.wrapping_mul(x).to_le_bytes());
-        tx.send(out).await?;
+        let mut out = tx.reserve_many(batch.len()).await?;
+        for i in 0..batch.len() {
+            batch.read(i, &mut job)?;
+            let x = u64::from_le_bytes(job[..8].try_into().unwrap());
+            let mut r = [0u8; 16];
+            r[..8].copy_from_slice(&id.to_le_bytes());
+            r[8..].copy_from_slice(&x.wrapping_mul(x).to_le_bytes());
+            out.write(i, &r)?;
+        }
+        out.commit(batch.len());
     }
 }

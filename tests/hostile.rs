@@ -130,11 +130,36 @@ macro_rules! hammer {
             let _ = tx.send_timeout(b"t", Duration::from_micros(200));
             let _ = rx.recv_timeout(Duration::from_micros(200));
             let _ = (tx.pending(), rx.available(), rx.is_full(), tx.is_empty());
+            // Chunks (every flavour): claims of several slots over scribbled sequences,
+            // positions and lengths.
+            if let Ok(mut c) = tx.try_reserve_many(3) {
+                for i in 0..c.len() {
+                    let _ = c.write(i, b"chunk");
+                }
+                let k = c.len();
+                c.commit(k);
+            }
+            match rx.try_recv_many(4) {
+                Ok(c) => {
+                    let mut buf = [0u8; 32];
+                    for i in 0..c.len() {
+                        let _ = c.read(i, &mut buf);
+                    }
+                }
+                Err(Error::Corrupt(_)) => corrupt += 1,
+                Err(_) => {}
+            }
             // Async waits park on doorbells and watch the (scribbled) participants' pidfds.
             rt.block_on(async {
                 let t = Duration::from_micros(300);
                 let _ = tokio::time::timeout(t, rx.recv()).await;
                 let _ = tokio::time::timeout(t, tx.send(b"async")).await;
+                if let Ok(Ok(c)) = tokio::time::timeout(t, rx.recv_chunk(4)).await {
+                    drop(c);
+                }
+                if let Ok(Ok(c)) = tokio::time::timeout(t, tx.reserve_many(2)).await {
+                    drop(c); // dropped uncommitted: given back
+                }
             });
             ops += 1;
         }
@@ -233,4 +258,59 @@ fn duration_max_timeouts_do_not_panic() {
     let mut rx = spsc::Consumer::open(name.as_str(), o).unwrap();
     tx.send_timeout(b"x", Duration::MAX).unwrap();
     assert_eq!(&*rx.recv_timeout(Duration::MAX).unwrap(), b"x");
+}
+
+/// A dead MPMC consumer's record whose chunk end (aux word 6) claims more positions than the
+/// ring has: the live consumer that looks at it for adoption gets `Error::Corrupt` naming the
+/// record, never a panic or a walk over slots the record cannot hold; with a sane end it
+/// adopts the message the record pins.
+#[test]
+fn a_dead_consumer_record_with_an_absurd_chunk_end_is_corrupt() {
+    const RECORDS: usize = 256; // participants_off: right after the 256-byte header
+    const REC_INTENT: usize = 16;
+    const REC_CHUNK_END: usize = 24 + 6 * 8;
+    for end in [1u64 << 40, 2] {
+        let name = ShmName::new("badend");
+        let o = opts().max_participants(8);
+        let mut tx = mpmc::Producer::create(name.as_str(), o.clone()).unwrap();
+        let mut rx = mpmc::Consumer::open(name.as_str(), o).unwrap();
+        let seg = Segment::open(name.as_str(), Mode::ReadWrite).unwrap();
+        tx.try_send(b"held").unwrap();
+        // Record 2: a consumer of a pid no process has, holding position 0 (head moved past
+        // it), its chunk said to end at `end`.
+        let rec = RECORDS + 2 * 128;
+        let owner = ((1u64 << 22) + 1) | 2 << 32 | 2 << 40 | 1 << 48;
+        seg.atomic_u64(rec).unwrap().store(owner, Ordering::SeqCst);
+        seg.atomic_u64(rec + REC_INTENT)
+            .unwrap()
+            .store(1, Ordering::SeqCst);
+        seg.atomic_u64(rec + REC_CHUNK_END)
+            .unwrap()
+            .store(end, Ordering::SeqCst);
+        let data = seg.atomic_u64(56).unwrap().load(Ordering::SeqCst) as usize;
+        seg.atomic_u64(data + 128)
+            .unwrap()
+            .store(1, Ordering::SeqCst); // head
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            assert!(
+                Instant::now() < deadline,
+                "no verdict within 5 s (end {end})"
+            );
+            match rx.try_recv() {
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                other => break other,
+            }
+        };
+        match (end, got) {
+            (2, Ok(m)) => assert_eq!(&*m, b"held"),
+            (_, Err(TryRecvError::Other(Error::Corrupt(e)))) if end != 2 => {
+                assert!(
+                    e.contains("participant #2") && e.contains("claims positions"),
+                    "{e}"
+                );
+            }
+            (end, other) => panic!("end {end}: {other:?}"),
+        }
+    }
 }

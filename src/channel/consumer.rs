@@ -666,13 +666,13 @@ impl Consumer<Mpmc> {
                 }
             };
             let from = if lens.is_empty() { 0 } else { 1 };
-            for i in from..(k - (start - pos)) {
+            for i in from..(k - start.wrapping_sub(pos)) {
                 let p = start.wrapping_add(i);
                 match ring::content(ring, p) {
                     Ok(Content::Message(len)) => lens.push(len),
                     // Checked before the claim: only a hostile peer changes a published slot.
                     other => {
-                        let n = k - (start - pos);
+                        let n = k - start.wrapping_sub(pos);
                         ring::mpmc::release_recv_many(
                             ring,
                             start,

@@ -330,7 +330,9 @@ impl Core {
             if p.role != Role::CONSUMER || p.is_alive() {
                 continue;
             }
-            loop {
+            // Bounded: each turn frees a slot of the record's claim or loses a CAS to another
+            // adopter; a record whose intent keeps changing (hostile) is left for later.
+            for _ in 0..=self.ring.cap {
                 let intent = self.layout.intent(i);
                 let Some(pos) = self.pinned_by_consumer(i, intent)? else {
                     break;
