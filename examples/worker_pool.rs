@@ -1,7 +1,8 @@
 //! A producer feeding a pool of worker processes over one MPMC channel; results come back
 //! over an MPSC channel. The coordinator uses `tokio::select!` with a per-result timeout and a
-//! progress tick; the workers take their jobs in chunks (`recv_chunk`) and send their results
-//! back the same way (`reserve_many`, one `commit` per chunk).
+//! progress tick. Both sides move messages in chunks: the coordinator reserves up to 64 job
+//! slots at a time (`reserve_many`, one `commit`) and takes results with `recv_chunk`; the
+//! workers take their jobs with `recv_chunk` and send their results back with `reserve_many`.
 //!
 //! `cargo run --release --example worker_pool [workers] [jobs]`
 
@@ -39,19 +40,29 @@ async fn main() -> shmchan::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     // A busy coordinator skips ticks instead of printing a burst of them later.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut buf = [0u8; 16];
     while done < jobs {
         tokio::select! {
-            // Feed jobs while there are some left (send is cancel safe: a lost race sends nothing).
-            r = jobs_tx.send(sent.to_le_bytes()), if sent < jobs => {
-                r?;
-                sent += 1;
+            // Feed jobs while there are some left, up to 64 at a time: `reserve_many` is
+            // cancel safe (a lost race claims nothing), and the chunk goes out with one commit.
+            r = jobs_tx.reserve_many((jobs - sent).min(64) as usize), if sent < jobs => {
+                let mut chunk = r?;
+                for i in 0..chunk.len() {
+                    chunk.write(i, &(sent + i as u64).to_le_bytes())?;
+                }
+                sent += chunk.len() as u64;
+                let k = chunk.len();
+                chunk.commit(k);
             }
-            r = tokio::time::timeout(Duration::from_secs(2), results.recv()) => {
-                let m = r.map_err(|_| Error::TimedOut("no result for 2 s".into()))??;
-                let w = u64::from_le_bytes(m[..8].try_into().unwrap());
-                sum = sum.wrapping_add(u64::from_le_bytes(m[8..16].try_into().unwrap()));
-                per_worker[w as usize] += 1;
-                done += 1;
+            r = tokio::time::timeout(Duration::from_secs(2), results.recv_chunk(256)) => {
+                let got = r.map_err(|_| Error::TimedOut("no result for 2 s".into()))??;
+                for i in 0..got.len() {
+                    got.read(i, &mut buf)?;
+                    let w = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                    sum = sum.wrapping_add(u64::from_le_bytes(buf[8..16].try_into().unwrap()));
+                    per_worker[w as usize] += 1;
+                }
+                done += got.len() as u64;
             }
             _ = tick.tick() => println!("[coordinator] {done}/{jobs} results"),
         }
