@@ -121,34 +121,75 @@ pub(crate) fn claim_send_many(
     n: u64,
     exact: bool,
 ) -> Result<Option<(u64, u64)>> {
-    if n == 0 || (exact && n > ring.cap) {
+    if exact && n > ring.cap {
+        return Ok(None);
+    }
+    // A slot joins the run only while it is free for its position (a tagged sequence is never
+    // free: `!=` is exact).
+    claim_many(ring, ring.tail(), 0, intent, None, n, exact, |seq, p| {
+        seq == p
+    })
+}
+
+/// [`claim_send_many`] and [`claim_recv_many`], as [`claim`] is for single positions: the
+/// next position `p` of `counter` whose slot sequence (tag cleared) is `p + offset`, and the
+/// run of up to `n` after it for which `joins(seq, q)` holds, claimed with one CAS of
+/// `counter`; `end` (consumers) receives the run's end before the intent, and 0 on every
+/// return without a claim.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn claim_many(
+    ring: &Ring,
+    counter: &AtomicU64,
+    offset: u64,
+    intent: &AtomicU64,
+    end: Option<&AtomicU64>,
+    n: u64,
+    exact: bool,
+    mut joins: impl FnMut(u64, u64) -> bool,
+) -> Result<Option<(u64, u64)>> {
+    let no_chunk = || {
+        if let Some(e) = end {
+            // Relaxed: our own record's word, read only once we are dead.
+            e.store(0, Ordering::Relaxed);
+        }
+    };
+    if n == 0 {
+        no_chunk();
         return Ok(None);
     }
     let n = n.min(ring.cap);
-    let tail = ring.tail();
-    let mut pos = tail.load(Ordering::Relaxed);
+    let mut pos = counter.load(Ordering::Relaxed);
     loop {
-        // Acquire (each): pairs with the Release store of the slot's sequence in
-        // `release_recv` (or a repair / the MPSC consumer's free): the consumer's reads of
-        // the slot happen before our writes.
+        // Acquire (each): pairs with the Release store of the slot's sequence by the other
+        // side (`publish_send*` / `release_recv*`, a repair, the MPSC consumer's free): its
+        // access to the slot bytes happens before ours.
         let first = ring.seq(ring.index(pos)).load(Ordering::Acquire);
-        let d = dist(first & !ABANDONED_TAG, pos);
+        let d = dist(first & !ABANDONED_TAG, pos.wrapping_add(offset));
         if d == 0 {
             let mut k = 1;
             while k < n {
                 let p = pos.wrapping_add(k);
-                if ring.seq(ring.index(p)).load(Ordering::Acquire) != p {
+                if !joins(ring.seq(ring.index(p)).load(Ordering::Acquire), p) {
                     break;
                 }
                 k += 1;
             }
             if exact && k < n {
                 intent.store(0, Ordering::Relaxed);
+                no_chunk();
                 return Ok(None);
             }
-            // Relaxed, then the AcqRel CAS: as in `claim`.
+            // Relaxed (all): published by the CAS's Release, as in `claim`; the end is read
+            // only once we are dead.
+            if let Some(e) = end {
+                e.store(
+                    if k > 1 { pos.wrapping_add(k) } else { 0 },
+                    Ordering::Relaxed,
+                );
+            }
             intent.store(pos.wrapping_add(1), Ordering::Relaxed);
-            match tail.compare_exchange_weak(
+            match counter.compare_exchange_weak(
                 pos,
                 pos.wrapping_add(k),
                 Ordering::AcqRel,
@@ -159,11 +200,14 @@ pub(crate) fn claim_send_many(
             }
         } else if d < 0 {
             intent.store(0, Ordering::Relaxed);
+            no_chunk();
             return Ok(None);
         } else {
-            let now = tail.load(Ordering::Relaxed);
+            let now = counter.load(Ordering::Relaxed);
             if now <= pos {
-                return Err(seq_ahead(first, pos, "tail", now));
+                no_chunk();
+                let what = if offset == 0 { "tail" } else { "head" };
+                return Err(seq_ahead(first, pos, what, now));
             }
             pos = now;
         }
@@ -229,57 +273,16 @@ pub(crate) fn claim_recv_many(
     n: u64,
     mut ready: impl FnMut(u64) -> bool,
 ) -> Result<Option<(u64, u64)>> {
-    if n == 0 {
-        return Ok(None);
-    }
-    let n = n.min(ring.cap);
-    let head = ring.head();
-    let mut pos = head.load(Ordering::Relaxed);
-    loop {
-        // Acquire (each): pairs with the producer's Release store of `seq` (`publish_send*`):
-        // the bytes and length are visible before the message is.
-        let first = ring.seq(ring.index(pos)).load(Ordering::Acquire);
-        let d = dist(first & !ABANDONED_TAG, pos.wrapping_add(1));
-        if d == 0 {
-            let mut k = 1;
-            while k < n {
-                let p = pos.wrapping_add(k);
-                let seq = ring.seq(ring.index(p)).load(Ordering::Acquire);
-                if seq & !ABANDONED_TAG != p.wrapping_add(1) || !ready(p) {
-                    break;
-                }
-                k += 1;
-            }
-            // Relaxed (both): published with the intent by the CAS's Release, as in `claim`;
-            // the end is read only once we are dead.
-            end.store(
-                if k > 1 { pos.wrapping_add(k) } else { 0 },
-                Ordering::Relaxed,
-            );
-            intent.store(pos.wrapping_add(1), Ordering::Relaxed);
-            match head.compare_exchange_weak(
-                pos,
-                pos.wrapping_add(k),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(Some((pos, k))),
-                Err(now) => pos = now,
-            }
-        } else if d < 0 {
-            // No chunk held: the end must say so (a single claim later reads none).
-            intent.store(0, Ordering::Relaxed);
-            end.store(0, Ordering::Relaxed);
-            return Ok(None);
-        } else {
-            let now = head.load(Ordering::Relaxed);
-            if now <= pos {
-                end.store(0, Ordering::Relaxed);
-                return Err(seq_ahead(first, pos, "head", now));
-            }
-            pos = now;
-        }
-    }
+    claim_many(
+        ring,
+        ring.head(),
+        1,
+        intent,
+        Some(end),
+        n,
+        false,
+        |seq, p| seq & !ABANDONED_TAG == p.wrapping_add(1) && ready(p),
+    )
 }
 
 /// Frees the `n` slots of a chunk [`claim_recv_many`] claimed at `pos`, then clears the intent
