@@ -40,6 +40,7 @@
 //! | `peers.rs` | liveness checks, close detection, repair of dead producers' slots, adoption of dead consumers' messages, release of dead records |
 //! | `producer.rs`, `consumer.rs` | the public handles and their try / blocking / timed calls |
 //! | `zero_copy.rs` | [`WriteSlot`], [`WriteChunk`], [`ReadSlot`], [`ReadChunk`] |
+//! | `chunks.rs` | receiving in chunks: `try_recv_many`, `recv_chunk` per flavour |
 //! | `asynch.rs` | futures, `Sink`, `Stream` |
 //!
 //! A send runs `producer.rs` (claim) -> `ring` (the flavour's `SendSide`) ->
@@ -153,6 +154,7 @@ macro_rules! common_methods {
 }
 
 mod asynch;
+mod chunks;
 mod consumer;
 mod core;
 mod large;
