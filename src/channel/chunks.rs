@@ -41,7 +41,7 @@ impl Consumer<Spsc> {
     /// [`Producer::reserve_many`](crate::spsc::Producer::reserve_many). Copy each out with
     /// [`ReadChunk::read`] (no allocation); dropping the chunk frees them all with one store
     /// and at most one wake-up. A stream of small records costs far less per message this way
-    /// than one [`Message`] each (`cargo bench --bench per_message`).
+    /// than one [`Message`](crate::Message) each (`cargo bench --bench per_message`).
     ///
     /// # Errors
     ///
