@@ -110,6 +110,42 @@ direct_send_uses_the_reservation!(spsc_direct_send_uses_the_sink_reservation, sp
 direct_send_uses_the_reservation!(mpsc_direct_send_uses_the_sink_reservation, mpsc);
 direct_send_uses_the_reservation!(mpmc_direct_send_uses_the_sink_reservation, mpmc);
 
+/// `poll_ready; reserve_many(2) + commit; start_send(B)`: the chunk is a send path too. On
+/// SPSC it starts at the reserved slot; on MPSC and MPMC the reservation is given back
+/// (discarded, which consumers skip without counting it abandoned) and `start_send` takes the
+/// next slot. Either way the chunk's messages, then B, and the ring stays whole.
+macro_rules! chunk_uses_or_returns_the_reservation {
+    ($test:ident, $m:ident) => {
+        #[tokio::test(flavor = "current_thread")]
+        async fn $test() {
+            let name = ShmName::new(stringify!($test));
+            let mut tx = $m::Producer::create(name.as_str(), opts()).unwrap();
+            let mut rx = $m::Consumer::open(name.as_str(), opts()).unwrap();
+            poll_ready(&mut tx).await;
+            let mut chunk = tx.reserve_many(2).await.unwrap();
+            chunk.write(0, b"A1").unwrap();
+            chunk.write(1, b"A2").unwrap();
+            chunk.commit(2);
+            start_send(&mut tx, b"B");
+            flush(&mut tx).await;
+            let mut got = Vec::new();
+            while let Ok(m) = rx.try_recv() {
+                got.push(String::from_utf8(m.into_vec()).unwrap());
+            }
+            assert_eq!(got, ["A1", "A2", "B"]);
+            assert_eq!(rx.abandoned(), 0);
+            for m in [b"C", b"D", b"E", b"F"] {
+                tx.try_send(m).unwrap();
+            }
+            assert!(tx.try_send(b"G").is_err());
+        }
+    };
+}
+
+chunk_uses_or_returns_the_reservation!(spsc_chunk_uses_the_sink_reservation, spsc);
+chunk_uses_or_returns_the_reservation!(mpsc_chunk_returns_the_sink_reservation, mpsc);
+chunk_uses_or_returns_the_reservation!(mpmc_chunk_returns_the_sink_reservation, mpmc);
+
 /// The same with a full ring: the reservation goes to the first direct send, the ring fills,
 /// and `start_send`'s item waits in the sink until `poll_flush` finds room, after the messages
 /// sent before it and before those sent after it.
